@@ -1,0 +1,1 @@
+"""Shared plumbing of the meshgram services: errors, logs, settings, server and clients."""

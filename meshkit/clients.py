@@ -1,0 +1,54 @@
+"""Outbound calls to peer services: channels, per-call metadata, deadlines and error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER
+from meshkit.grpc_errors import from_rpc_error
+from meshkit.request_context import REQUEST_ID_HEADER, current_request_id
+
+ResponseT = TypeVar("ResponseT")
+
+_CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+]
+
+
+def open_channel(address: str) -> grpc.aio.Channel:
+    """Open an insecure channel to a peer on the private network."""
+    return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+
+
+class PeerCaller:
+    """Calls one peer with a deadline, the request id and (optionally) caller credentials."""
+
+    def __init__(
+        self, *, timeout: float, caller: str | None = None, caller_token: str | None = None
+    ) -> None:
+        self._timeout = timeout
+        static: list[tuple[str, str]] = []
+        if caller is not None and caller_token is not None:
+            static = [(CALLER_HEADER, caller), (CALLER_TOKEN_HEADER, caller_token)]
+        self._static = tuple(static)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Metadata for the next outbound call: request id plus caller credentials."""
+        return ((REQUEST_ID_HEADER, current_request_id()), *self._static)
+
+    @property
+    def timeout(self) -> float:
+        """Deadline in seconds applied to every call."""
+        return self._timeout
+
+    async def unary(self, method: Callable[..., Awaitable[ResponseT]], request: Any) -> ResponseT:
+        """Make a unary call; a peer's error comes back as the matching DomainError."""
+        try:
+            return await method(request, timeout=self._timeout, metadata=self.metadata())
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None

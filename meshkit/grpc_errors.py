@@ -1,0 +1,114 @@
+"""Translate domain errors to gRPC statuses with google.rpc details, and back again.
+
+The server side turns a DomainError into a canonical status code plus a google.rpc.Status carrying
+ErrorInfo (reason, domain) and, for invalid input, BadRequest field violations. The client side
+turns such a status from a peer service back into the same DomainError, so an error raised in
+data_access reaches the edge with its reason intact.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from meshkit import errors
+from meshkit.reasons import ERROR_DOMAIN, Reason
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+_CLASSES = {code: cls for cls, code in _CODES.items()}
+
+
+def status_code_for(error: errors.DomainError) -> grpc.StatusCode:
+    """Return the canonical gRPC code for a domain error."""
+    for cls in type(error).__mro__:
+        if cls in _CODES:
+            return _CODES[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+def to_status_proto(error: errors.DomainError) -> status_pb2.Status:
+    """Build the google.rpc.Status (with ErrorInfo and BadRequest details) for a domain error."""
+    code = status_code_for(error)
+    info = error_details_pb2.ErrorInfo(
+        reason=str(error.reason), domain=ERROR_DOMAIN, metadata=dict(error.metadata)
+    )
+    details = [_pack(info)]
+    if isinstance(error, errors.InvalidArgument) and error.violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(bad))
+    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+
+
+def trailing_metadata_for(error: errors.DomainError) -> tuple[tuple[str, bytes], ...]:
+    """Return the trailing metadata that carries the error's google.rpc.Status."""
+    return ((STATUS_DETAILS_KEY, to_status_proto(error).SerializeToString()),)
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.DomainError:
+    """Rebuild the domain error a peer service raised; transport failures become Unavailable."""
+    code = error.code()
+    cls = _CLASSES.get(code)
+    if cls is None or cls is errors.Unavailable:
+        return errors.Unavailable(
+            message="a dependency is unavailable, please retry",
+            reason=Reason.DEPENDENCY_UNAVAILABLE,
+        )
+    status = _status_from_trailers(error)
+    reason = Reason.INVALID_FIELD
+    violations: list[errors.FieldViolation] = []
+    metadata: dict[str, str] = {}
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                if info.reason in Reason.__members__:
+                    reason = Reason(info.reason)
+                metadata = dict(info.metadata)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations = [
+                    errors.FieldViolation(v.field, v.description) for v in bad.field_violations
+                ]
+    message = error.details() or code.name
+    if cls is errors.InvalidArgument:
+        return errors.InvalidArgument(
+            message=message, reason=reason, metadata=metadata, violations=violations
+        )
+    return cls(message=message, reason=reason, metadata=metadata)
+
+
+def _status_from_trailers(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
+    """Parse google.rpc.Status from an error's trailing metadata, if present and consistent."""
+    for key, value in error.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            if status.code == error.code().value[0]:
+                return status
+    return None
+
+
+def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    """Wrap a detail message in google.protobuf.Any."""
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed

@@ -1,0 +1,142 @@
+"""Composition helpers shared by every service: start a grpc.aio server with health, reflection,
+the service interceptor and a dependency probe; drain gracefully on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from meshkit.interceptors import ServiceInterceptor
+from meshkit.logs import configure_logging
+from meshkit.settings import ServiceSettings
+
+log = logging.getLogger("meshkit.server")
+
+_SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),
+]
+
+
+@dataclass
+class ServiceDefinition:
+    """Everything the server needs to host one service process."""
+
+    name: str
+    """Process name used in logs, e.g. "auth_svc"."""
+    register: Callable[[grpc.aio.Server], None]
+    """Adds the servicers to the server."""
+    service_names: Sequence[str]
+    """Full names of the services implemented here; their health follows the dependency probe."""
+    reflection_names: Sequence[str]
+    """Full names listed by server reflection (may include peers' public services)."""
+    check_dependencies: Callable[[], Awaitable[bool]]
+    """Returns True when every dependency answers; drives the health status."""
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Closers run after the server has drained (channels, engines)."""
+    health_interval_seconds: float = 2.0
+
+
+@dataclass
+class RunningServer:
+    """A started server: its bound port and how to stop it."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    definition: ServiceDefinition
+    _probe: asyncio.Task[None]
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, let in-flight calls finish within grace seconds, then close."""
+        await self.health.enter_graceful_shutdown()
+        self._probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._probe
+        await self.server.stop(grace)
+        for closer in self.definition.on_shutdown:
+            await closer()
+
+
+async def start_server(definition: ServiceDefinition, host: str, port: int) -> RunningServer:
+    """Start serving definition on host:port (0 picks a free port) and return the handle."""
+    server = grpc.aio.server(interceptors=[ServiceInterceptor()], options=_SERVER_OPTIONS)
+    definition.register(server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [
+            *definition.reflection_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"{definition.name}: cannot listen on {host}:{port}")
+    await server.start()
+    await _set_health(health, definition, await _probe_once(definition))
+    probe = asyncio.create_task(_probe_forever(health, definition), name=f"{definition.name}-probe")
+    log.info("listening", extra={"address": f"{host}:{bound}"})
+    return RunningServer(
+        server=server, port=bound, health=health, definition=definition, _probe=probe
+    )
+
+
+async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> None:
+    """Run a service until SIGTERM or SIGINT, then drain gracefully."""
+    configure_logging(definition.name, settings.log_level)
+    running = await start_server(definition, settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
+    await running.stop(settings.shutdown_grace_seconds)
+    log.info("stopped")
+
+
+async def _probe_once(definition: ServiceDefinition) -> bool:
+    """Run the dependency probe, treating errors and slowness as 'not ready'."""
+    try:
+        return await asyncio.wait_for(
+            definition.check_dependencies(), timeout=definition.health_interval_seconds
+        )
+    except Exception:  # any failure of a probe means "not serving"
+        return False
+
+
+async def _probe_forever(health: health_aio.HealthServicer, definition: ServiceDefinition) -> None:
+    """Keep the health status in line with the dependency probe."""
+    last: bool | None = None
+    while True:
+        ok = await _probe_once(definition)
+        if ok != last:
+            await _set_health(health, definition, ok)
+            if last is not None:
+                log.warning("dependencies %s", "reachable" if ok else "unreachable")
+            last = ok
+        await asyncio.sleep(definition.health_interval_seconds)
+
+
+async def _set_health(
+    health: health_aio.HealthServicer, definition: ServiceDefinition, ok: bool
+) -> None:
+    """Set the overall ("") and per-service health status."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *definition.service_names):
+        await health.set(name, status)
