@@ -1,0 +1,59 @@
+# meshgram: the front panel. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PY := .venv/bin/python
+STAMP := .venv/.meshgram-synced
+PROTOS := $(shell find protos -name '*.proto')
+GENERATED := meshgram/__init__.py envoy/api_descriptor.pb
+
+.PHONY: help run dev test test-fast lint fmt proto migrate bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+$(GENERATED) &: $(PROTOS) $(STAMP) tools/gen_protos.py
+	$(PY) -m tools.gen_protos
+
+install: $(STAMP) $(GENERATED)
+
+run: install ## run everything: embedded Postgres (unless DATABASE_URL), migrations, services, Envoy
+	$(PY) -m tools.run
+
+dev: install ## like run, restarting the services when code changes
+	$(PY) -m tools.run --reload
+
+test: install ## run the whole test suite (unit, integration, end-to-end)
+	$(PY) -m pytest
+
+lint: install ## ruff, ruff format --check, mypy --strict, buf lint
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	npx --yes @bufbuild/buf@1.75.0 lint
+
+fmt: install ## apply ruff fixes and formatting
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+proto: $(STAMP) ## regenerate stubs, typing stubs and Envoy's descriptor set
+	$(PY) -m tools.gen_protos
+
+migrate: install ## apply database migrations (embedded Postgres unless DATABASE_URL)
+	$(PY) -m data_access.migrate
+
+bench: install ## benchmark the running mesh through Envoy (start it with `make run` first)
+	$(PY) -m bench
+
+clean: ## remove the venv, generated code and caches (keeps var/ data)
+	rm -rf .venv .tools meshgram envoy/api_descriptor.pb .build .mypy_cache .ruff_cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
