@@ -42,6 +42,8 @@ class ServiceDefinition:
     """Full names listed by server reflection (may include peers' public services)."""
     check_dependencies: Callable[[], Awaitable[bool]]
     """Returns True when every dependency answers; drives the health status."""
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    """Extra server interceptors, run after the shared ServiceInterceptor."""
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Closers run after the server has drained (channels, engines)."""
     health_interval_seconds: float = 2.0
@@ -70,7 +72,9 @@ class RunningServer:
 
 async def start_server(definition: ServiceDefinition, host: str, port: int) -> RunningServer:
     """Start serving definition on host:port (0 picks a free port) and return the handle."""
-    server = grpc.aio.server(interceptors=[ServiceInterceptor()], options=_SERVER_OPTIONS)
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(), *definition.interceptors], options=_SERVER_OPTIONS
+    )
     definition.register(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
