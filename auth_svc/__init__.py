@@ -1,0 +1,1 @@
+"""auth_svc: accounts and credentials (register, login, refresh, logout) and the JWKS."""

@@ -1,0 +1,132 @@
+"""The flows of AuthService (register, login, refresh, logout) over the account store.
+
+Free of grpc and protobuf: the servicer translates messages, this module decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from auth_svc import accounts, tokens
+from auth_svc.accounts import Account, AccountStore
+from auth_svc.passwords import PasswordHasher
+from auth_svc.tokens import AccessTokenSigner, Clock
+from meshkit.errors import FailedPrecondition, NotFound, Unauthenticated
+from meshkit.reasons import Reason
+
+# One message for an unknown email, a malformed email and a wrong password: the answer must not
+# tell whether an address is registered.
+INVALID_CREDENTIALS_MESSAGE = "email or password is incorrect"
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """The tokens a client keeps after logging in or refreshing."""
+
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+    token_type: str = tokens.TOKEN_TYPE
+
+
+class Authenticator:
+    """Registers accounts, checks credentials and issues, rotates and revokes tokens."""
+
+    def __init__(
+        self,
+        store: AccountStore,
+        hasher: PasswordHasher,
+        signer: AccessTokenSigner,
+        *,
+        refresh_ttl_seconds: int,
+        clock: Clock = time.time,
+    ) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._signer = signer
+        self._refresh_ttl = refresh_ttl_seconds
+        self._clock = clock
+
+    async def register(self, email: str, username: str, password: str) -> Account:
+        """Create an account; InvalidArgument lists every bad field, AlreadyExists when taken."""
+        registration = accounts.validate_registration(email, username, password)
+        password_hash = await self._hasher.hash(registration.password)
+        return await self._store.create_account(
+            registration.email, registration.username, password_hash
+        )
+
+    async def login(self, email: str, password: str) -> TokenPair:
+        """Return a token pair starting a new login; Unauthenticated (INVALID_CREDENTIALS) for an
+        unknown or malformed email and for a wrong password alike."""
+        normal_email = accounts.login_email(email)
+        credentials = None
+        if normal_email is not None:
+            credentials = await self._store.get_credentials(normal_email)
+        # bcrypt always runs (against a dummy hash when there is no account) so that the response
+        # time does not reveal whether the email is registered.
+        matches = await self._hasher.verify(
+            password, credentials.password_hash if credentials is not None else None
+        )
+        if credentials is None or not matches:
+            raise Unauthenticated(
+                message=INVALID_CREDENTIALS_MESSAGE, reason=Reason.INVALID_CREDENTIALS
+            )
+        account = credentials.account
+        refresh = self._new_refresh_token()
+        await self._store.create_refresh_token(account.id, refresh.token_hash, refresh.expires_at)
+        return self._pair(account, refresh)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Consume a refresh token and return a new pair; Unauthenticated with reason
+        REFRESH_TOKEN_INVALID (unknown, expired, revoked) or REFRESH_TOKEN_REUSED (consumed)."""
+        if not refresh_token:
+            raise Unauthenticated(
+                message="refresh token is required", reason=Reason.REFRESH_TOKEN_INVALID
+            )
+        successor = self._new_refresh_token()
+        try:
+            account = await self._store.rotate_refresh_token(
+                tokens.hash_refresh_token(refresh_token),
+                successor.token_hash,
+                successor.expires_at,
+            )
+        except NotFound:
+            raise Unauthenticated(
+                message="refresh token is invalid or expired; log in again",
+                reason=Reason.REFRESH_TOKEN_INVALID,
+            ) from None
+        except FailedPrecondition:
+            raise Unauthenticated(
+                message="refresh token was already used; every token of this login is revoked",
+                reason=Reason.REFRESH_TOKEN_REUSED,
+            ) from None
+        return self._pair(account, successor)
+
+    async def logout(self, refresh_token: str) -> None:
+        """Revoke the login of a refresh token; unknown or empty tokens are silently accepted."""
+        if not refresh_token:
+            return
+        # Logging out twice, or with a token that expired long ago, must stay harmless.
+        with contextlib.suppress(NotFound):
+            await self._store.revoke_refresh_token(tokens.hash_refresh_token(refresh_token))
+
+    def jwks(self) -> list[dict[str, str]]:
+        """Return the public keys that verify access tokens."""
+        return self._signer.jwks()
+
+    def _new_refresh_token(self) -> tokens.RefreshToken:
+        """A fresh refresh token with the configured lifetime."""
+        return tokens.new_refresh_token(self._refresh_ttl, clock=self._clock)
+
+    def _pair(self, account: Account, refresh: tokens.RefreshToken) -> TokenPair:
+        """Issue an access token for account and pair it with refresh."""
+        access = self._signer.issue(account.id, account.username)
+        return TokenPair(
+            access_token=access.token,
+            expires_in=access.expires_in,
+            refresh_token=refresh.token,
+            refresh_expires_in=refresh.expires_in,
+        )

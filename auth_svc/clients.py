@@ -1,0 +1,117 @@
+"""Typed client of data_access's AccountStoreService: protobuf in, auth_svc's domain types out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2
+
+from auth_svc.accounts import Account, StoredCredentials
+from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
+from meshkit.clients import PeerCaller
+from meshkit.errors import DomainError, NotFound, PermissionDenied, Unauthenticated
+
+ResponseT = TypeVar("ResponseT")
+
+
+class DataAccessRefusedCaller(RuntimeError):
+    """data_access rejected auth_svc's caller credentials: a deployment mistake, not a client's."""
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    """Convert an aware datetime to a protobuf Timestamp."""
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _account(record: dataaccess_pb2.AccountRecord) -> Account:
+    """Convert a stored account record to the domain Account."""
+    return Account(id=record.id, email=record.email, username=record.username)
+
+
+class AccountStoreClient:
+    """AccountStoreService over a channel; implements auth_svc.accounts.AccountStore."""
+
+    def __init__(self, channel: grpc.aio.Channel, caller: PeerCaller) -> None:
+        self._stub = dataaccess_pb2_grpc.AccountStoreServiceStub(channel)
+        # The typing stubs of grpc_health leave HealthStub's methods untyped; a typed callable
+        # for the one method we use keeps the probe checked.
+        self._health_check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        self._caller = caller
+
+    async def create_account(self, email: str, username: str, password_hash: str) -> Account:
+        """Create an account; AlreadyExists (EMAIL_TAKEN / USERNAME_TAKEN) when either is used."""
+        request = dataaccess_pb2.CreateAccountRequest(
+            email=email, username=username, password_hash=password_hash
+        )
+        response = await self._call(self._stub.CreateAccount, request)
+        return _account(response.account)
+
+    async def get_credentials(self, email: str) -> StoredCredentials | None:
+        """Return the account and password hash for a normalised email, or None."""
+        request = dataaccess_pb2.GetCredentialsRequest(email=email)
+        try:
+            response = await self._call(self._stub.GetCredentials, request)
+        except NotFound:
+            return None
+        return StoredCredentials(
+            account=_account(response.account), password_hash=response.password_hash
+        )
+
+    async def create_refresh_token(
+        self, account_id: str, token_hash: str, expires_at: datetime
+    ) -> str:
+        """Store the first refresh token of a new family and return the family id."""
+        request = dataaccess_pb2.CreateRefreshTokenRequest(
+            account_id=account_id, token_hash=token_hash, expire_time=_timestamp(expires_at)
+        )
+        response = await self._call(self._stub.CreateRefreshToken, request)
+        return response.family_id
+
+    async def rotate_refresh_token(
+        self, token_hash: str, new_token_hash: str, new_expires_at: datetime
+    ) -> Account:
+        """Consume a token and store its successor; NotFound when invalid, FailedPrecondition
+        when already consumed (the family is then revoked)."""
+        request = dataaccess_pb2.RotateRefreshTokenRequest(
+            token_hash=token_hash,
+            new_token_hash=new_token_hash,
+            new_expire_time=_timestamp(new_expires_at),
+        )
+        response = await self._call(self._stub.RotateRefreshToken, request)
+        return _account(response.account)
+
+    async def revoke_refresh_token(self, token_hash: str) -> None:
+        """Revoke the family of a token; unknown tokens are not an error."""
+        request = dataaccess_pb2.RevokeRefreshTokenRequest(token_hash=token_hash)
+        await self._call(self._stub.RevokeRefreshToken, request)
+
+    async def healthy(self) -> bool:
+        """Tell whether data_access answers its overall health check with SERVING."""
+        try:
+            response = await self._caller.unary(
+                self._health_check, health_pb2.HealthCheckRequest(service="")
+            )
+        except DomainError:
+            return False
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def _call(self, method: Callable[..., Awaitable[ResponseT]], request: Any) -> ResponseT:
+        """Call data_access; a refusal of our own credentials becomes an internal error."""
+        try:
+            return await self._caller.unary(method, request)
+        except (Unauthenticated, PermissionDenied) as exc:
+            # Passing these through would tell an end user "unauthenticated" about a mesh
+            # misconfiguration; it must surface as INTERNAL and in our logs instead.
+            raise DataAccessRefusedCaller(
+                f"data_access refused auth_svc's caller credentials ({exc.reason})"
+            ) from None

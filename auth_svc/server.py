@@ -1,0 +1,90 @@
+"""Composition root of auth_svc: settings, channel to data_access, servicer, health probe."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from pydantic import ValidationError
+
+from auth_svc.authenticator import Authenticator
+from auth_svc.clients import AccountStoreClient
+from auth_svc.keys import SigningKeyError, load_signing_key
+from auth_svc.passwords import PasswordHasher
+from auth_svc.servicer import AuthServicer
+from auth_svc.settings import SERVICE_NAME, AuthSettings
+from auth_svc.tokens import AccessTokenSigner
+from meshgram.auth.v1 import auth_pb2, auth_pb2_grpc
+from meshgram.storage.v1 import storage_pb2
+from meshgram.user.v1 import user_pb2
+from meshkit.clients import PeerCaller, open_channel
+from meshkit.server import ServiceDefinition, serve
+
+AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+
+# Envoy routes server reflection to auth_svc, so grpcurl at the edge must see every public
+# service here; reflection answers from the imported descriptors, not from implementations.
+PUBLIC_SERVICES = (
+    AUTH_SERVICE,
+    user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
+    storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
+)
+
+
+def build_definition(settings: AuthSettings) -> ServiceDefinition:
+    """Wire auth_svc for settings; call inside a running event loop (it opens a grpc.aio
+    channel). Health follows data_access's health; shutdown closes the channel."""
+    channel = open_channel(settings.data_access_addr)
+    caller = PeerCaller(
+        timeout=settings.call_timeout_seconds,
+        caller=SERVICE_NAME,
+        caller_token=settings.caller_token(),
+    )
+    store = AccountStoreClient(channel, caller)
+    signing_key = load_signing_key(
+        settings.jwt_private_key_file,
+        create_if_missing=settings.environment == "development",
+    )
+    # PasswordHasher computes its dummy hash here, once, before the server takes calls.
+    authenticator = Authenticator(
+        store,
+        PasswordHasher(settings.pepper(), settings.bcrypt_rounds),
+        AccessTokenSigner(signing_key, ttl_seconds=settings.access_token_ttl_seconds),
+        refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+    )
+    servicer = AuthServicer(authenticator)
+
+    def register(server: grpc.aio.Server) -> None:
+        """Add AuthService to the server."""
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server)
+
+    async def close_channel() -> None:
+        """Close the data_access channel once in-flight calls have drained."""
+        await channel.close()
+
+    return ServiceDefinition(
+        name=SERVICE_NAME,
+        register=register,
+        service_names=[AUTH_SERVICE],
+        reflection_names=list(PUBLIC_SERVICES),
+        check_dependencies=store.healthy,
+        on_shutdown=[close_channel],
+    )
+
+
+async def _run(settings: AuthSettings) -> None:
+    """Build and serve auth_svc until a stop signal."""
+    await serve(build_definition(settings), settings)
+
+
+def main() -> None:
+    """Run auth_svc with settings from the environment until SIGTERM or SIGINT; exit with a
+    readable message when the settings or the signing key are unusable."""
+    try:
+        settings = AuthSettings()
+    except ValidationError as exc:
+        raise SystemExit(f"auth_svc: invalid settings: {exc}") from None
+    try:
+        asyncio.run(_run(settings))
+    except SigningKeyError as exc:
+        raise SystemExit(f"auth_svc: {exc}") from None

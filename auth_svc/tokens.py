@@ -1,0 +1,119 @@
+"""Access tokens (EdDSA JWTs), the JWKS that verifies them, and opaque refresh tokens.
+
+Access token claims: sub (account id), name (username), iss, aud, iat, exp, jti; the header
+names the signing key by kid, its RFC 7638 thumbprint, so verifiers pick the key from the JWKS.
+Refresh tokens are 256 random bits; only their SHA-256 (hex) ever leaves this process.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from meshkit.access_tokens import ALGORITHM, AUDIENCE, ISSUER
+
+TOKEN_TYPE = "Bearer"
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A signed access token and its lifetime in seconds."""
+
+    token: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    """A new refresh token: the secret for the client, the hash for the store, its expiry."""
+
+    token: str
+    token_hash: str
+    expires_at: datetime
+    expires_in: int
+
+
+def _b64url(data: bytes) -> str:
+    """Base64url without padding, as JOSE wants it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
+    """Return the required members of the key's JWK (RFC 8037): kty, crv, x."""
+    raw = public_key.public_bytes(
+        encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
+    )
+    return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)}
+
+
+def thumbprint(public_key: Ed25519PublicKey) -> str:
+    """Return the RFC 7638 JWK thumbprint (SHA-256, base64url) used as the key id."""
+    canonical = json.dumps(public_jwk(public_key), sort_keys=True, separators=(",", ":"))
+    return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
+class AccessTokenSigner:
+    """Signs access tokens with one Ed25519 key and publishes its public half as a JWKS."""
+
+    def __init__(
+        self, private_key: Ed25519PrivateKey, *, ttl_seconds: int, clock: Clock = time.time
+    ) -> None:
+        self._key = private_key
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._public = public_jwk(private_key.public_key())
+        self._kid = thumbprint(private_key.public_key())
+
+    @property
+    def kid(self) -> str:
+        """Key id carried in every token's header."""
+        return self._kid
+
+    def issue(self, account_id: str, username: str) -> AccessToken:
+        """Return a token for the account, valid for the configured lifetime from now."""
+        issued_at = int(self._clock())
+        claims = {
+            "sub": account_id,
+            "name": username,
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": issued_at,
+            "exp": issued_at + self._ttl,
+            "jti": uuid.uuid4().hex,
+        }
+        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self._kid})
+        return AccessToken(token=token, expires_in=self._ttl)
+
+    def jwks(self) -> list[dict[str, str]]:
+        """Return the JSON Web Key Set: every key currently accepted for access tokens."""
+        return [{**self._public, "kid": self._kid, "alg": ALGORITHM, "use": "sig"}]
+
+
+def hash_refresh_token(token: str) -> str:
+    """Return the hex SHA-256 of a refresh token, the only form the store ever sees."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_refresh_token(ttl_seconds: int, *, clock: Clock = time.time) -> RefreshToken:
+    """Return a fresh 256-bit base64url refresh token that expires ttl_seconds from now."""
+    token = secrets.token_urlsafe(32)
+    expires_at = datetime.fromtimestamp(clock(), tz=UTC) + timedelta(seconds=ttl_seconds)
+    return RefreshToken(
+        token=token,
+        token_hash=hash_refresh_token(token),
+        expires_at=expires_at,
+        expires_in=ttl_seconds,
+    )

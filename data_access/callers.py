@@ -1,0 +1,123 @@
+"""Who may call data_access: caller identity from metadata, and an allow-list per caller.
+
+A caller proves its name with x-mesh-caller-token = HMAC(mesh secret, name) (meshkit.caller).
+Unknown names and bad tokens are UNAUTHENTICATED (CALLER_UNKNOWN); a known caller reaching
+outside its allow-list is PERMISSION_DENIED (CALLER_NOT_ALLOWED). Health and reflection are open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from meshgram.dataaccess.v1 import dataaccess_pb2
+from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, caller_token_valid
+from meshkit.errors import DomainError, PermissionDenied, Unauthenticated
+from meshkit.reasons import Reason
+
+_SERVICES = dataaccess_pb2.DESCRIPTOR.services_by_name
+
+
+def _prefix(service: str) -> str:
+    """Method-path prefix covering every RPC of a data-access service."""
+    return f"/{_SERVICES[service].full_name}/"
+
+
+# Each service gets only what it needs; above all user_svc never reads password hashes.
+DEFAULT_ALLOWED: Mapping[str, tuple[str, ...]] = {
+    "auth_svc": (_prefix("AccountStoreService"),),
+    "user_svc": (_prefix("ProfileStoreService"),),
+    "storage_svc": (_prefix("MediaStoreService"),),
+}
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class CallerPolicy:
+    """Decides whether a call with given metadata may reach a method."""
+
+    def __init__(
+        self, mesh_secret: str, allowed: Mapping[str, Sequence[str]] = DEFAULT_ALLOWED
+    ) -> None:
+        self._secret = mesh_secret
+        self._allowed = {caller: tuple(prefixes) for caller, prefixes in allowed.items()}
+
+    def refusal(
+        self, method: str, metadata: Iterable[tuple[str, str | bytes]]
+    ) -> DomainError | None:
+        """Return the error a call to method must end with, or None when it may proceed."""
+        if method.startswith(OPEN_PREFIXES):
+            return None
+        caller = token = ""
+        for key, value in metadata:
+            if key == CALLER_HEADER and isinstance(value, str):
+                caller = value
+            elif key == CALLER_TOKEN_HEADER and isinstance(value, str):
+                token = value
+        prefixes = self._allowed.get(caller)
+        if prefixes is None or not token or not caller_token_valid(self._secret, caller, token):
+            return Unauthenticated(
+                message="unknown caller or bad caller token", reason=Reason.CALLER_UNKNOWN
+            )
+        if not method.startswith(prefixes):
+            return PermissionDenied(
+                message=f"{caller} may not call {method}", reason=Reason.CALLER_NOT_ALLOWED
+            )
+        return None
+
+
+class CallerInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls whose caller is unknown or not allowed, before the servicer runs."""
+
+    def __init__(self, policy: CallerPolicy) -> None:
+        self._policy = policy
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Pass allowed calls through; give refused ones a handler that raises the refusal."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        refusal = self._policy.refusal(
+            handler_call_details.method, handler_call_details.invocation_metadata or ()
+        )
+        if refusal is None:
+            return handler
+        # Raising from the handler (not here) lets the shared ServiceInterceptor render the
+        # status with its ErrorInfo details, exactly like any other domain error.
+        return _refusing(handler, refusal)
+
+
+def _refusing(
+    handler: grpc.RpcMethodHandler[Any, Any], refusal: DomainError
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same shape as handler whose behaviour raises refusal."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """End a unary-response call with the refusal."""
+        raise refusal
+
+    async def refuse_stream(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        """End a streaming-response call with the refusal."""
+        raise refusal
+        yield  # unreachable; makes this an async generator, which streaming handlers must be
+
+    shape = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(refuse, **shape)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(refuse, **shape)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **shape)
+    return grpc.stream_stream_rpc_method_handler(refuse_stream, **shape)

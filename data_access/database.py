@@ -1,0 +1,91 @@
+"""The engine, the session factory and the unit of work: one AsyncSession (one transaction)
+per RPC."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from data_access.embedded import to_asyncpg_url
+from meshkit.errors import Unavailable
+from meshkit.reasons import Reason
+
+_CONNECT_TIMEOUT_SECONDS = 5.0
+_POOL_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Database:
+    """An open connection pool and the sessions drawn from it."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """Yield a session in one transaction: committed when the block ends, rolled back when it
+        raises; an unreachable database becomes Unavailable (retryable) instead of INTERNAL."""
+        try:
+            async with self.sessions() as session, session.begin():
+                yield session
+        except (PoolTimeoutError, OSError, InterfaceError, OperationalError) as exc:
+            raise _unavailable() from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise _unavailable() from exc
+            raise
+
+    async def ping(self) -> bool:
+        """Return True when the database answers SELECT 1 (drives health)."""
+        async with self.engine.connect() as connection:
+            answer = await connection.scalar(text("SELECT 1"))
+        return bool(answer == 1)
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def open_database(
+    database_url: str, *, pool_size: int = 10, max_overflow: int = 10, application_name: str = ""
+) -> Database:
+    """Create the pool for database_url (any postgres URL form); connections open lazily."""
+    engine = create_async_engine(
+        to_asyncpg_url(database_url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=_POOL_TIMEOUT_SECONDS,
+        # Connections die with database restarts and failovers; test them before handing out.
+        pool_pre_ping=True,
+        connect_args={
+            "timeout": _CONNECT_TIMEOUT_SECONDS,
+            "server_settings": {"application_name": application_name or "data_access"},
+        },
+    )
+    return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))
+
+
+def violated_constraint(error: IntegrityError) -> str | None:
+    """Return the name of the constraint an INSERT or UPDATE broke, when PostgreSQL named one."""
+    # SQLAlchemy wraps the driver's exception; asyncpg's original carries the constraint name.
+    cause = error.orig.__cause__ if error.orig is not None else None
+    name = getattr(cause, "constraint_name", None)
+    return name if isinstance(name, str) else None
+
+
+def _unavailable() -> Unavailable:
+    """The error callers see while the database cannot be reached."""
+    return Unavailable(
+        message="the database is unavailable, please retry", reason=Reason.DEPENDENCY_UNAVAILABLE
+    )

@@ -1,0 +1,1 @@
+"""Alembic migrations of the meshgram database (applied by data_access.migrate)."""

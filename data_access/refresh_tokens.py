@@ -1,0 +1,180 @@
+"""Refresh-token families: start one per login, rotate on every refresh, revoke on reuse or logout.
+
+Only SHA-256 hashes are stored. A token is usable while it is neither consumed, revoked nor
+expired; presenting a consumed token again means it leaked, so its whole family is revoked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ScalarSelect, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from data_access.accounts import account_record
+from data_access.database import Database, violated_constraint
+from data_access.models import Account, RefreshToken
+from data_access.records import Rotation
+from data_access.validation import Violations, parse_id
+from meshkit.errors import AlreadyExists, FailedPrecondition, NotFound
+from meshkit.reasons import Reason
+
+_TOKEN_HASH_CONSTRAINT = "uq_refresh_tokens_token_hash"
+_ACCOUNT_CONSTRAINT = "fk_refresh_tokens_account_id_accounts"
+
+
+@dataclass(frozen=True)
+class _Reused:
+    """The presented token had been consumed before; its family is now revoked."""
+
+
+class RefreshTokenStore:
+    """Stores refresh-token hashes and enforces single use within a family."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def create(self, account_id: str, token_hash: str, expires_at: datetime) -> uuid.UUID:
+        """Store the first token of a new family and return the family id; NotFound
+        (ACCOUNT_NOT_FOUND) when the account does not exist."""
+        check = Violations()
+        token_hash = check.sha256_hex("token_hash", token_hash)
+        check.raise_if_any()
+        owner = parse_id(account_id, reason=Reason.ACCOUNT_NOT_FOUND, what="account")
+        family_id = uuid.uuid4()
+        async with self._database.transaction() as session:
+            await _insert_token(
+                session,
+                account_id=owner,
+                family_id=family_id,
+                token_hash=token_hash,
+                expires_at=expires_at,
+                field="token_hash",
+            )
+        return family_id
+
+    async def rotate(
+        self, token_hash: str, new_token_hash: str, new_expires_at: datetime
+    ) -> Rotation:
+        """Consume a token and store its successor in the same family.
+
+        NotFound (REFRESH_TOKEN_INVALID) when the token is unknown, expired or revoked;
+        FailedPrecondition (REFRESH_TOKEN_REUSED) when it was already consumed, after the whole
+        family has been revoked for good.
+        """
+        check = Violations()
+        token_hash = check.sha256_hex("token_hash", token_hash)
+        new_token_hash = check.sha256_hex("new_token_hash", new_token_hash)
+        if token_hash == new_token_hash:
+            check.add("new_token_hash", "must differ from token_hash")
+        check.raise_if_any()
+        async with self._database.transaction() as session:
+            outcome = await _rotate(session, token_hash, new_token_hash, new_expires_at)
+        # Raised only now, after the block above committed the family's revocation.
+        if isinstance(outcome, _Reused):
+            raise FailedPrecondition(
+                message="refresh token was already used; its family is revoked",
+                reason=Reason.REFRESH_TOKEN_REUSED,
+            )
+        return outcome
+
+    async def revoke_family(self, token_hash: str) -> None:
+        """Revoke every token of the family a token belongs to; unknown tokens are ignored."""
+        check = Violations()
+        token_hash = check.sha256_hex("token_hash", token_hash)
+        check.raise_if_any()
+        family = (
+            select(RefreshToken.family_id)
+            .where(RefreshToken.token_hash == token_hash)
+            .scalar_subquery()
+        )
+        async with self._database.transaction() as session:
+            await _revoke(session, family)
+
+
+async def _rotate(
+    session: AsyncSession, token_hash: str, new_token_hash: str, new_expires_at: datetime
+) -> Rotation | _Reused:
+    """Rotate inside the caller's transaction; the presented row stays locked until it ends."""
+    # FOR UPDATE serialises concurrent refreshes of one token: the second one waits, then sees
+    # the token consumed and is treated as a reuse.
+    found = (
+        await session.execute(
+            select(RefreshToken, Account, func.now())
+            .join(Account, Account.id == RefreshToken.account_id)
+            .where(RefreshToken.token_hash == token_hash)
+            .with_for_update(of=RefreshToken)
+        )
+    ).one_or_none()
+    if found is None:
+        raise _invalid()
+    token, account, now = found
+    if token.revoked_at is not None or token.expires_at <= now:
+        raise _invalid()
+    if token.consumed_at is not None:
+        await _revoke(session, token.family_id)
+        return _Reused()
+    token.consumed_at = now
+    await _insert_token(
+        session,
+        account_id=token.account_id,
+        family_id=token.family_id,
+        token_hash=new_token_hash,
+        expires_at=new_expires_at,
+        field="new_token_hash",
+    )
+    return Rotation(account=account_record(account), family_id=token.family_id)
+
+
+async def _insert_token(
+    session: AsyncSession,
+    *,
+    account_id: uuid.UUID,
+    family_id: uuid.UUID,
+    token_hash: str,
+    expires_at: datetime,
+    field: str,
+) -> None:
+    """Insert one token row, turning broken constraints into the caller's errors."""
+    try:
+        await session.execute(
+            insert(RefreshToken).values(
+                id=uuid.uuid4(),
+                account_id=account_id,
+                family_id=family_id,
+                token_hash=token_hash,
+                expires_at=expires_at,
+            )
+        )
+    except IntegrityError as exc:
+        constraint = violated_constraint(exc)
+        if constraint == _ACCOUNT_CONSTRAINT:
+            raise NotFound(message="account not found", reason=Reason.ACCOUNT_NOT_FOUND) from None
+        if constraint == _TOKEN_HASH_CONSTRAINT:
+            # 256-bit random tokens do not collide; a repeated hash is a caller's bug.
+            raise AlreadyExists(
+                message="this refresh token hash is already stored",
+                reason=Reason.REFRESH_TOKEN_EXISTS,
+                metadata={"field": field},
+            ) from None
+        raise
+
+
+async def _revoke(session: AsyncSession, family: uuid.UUID | ScalarSelect[uuid.UUID]) -> None:
+    """Mark every not yet revoked token of a family revoked."""
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _invalid() -> NotFound:
+    """The one answer for unknown, expired and revoked tokens."""
+    return NotFound(
+        message="refresh token is invalid, expired or revoked", reason=Reason.REFRESH_TOKEN_INVALID
+    )

@@ -1,0 +1,73 @@
+"""Composition root of data_access: settings, database, repositories, servicers, caller checks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from data_access.accounts import AccountStore
+from data_access.callers import CallerInterceptor, CallerPolicy
+from data_access.database import open_database
+from data_access.embedded import configured_database
+from data_access.images import ImageStore
+from data_access.profiles import ProfileStore
+from data_access.refresh_tokens import RefreshTokenStore
+from data_access.servicers import AccountStoreServicer, MediaStoreServicer, ProfileStoreServicer
+from data_access.settings import SERVICE_NAME, DataAccessSettings
+from data_access.sweeper import RefreshTokenSweeper
+from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
+from meshkit.server import ServiceDefinition, serve
+
+SERVICE_NAMES = tuple(
+    service.full_name for service in dataaccess_pb2.DESCRIPTOR.services_by_name.values()
+)
+
+
+def build_definition(settings: DataAccessSettings, database_url: str) -> ServiceDefinition:
+    """Wire data_access against database_url (any postgres URL form; migrated beforehand).
+
+    Health is SERVING only while the database answers; shutdown stops the refresh-token sweeper
+    and closes the pool. Build it on the event loop that will serve it.
+    """
+    database = open_database(
+        database_url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_max_overflow,
+        application_name=SERVICE_NAME,
+    )
+    sweeper = RefreshTokenSweeper(database, interval_seconds=settings.refresh_token_sweep_seconds)
+    accounts = AccountStoreServicer(AccountStore(database), RefreshTokenStore(database))
+    profiles = ProfileStoreServicer(ProfileStore(database))
+    media = MediaStoreServicer(ImageStore(database))
+
+    def register(server: grpc.aio.Server) -> None:
+        """Add the three servicers and start the sweeper."""
+        dataaccess_pb2_grpc.add_AccountStoreServiceServicer_to_server(accounts, server)
+        dataaccess_pb2_grpc.add_ProfileStoreServiceServicer_to_server(profiles, server)
+        dataaccess_pb2_grpc.add_MediaStoreServiceServicer_to_server(media, server)
+        # Registration runs inside the serving loop: the one moment the sweeper can start there.
+        sweeper.start()
+
+    return ServiceDefinition(
+        name=SERVICE_NAME,
+        register=register,
+        service_names=SERVICE_NAMES,
+        reflection_names=SERVICE_NAMES,
+        check_dependencies=database.ping,
+        interceptors=[CallerInterceptor(CallerPolicy(settings.resolved_mesh_secret()))],
+        on_shutdown=[sweeper.stop, database.dispose],
+    )
+
+
+def main() -> None:
+    """Run data_access until SIGTERM: against DATABASE_URL, or the embedded PostgreSQL (kept
+    running as long as this process) when it is unset."""
+    settings = DataAccessSettings()
+    with configured_database(settings.database_url, settings.pg_data_dir) as database_url:
+        asyncio.run(_serve(settings, database_url))
+
+
+async def _serve(settings: DataAccessSettings, database_url: str) -> None:
+    """Build the definition inside the event loop and serve it."""
+    await serve(build_definition(settings, database_url), settings)

@@ -1,0 +1,1 @@
+"""storage_svc: image upload, metadata, download and avatar choice."""

@@ -1,0 +1,87 @@
+"""StorageService over gRPC: authenticate, translate protobuf to domain calls and back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.api import httpbody_pb2
+from google.protobuf import timestamp_pb2
+
+from meshgram.storage.v1 import storage_pb2, storage_pb2_grpc
+from meshkit.access_tokens import AccessTokenVerifier, Principal, bearer_token
+from storage_svc.images import Image, ImageService
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
+    """Implements meshgram.storage.v1.StorageService (method names are the proto's, hence N802)."""
+
+    def __init__(self, images: ImageService, verifier: AccessTokenVerifier) -> None:
+        self._images = images
+        self._verifier = verifier
+
+    async def UploadImage(  # noqa: N802
+        self, request_iterator: AsyncIterator[storage_pb2.UploadImageRequest], context: Context
+    ) -> storage_pb2.UploadImageResponse:
+        """Collect the chunks of an upload, then store and describe the image."""
+        # Authenticate before reading a single chunk: strangers cannot make us buffer bytes.
+        principal = await self._authenticate(context)
+        upload = self._images.new_upload()
+        async for request in request_iterator:
+            upload.add(request.body.data)
+        image = await self._images.store(principal.account_id, upload)
+        return storage_pb2.UploadImageResponse(image=image_message(image))
+
+    async def GetImage(  # noqa: N802
+        self, request: storage_pb2.GetImageRequest, context: Context
+    ) -> storage_pb2.GetImageResponse:
+        """Return an image's metadata."""
+        await self._authenticate(context)
+        image = await self._images.describe(request.image_id)
+        return storage_pb2.GetImageResponse(image=image_message(image))
+
+    async def DownloadImage(  # noqa: N802
+        self, request: storage_pb2.DownloadImageRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """Stream an image's bytes; every chunk names the content type (Envoy's REST header)."""
+        await self._authenticate(context)
+        image, chunks = await self._images.download(request.image_id)
+        async for chunk in chunks:
+            yield httpbody_pb2.HttpBody(content_type=image.content_type, data=chunk)
+
+    async def SetAvatar(  # noqa: N802
+        self, request: storage_pb2.SetAvatarRequest, context: Context
+    ) -> storage_pb2.SetAvatarResponse:
+        """Make one of the caller's images their avatar."""
+        principal = await self._authenticate(context)
+        image = await self._images.set_avatar(principal.account_id, request.image_id)
+        return storage_pb2.SetAvatarResponse(image=image_message(image))
+
+    async def _authenticate(self, context: Context) -> Principal:
+        """Return the principal of the call's bearer token or raise Unauthenticated."""
+        return await self._verifier.verify(bearer_token(context.invocation_metadata() or ()))
+
+
+def image_message(image: Image) -> storage_pb2.Image:
+    """Build the public Image message from a domain image."""
+    return storage_pb2.Image(
+        id=image.id,
+        owner_id=image.owner_id,
+        content_type=image.content_type,
+        size_bytes=image.size_bytes,
+        width=image.width,
+        height=image.height,
+        sha256=image.sha256,
+        create_time=_timestamp(image.create_time),
+    )
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    """Convert an aware datetime to a protobuf timestamp."""
+    timestamp = timestamp_pb2.Timestamp()
+    timestamp.FromDatetime(moment)
+    return timestamp

@@ -1,0 +1,1 @@
+"""meshgram's test suite (a package so tests can import tests.helpers)."""

@@ -1,0 +1,67 @@
+"""Helpers shared by the end-to-end tests: unique users, test images, gRPC-web framing."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import uuid
+from dataclasses import dataclass
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """Credentials of a user that a test is about to register."""
+
+    email: str
+    username: str
+    password: str
+
+
+def new_user() -> NewUser:
+    """Return credentials no other test uses."""
+    tag = uuid.uuid4().hex[:10]
+    return NewUser(
+        email=f"E2E.{tag}@Example.com", username=f"e2e_{tag}", password=f"pw-{tag}-long enough"
+    )
+
+
+def png_bytes(width: int = 32, height: int = 24, color: str = "teal") -> bytes:
+    """Encode a small solid-colour PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def grpc_web_frame(message: bytes) -> bytes:
+    """Frame one protobuf message as a gRPC-web data frame (flag 0, 4-byte big-endian length)."""
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+def grpc_web_unframe(body: bytes) -> tuple[list[bytes], dict[str, str]]:
+    """Split a gRPC-web response body into its data messages and its trailers."""
+    messages: list[bytes] = []
+    trailers: dict[str, str] = {}
+    offset = 0
+    while offset < len(body):
+        flag = body[offset]
+        (length,) = struct.unpack(">I", body[offset + 1 : offset + 5])
+        payload = body[offset + 5 : offset + 5 + length]
+        offset += 5 + length
+        if flag & 0x80:
+            for line in payload.decode().split("\r\n"):
+                if line:
+                    key, _, value = line.partition(":")
+                    trailers[key.strip().lower()] = value.strip()
+        else:
+            messages.append(payload)
+    return messages, trailers
+
+
+def grpc_web_text_decode(body: bytes) -> bytes:
+    """Decode a grpc-web-text body, which may be several padded base64 runs back to back."""
+    # Every run is a whole number of 4-character groups, so decoding group by group is exact.
+    compact = b"".join(body.split())
+    return b"".join(base64.b64decode(compact[i : i + 4]) for i in range(0, len(compact), 4))

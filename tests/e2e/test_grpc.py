@@ -1,0 +1,218 @@
+"""The slice in native gRPC through Envoy with generated stubs, plus grpcurl as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.api import httpbody_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from meshgram.auth.v1 import auth_pb2, auth_pb2_grpc
+from meshgram.storage.v1 import storage_pb2, storage_pb2_grpc
+from meshgram.user.v1 import user_pb2, user_pb2_grpc
+from tests.e2e.support import new_user, png_bytes
+from tools.mesh import Mesh
+
+GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+
+
+async def sign_in(channel: grpc.aio.Channel) -> tuple[str, auth_pb2.TokenPair]:
+    """Register and log in a fresh user; return its username and tokens."""
+    auth = auth_pb2_grpc.AuthServiceStub(channel)
+    user = new_user()
+    await auth.Register(
+        auth_pb2.RegisterRequest(email=user.email, username=user.username, password=user.password)
+    )
+    reply = await auth.Login(auth_pb2.LoginRequest(email=user.email, password=user.password))
+    return user.username, reply.tokens
+
+
+def bearer(tokens: auth_pb2.TokenPair) -> tuple[tuple[str, str]]:
+    """Call metadata carrying the access token."""
+    return (("authorization", f"Bearer {tokens.access_token}"),)
+
+
+def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The google.rpc.Status carried in an error's trailers."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    raise AssertionError("no status details")
+
+
+async def test_slice_over_native_grpc(edge_channel: grpc.aio.Channel) -> None:
+    username, tokens = await sign_in(edge_channel)
+    users = user_pb2_grpc.UserServiceStub(edge_channel)
+    me = await users.GetMyProfile(user_pb2.GetMyProfileRequest(), metadata=bearer(tokens))
+    assert me.profile.username == username
+
+    storage = storage_pb2_grpc.StorageServiceStub(edge_channel)
+    image = png_bytes(64, 48)
+
+    async def chunks() -> AsyncIterator[storage_pb2.UploadImageRequest]:
+        for start in range(0, len(image), 100):
+            yield storage_pb2.UploadImageRequest(
+                body=httpbody_pb2.HttpBody(
+                    content_type="text/plain", data=image[start : start + 100]
+                )
+            )
+
+    uploaded = await storage.UploadImage(chunks(), metadata=bearer(tokens))
+    assert uploaded.image.content_type == "image/png"
+    assert uploaded.image.size_bytes == len(image)
+
+    received = b""
+    async for part in storage.DownloadImage(
+        storage_pb2.DownloadImageRequest(image_id=uploaded.image.id), metadata=bearer(tokens)
+    ):
+        assert part.content_type == "image/png"
+        received += part.data
+    assert received == image
+
+    await storage.SetAvatar(
+        storage_pb2.SetAvatarRequest(image_id=uploaded.image.id), metadata=bearer(tokens)
+    )
+    again = await users.GetMyProfile(user_pb2.GetMyProfileRequest(), metadata=bearer(tokens))
+    assert again.profile.avatar_image_id == uploaded.image.id
+
+
+async def test_invalid_register_carries_field_violations(edge_channel: grpc.aio.Channel) -> None:
+    auth = auth_pb2_grpc.AuthServiceStub(edge_channel)
+    user = new_user()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await auth.Register(
+            auth_pb2.RegisterRequest(email=user.email, username=user.username, password="short")
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = []
+    for detail in status_details(caught.value).details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+    assert fields == ["password"]
+
+
+async def test_duplicate_username_is_already_exists(edge_channel: grpc.aio.Channel) -> None:
+    auth = auth_pb2_grpc.AuthServiceStub(edge_channel)
+    user = new_user()
+    request = auth_pb2.RegisterRequest(
+        email=user.email, username=user.username, password=user.password
+    )
+    await auth.Register(request)
+    other = new_user()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await auth.Register(
+            auth_pb2.RegisterRequest(
+                email=other.email, username=user.username, password=user.password
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_wrong_password_and_unknown_email_same_status(edge_channel: grpc.aio.Channel) -> None:
+    auth = auth_pb2_grpc.AuthServiceStub(edge_channel)
+    user = new_user()
+    await auth.Register(
+        auth_pb2.RegisterRequest(email=user.email, username=user.username, password=user.password)
+    )
+    failures = []
+    for email, password in ((user.email, "wrong password!"), ("x" + user.email, user.password)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await auth.Login(auth_pb2.LoginRequest(email=email, password=password))
+        failures.append((caught.value.code(), caught.value.details()))
+    assert failures[0] == failures[1]
+    assert failures[0][0] == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_calls_without_a_token_are_unauthenticated(edge_channel: grpc.aio.Channel) -> None:
+    users = user_pb2_grpc.UserServiceStub(edge_channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await users.GetMyProfile(user_pb2.GetMyProfileRequest())
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_non_image_upload_is_invalid_argument(edge_channel: grpc.aio.Channel) -> None:
+    _, tokens = await sign_in(edge_channel)
+    storage = storage_pb2_grpc.StorageServiceStub(edge_channel)
+
+    async def chunks() -> AsyncIterator[storage_pb2.UploadImageRequest]:
+        yield storage_pb2.UploadImageRequest(
+            body=httpbody_pb2.HttpBody(content_type="image/png", data=b"<svg/> pretending")
+        )
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await storage.UploadImage(chunks(), metadata=bearer(tokens))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_data_access_is_not_reachable_through_the_edge(
+    edge_channel: grpc.aio.Channel,
+) -> None:
+    from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
+
+    store = dataaccess_pb2_grpc.AccountStoreServiceStub(edge_channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await store.GetCredentials(dataaccess_pb2.GetCredentialsRequest(email="a@example.com"))
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def run_grpcurl(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
+    """grpcurl -plaintext [args...] EDGE [method]; the last arg is the verb or method."""
+    *flags, last = args
+    command = [GRPCURL, "-plaintext", *flags, mesh.edge_address, *last.split(" ")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_grpcurl_lists_every_public_service_and_not_data_access(mesh: Mesh) -> None:
+    listed = run_grpcurl(mesh, "list")
+    assert listed.returncode == 0, listed.stderr
+    services = set(listed.stdout.split())
+    assert {
+        "meshgram.auth.v1.AuthService",
+        "meshgram.user.v1.UserService",
+        "meshgram.storage.v1.StorageService",
+    } <= services
+    assert not any("dataaccess" in name for name in services)
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        "meshgram.auth.v1.AuthService",
+        "meshgram.user.v1.UserService",
+        "meshgram.storage.v1.StorageService",
+    ],
+)
+def test_grpcurl_describes_each_public_service(mesh: Mesh, service: str) -> None:
+    described = run_grpcurl(mesh, f"describe {service}")
+    assert described.returncode == 0, described.stderr
+    assert f"service {service.rsplit('.', 1)[1]}" in described.stdout
+
+
+def test_grpcurl_register_login_and_profile(mesh: Mesh) -> None:
+    user = new_user()
+    body = json.dumps({"email": user.email, "username": user.username, "password": user.password})
+    registered = run_grpcurl(mesh, "-d", body, "meshgram.auth.v1.AuthService/Register")
+    assert registered.returncode == 0, registered.stderr
+    assert json.loads(registered.stdout)["account"]["username"] == user.username
+
+    login_body = json.dumps({"email": user.email, "password": user.password})
+    logged_in = run_grpcurl(mesh, "-d", login_body, "meshgram.auth.v1.AuthService/Login")
+    access = json.loads(logged_in.stdout)["tokens"]["access_token"]
+    me = run_grpcurl(
+        mesh, "-H", f"authorization: Bearer {access}", "meshgram.user.v1.UserService/GetMyProfile"
+    )
+    assert me.returncode == 0, me.stderr
+    assert json.loads(me.stdout)["profile"]["username"] == user.username
+
+    refused = run_grpcurl(mesh, "meshgram.user.v1.UserService/GetMyProfile")
+    assert refused.returncode != 0
+    assert "Unauthenticated" in refused.stderr

@@ -1,0 +1,234 @@
+"""AuthService end to end through real stubs: auth_svc -> data_access -> PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from meshgram.auth.v1 import auth_pb2
+from meshkit.access_tokens import AccessTokenVerifier
+from tests.helpers import error_info, field_violations
+
+pytestmark = pytest.mark.integration
+
+if TYPE_CHECKING:
+    from meshgram.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub as Stub
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a client can read from a failed call."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    fields: list[str]
+
+
+async def failure_of(call: Awaitable[Any]) -> Failure:
+    """Await a call expected to fail and return its code, message, reason and bad fields."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    error = caught.value
+    return Failure(
+        code=error.code(),
+        message=error.details() or "",
+        reason=error_info(error).reason,
+        fields=list(field_violations(error)),
+    )
+
+
+def unique() -> str:
+    """A short unique suffix for emails and usernames."""
+    return uuid.uuid4().hex[:10]
+
+
+async def register(stub: Stub, email: str, username: str, password: str) -> auth_pb2.Account:
+    """Register and return the created account."""
+    response = await stub.Register(
+        auth_pb2.RegisterRequest(email=email, username=username, password=password)
+    )
+    return response.account
+
+
+async def login(stub: Stub, email: str, password: str) -> auth_pb2.TokenPair:
+    """Log in and return the token pair."""
+    response = await stub.Login(auth_pb2.LoginRequest(email=email, password=password))
+    return response.tokens
+
+
+async def refresh(stub: Stub, token: str) -> auth_pb2.TokenPair:
+    """Refresh and return the new token pair."""
+    response = await stub.RefreshToken(auth_pb2.RefreshTokenRequest(refresh_token=token))
+    return response.tokens
+
+
+async def test_register_login_refresh_reuse_logout(auth_stub: Stub) -> None:
+    suffix = unique()
+    account = await register(auth_stub, f"Flow.{suffix}@Example.com", f"Flow_{suffix}", "s3cret-pw")
+    assert account.email == f"flow.{suffix}@example.com"
+    assert account.username == f"flow_{suffix}"
+    uuid.UUID(account.id)
+
+    first = await login(auth_stub, f"FLOW.{suffix}@example.com", "s3cret-pw")
+    assert first.token_type == "Bearer"
+    assert first.expires_in == 900
+    assert first.refresh_expires_in == 30 * 24 * 3600
+
+    async def fetch_jwks() -> Iterable[Mapping[str, str]]:
+        jwks = await auth_stub.GetJwks(auth_pb2.GetJwksRequest())
+        return [
+            {"kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "alg": k.alg, "use": k.use}
+            for k in jwks.keys
+        ]
+
+    principal = await AccessTokenVerifier(fetch_jwks).verify(first.access_token)
+    assert (principal.account_id, principal.username) == (account.id, account.username)
+
+    second = await refresh(auth_stub, first.refresh_token)
+    assert second.refresh_token != first.refresh_token
+    assert second.access_token != first.access_token
+
+    reused = await failure_of(refresh(auth_stub, first.refresh_token))
+    assert (reused.code, reused.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_REUSED",
+    )
+    # Reuse revoked the whole family: the legitimate successor is dead too.
+    revoked = await failure_of(refresh(auth_stub, second.refresh_token))
+    assert (revoked.code, revoked.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_INVALID",
+    )
+
+    third = await login(auth_stub, account.email, "s3cret-pw")
+    await auth_stub.Logout(auth_pb2.LogoutRequest(refresh_token=third.refresh_token))
+    await auth_stub.Logout(auth_pb2.LogoutRequest(refresh_token=third.refresh_token))
+    logged_out = await failure_of(refresh(auth_stub, third.refresh_token))
+    assert (logged_out.code, logged_out.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_INVALID",
+    )
+
+
+@pytest.mark.parametrize("token", ["", "never-issued", "x" * 5000])
+async def test_refresh_with_unusable_token(auth_stub: Stub, token: str) -> None:
+    failure = await failure_of(refresh(auth_stub, token))
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_INVALID",
+    )
+
+
+@pytest.mark.parametrize("token", ["", "never-issued"])
+async def test_logout_always_succeeds(auth_stub: Stub, token: str) -> None:
+    await auth_stub.Logout(auth_pb2.LogoutRequest(refresh_token=token))
+
+
+async def test_duplicate_email_in_another_case(auth_stub: Stub) -> None:
+    suffix = unique()
+    await register(auth_stub, f"dup.{suffix}@example.com", f"dup_a_{suffix}", "s3cret-pw")
+    failure = await failure_of(
+        register(auth_stub, f"DUP.{suffix}@EXAMPLE.com", f"dup_b_{suffix}", "s3cret-pw")
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN")
+
+
+async def test_duplicate_username(auth_stub: Stub) -> None:
+    suffix = unique()
+    await register(auth_stub, f"u1.{suffix}@example.com", f"same_{suffix}", "s3cret-pw")
+    failure = await failure_of(
+        register(auth_stub, f"u2.{suffix}@example.com", f"SAME_{suffix}", "s3cret-pw")
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.ALREADY_EXISTS, "USERNAME_TAKEN")
+
+
+@pytest.mark.parametrize(
+    ("email", "username", "password", "fields"),
+    [
+        ("not-an-email", "valid_name", "s3cret-pw", ["email"]),
+        ("ok@example.com", "no", "s3cret-pw", ["username"]),
+        ("ok@example.com", "bad..name", "s3cret-pw", ["username"]),
+        ("ok@example.com", "valid_name", "7chars!", ["password"]),
+        ("ok@example.com", "valid_name", "p" * 1025, ["password"]),
+        ("", "", "", ["email", "username", "password"]),
+    ],
+)
+async def test_invalid_fields(
+    auth_stub: Stub, email: str, username: str, password: str, fields: list[str]
+) -> None:
+    failure = await failure_of(register(auth_stub, email, username, password))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.reason == "INVALID_FIELD"
+    assert failure.fields == fields
+
+
+async def test_long_unicode_password(auth_stub: Stub) -> None:
+    suffix = unique()
+    password = ("пароль密码🔐" * 103)[:1024]
+    email = f"long.{suffix}@example.com"
+    await register(auth_stub, email, f"long_{suffix}", password)
+    assert (await login(auth_stub, email, password)).access_token
+    wrong = await failure_of(login(auth_stub, email, password[:-1] + "x"))
+    assert wrong.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_login_failures_are_indistinguishable(auth_stub: Stub) -> None:
+    suffix = unique()
+    email = f"enum.{suffix}@example.com"
+    await register(auth_stub, email, f"enum_{suffix}", "s3cret-pw")
+    attempts = [
+        login(auth_stub, email, "wrong-password"),
+        login(auth_stub, f"nobody.{suffix}@example.com", "s3cret-pw"),
+        login(auth_stub, "", "s3cret-pw"),
+        login(auth_stub, "not an email", "s3cret-pw"),
+        login(auth_stub, email, ""),
+    ]
+    failures = [await failure_of(attempt) for attempt in attempts]
+    assert failures[0].code == grpc.StatusCode.UNAUTHENTICATED
+    assert failures[0].reason == "INVALID_CREDENTIALS"
+    assert all(f == failures[0] for f in failures)
+
+
+async def test_jwks(auth_stub: Stub) -> None:
+    jwks = await auth_stub.GetJwks(auth_pb2.GetJwksRequest())
+    assert len(jwks.keys) == 1
+    key = jwks.keys[0]
+    assert (key.kty, key.crv, key.alg, key.use) == ("OKP", "Ed25519", "EdDSA", "sig")
+    assert key.x
+    assert key.kid
+
+
+async def test_health_is_serving(auth_channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(auth_channel)
+    for service in ("", "meshgram.auth.v1.AuthService"):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_every_public_service(auth_channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(auth_channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    names: set[str] = set()
+    async for response in stub.ServerReflectionInfo(iter([request])):
+        names.update(s.name for s in response.list_services_response.service)
+    assert {
+        "meshgram.auth.v1.AuthService",
+        "meshgram.user.v1.UserService",
+        "meshgram.storage.v1.StorageService",
+    } <= names
+    assert not any(name.startswith("meshgram.dataaccess") for name in names)
+
+
+async def test_new_user_fixture(new_user: Callable[..., Awaitable[Any]]) -> None:
+    made = await new_user()
+    assert made.account_id
+    assert made.username.startswith("user_")
+    assert made.metadata == (("authorization", f"Bearer {made.access_token}"),)

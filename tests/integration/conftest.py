@@ -1,0 +1,132 @@
+"""Integration fixtures for services that need a running auth_svc.
+
+Built on the session fixtures of tests/conftest.py (`mesh_secret`, and `data_access_address`:
+data_access in-process against a fresh PostgreSQL). Everything runs on the session event loop.
+
+Fixtures:
+- `auth_address` (session) -> str: "127.0.0.1:PORT" of auth_svc running in-process (built with
+  `auth_svc.server.build_definition`, started with `meshkit.server.start_server`), talking to
+  `data_access_address` with the caller token derived from `mesh_secret`, bcrypt cost 4 and a
+  fresh signing key in a temporary folder. Stopped at the end of the session.
+- `auth_channel` (session) -> grpc.aio.Channel to `auth_address`.
+- `auth_stub` (session) -> meshgram.auth.v1 AuthServiceStub on `auth_channel`.
+- `new_user` (session) -> async factory `await new_user(username=None, password=None)` that
+  registers a unique account through AuthService.Register, logs it in and returns a `NewUser`
+  (email, username, password, account_id, access_token, refresh_token, plus `.metadata`, the
+  `authorization: Bearer ...` call metadata).
+- `user` (function) -> a fresh `NewUser` for one test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import grpc
+import pytest
+from pydantic import SecretStr
+
+from auth_svc.server import build_definition
+from auth_svc.settings import AuthSettings
+from meshgram.auth.v1 import auth_pb2, auth_pb2_grpc
+from meshkit.caller import derive_caller_token
+from meshkit.server import start_server
+
+if TYPE_CHECKING:
+    # The async stub type exists only for type checkers (AuthServiceStub on an aio channel).
+    from meshgram.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """A registered and logged-in account, with the secrets a test needs to act as it."""
+
+    email: str
+    username: str
+    password: str
+    account_id: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata that authenticates as this account."""
+        return (("authorization", f"Bearer {self.access_token}"),)
+
+
+class UserFactory(Protocol):
+    """Signature of the `new_user` fixture."""
+
+    def __call__(
+        self, *, username: str | None = None, password: str | None = None
+    ) -> Awaitable[NewUser]:
+        """Register and log in a unique account."""
+        ...
+
+
+@pytest.fixture(scope="session")
+async def auth_address(
+    data_access_address: str, mesh_secret: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """auth_svc in-process against the session's data_access; yields "127.0.0.1:PORT"."""
+    settings = AuthSettings(
+        MESHGRAM_ENV="development",  # the signing key is generated in the temporary folder
+        host="127.0.0.1",
+        port=0,
+        data_access_addr=data_access_address,
+        data_access_token=SecretStr(derive_caller_token(mesh_secret, "auth_svc")),
+        password_pepper=SecretStr("integration-test-pepper"),
+        bcrypt_rounds=4,  # the minimum: hashing speed, not strength, matters in tests
+        jwt_private_key_file=tmp_path_factory.mktemp("auth-keys") / "jwt-ed25519.pem",
+    )
+    running = await start_server(build_definition(settings), "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{running.port}"
+    finally:
+        await running.stop(0)
+
+
+@pytest.fixture(scope="session")
+async def auth_channel(auth_address: str) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to the session's auth_svc."""
+    async with grpc.aio.insecure_channel(auth_address) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def auth_stub(auth_channel: grpc.aio.Channel) -> AuthServiceAsyncStub:
+    """AuthService client stub on the session's auth_svc."""
+    return auth_pb2_grpc.AuthServiceStub(auth_channel)
+
+
+@pytest.fixture(scope="session")
+def new_user(auth_stub: AuthServiceAsyncStub) -> UserFactory:
+    """Factory that registers and logs in a unique account; see the module docstring."""
+
+    async def make(*, username: str | None = None, password: str | None = None) -> NewUser:
+        unique = uuid.uuid4().hex[:12]
+        username = username or f"user_{unique}"
+        password = password or f"password-{uuid.uuid4().hex}"
+        email = f"{username}.{unique}@example.com"
+        registered = await auth_stub.Register(
+            auth_pb2.RegisterRequest(email=email, username=username, password=password)
+        )
+        login = await auth_stub.Login(auth_pb2.LoginRequest(email=email, password=password))
+        return NewUser(
+            email=registered.account.email,
+            username=registered.account.username,
+            password=password,
+            account_id=registered.account.id,
+            access_token=login.tokens.access_token,
+            refresh_token=login.tokens.refresh_token,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def user(new_user: UserFactory) -> NewUser:
+    """A fresh registered and logged-in account for one test."""
+    return await new_user()

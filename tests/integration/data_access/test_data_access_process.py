@@ -1,0 +1,99 @@
+"""`python -m data_access.migrate` and `python -m data_access` as real processes on an embedded
+PostgreSQL (what `make migrate` and a bare `python -m data_access` do without DATABASE_URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+
+from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
+from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
+from meshkit.caller import DEVELOPMENT_MESH_SECRET
+from tests.helpers import caller_metadata
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _environment(pg_data_dir: Path, port: int) -> dict[str, str]:
+    """The test's environment minus any database or data_access configuration."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key != "DATABASE_URL" and not key.startswith("DATA_ACCESS_")
+    }
+    env.update(
+        MESHGRAM_ENV="development",
+        DATA_ACCESS_PG_DATA_DIR=str(pg_data_dir),
+        DATA_ACCESS_PORT=str(port),
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+async def _wait_serving(address: str, process: asyncio.subprocess.Process) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        async with asyncio.timeout(60):
+            while process.returncode is None:
+                try:
+                    response = await check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if response.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.2)
+    raise AssertionError(f"data_access exited with {process.returncode} before serving")
+
+
+async def test_migrate_then_serve_on_the_embedded_database(tmp_path: Path) -> None:
+    pg_data_dir = tmp_path / "var" / "pgdata"
+    port = _free_port()
+    env = _environment(pg_data_dir, port)
+
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "data_access.migrate", cwd=tmp_path, env=env
+    )
+    assert await asyncio.wait_for(migrate.wait(), 120) == 0
+
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "data_access", cwd=tmp_path, env=env
+    )
+    try:
+        await _wait_serving(f"127.0.0.1:{port}", server)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            created = await pb_grpc.AccountStoreServiceStub(channel).CreateAccount(
+                pb.CreateAccountRequest(
+                    email="first@example.com", username="first", password_hash="h"
+                ),
+                metadata=caller_metadata(DEVELOPMENT_MESH_SECRET, "auth_svc"),
+            )
+        assert created.account.username == "first"
+    finally:
+        if server.returncode is None:
+            server.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.wait_for(server.wait(), 60)
+
+    assert exit_code == 0
+    # The embedded server lived exactly as long as the process that started it.
+    assert not (pg_data_dir / "postmaster.pid").exists()

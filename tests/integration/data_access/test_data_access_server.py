@@ -1,0 +1,201 @@
+"""The data_access process as callers see it: caller checks, health and reflection."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+from pydantic import SecretStr
+
+from data_access.server import build_definition
+from data_access.settings import DataAccessSettings
+from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
+from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
+from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_token
+from meshkit.server import start_server
+from tests.helpers import Metadata, caller_metadata, error_info
+
+pytestmark = pytest.mark.integration
+
+SERVICES = [
+    "meshgram.dataaccess.v1.AccountStoreService",
+    "meshgram.dataaccess.v1.ProfileStoreService",
+    "meshgram.dataaccess.v1.MediaStoreService",
+]
+
+# One representative RPC per service, callable with an empty-ish request.
+Call = Callable[[grpc.aio.Channel, Metadata], Awaitable[Any]]
+
+
+def _get_credentials(channel: grpc.aio.Channel, metadata: Metadata) -> Awaitable[Any]:
+    return pb_grpc.AccountStoreServiceStub(channel).GetCredentials(
+        pb.GetCredentialsRequest(email="someone@example.com"), metadata=metadata
+    )
+
+
+def _get_profile(channel: grpc.aio.Channel, metadata: Metadata) -> Awaitable[Any]:
+    return pb_grpc.ProfileStoreServiceStub(channel).GetProfile(
+        pb.GetProfileRequest(account_id=str(uuid.uuid4())), metadata=metadata
+    )
+
+
+def _set_avatar(channel: grpc.aio.Channel, metadata: Metadata) -> Awaitable[Any]:
+    return pb_grpc.MediaStoreServiceStub(channel).SetAvatar(
+        pb.SetAvatarRequest(account_id=str(uuid.uuid4()), image_id=str(uuid.uuid4())),
+        metadata=metadata,
+    )
+
+
+CALLS: dict[str, Call] = {
+    "AccountStoreService": _get_credentials,
+    "ProfileStoreService": _get_profile,
+    "MediaStoreService": _set_avatar,
+}
+ALLOWED = {
+    "auth_svc": "AccountStoreService",
+    "user_svc": "ProfileStoreService",
+    "storage_svc": "MediaStoreService",
+}
+
+
+def _health_check(channel: grpc.aio.Channel) -> Callable[..., Awaitable[Any]]:
+    return channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+
+
+async def _refusal(call: Call, channel: grpc.aio.Channel, metadata: Metadata) -> tuple[Any, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(channel, metadata)
+    return caught.value.code(), error_info(caught.value).reason
+
+
+@pytest.mark.parametrize("service", list(CALLS))
+async def test_call_without_credentials_is_unauthenticated(
+    data_access_channel: grpc.aio.Channel, service: str
+) -> None:
+    assert await _refusal(CALLS[service], data_access_channel, ()) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CALLER_UNKNOWN",
+    )
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        ((CALLER_HEADER, "auth_svc"), (CALLER_TOKEN_HEADER, "forged")),
+        ((CALLER_HEADER, "auth_svc"),),
+        # A genuine credential, but user_svc's: a service cannot speak as another.
+        ((CALLER_HEADER, "auth_svc"), (CALLER_TOKEN_HEADER, "USER_SVC_TOKEN")),
+        ((CALLER_HEADER, "billing_svc"), (CALLER_TOKEN_HEADER, "BILLING_SVC_TOKEN")),
+    ],
+    ids=["forged-token", "no-token", "other-service-token", "unknown-service"],
+)
+async def test_bad_caller_credentials_are_unauthenticated(
+    data_access_channel: grpc.aio.Channel, mesh_secret: str, metadata: Metadata
+) -> None:
+    tokens = {
+        "USER_SVC_TOKEN": derive_caller_token(mesh_secret, "user_svc"),
+        "BILLING_SVC_TOKEN": derive_caller_token(mesh_secret, "billing_svc"),
+    }
+    sent = tuple((key, tokens.get(value, value)) for key, value in metadata)
+
+    assert await _refusal(_get_credentials, data_access_channel, sent) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CALLER_UNKNOWN",
+    )
+
+
+async def test_credentials_from_another_mesh_secret_are_unauthenticated(
+    data_access_channel: grpc.aio.Channel,
+) -> None:
+    metadata = caller_metadata("some-other-mesh-secret", "auth_svc")
+
+    assert await _refusal(_get_credentials, data_access_channel, metadata) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CALLER_UNKNOWN",
+    )
+
+
+@pytest.mark.parametrize(
+    ("caller", "service"),
+    [
+        (caller, service)
+        for caller, allowed in ALLOWED.items()
+        for service in CALLS
+        if service != allowed
+    ],
+)
+async def test_known_caller_outside_its_allow_list_is_permission_denied(
+    data_access_channel: grpc.aio.Channel, mesh_secret: str, caller: str, service: str
+) -> None:
+    metadata = caller_metadata(mesh_secret, caller)
+
+    assert await _refusal(CALLS[service], data_access_channel, metadata) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "CALLER_NOT_ALLOWED",
+    )
+
+
+@pytest.mark.parametrize(("caller", "service"), list(ALLOWED.items()))
+async def test_each_caller_reaches_its_own_service(
+    data_access_channel: grpc.aio.Channel, mesh_secret: str, caller: str, service: str
+) -> None:
+    # The probe asks for something missing: NOT_FOUND proves the servicer answered.
+    code, _ = await _refusal(
+        CALLS[service], data_access_channel, caller_metadata(mesh_secret, caller)
+    )
+
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("service", ["", *SERVICES])
+async def test_health_is_serving_without_credentials(
+    data_access_channel: grpc.aio.Channel, service: str
+) -> None:
+    response = await _health_check(data_access_channel)(
+        health_pb2.HealthCheckRequest(service=service)
+    )
+
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_three_stores_without_credentials(
+    data_access_channel: grpc.aio.Channel,
+) -> None:
+    reflection_info = data_access_channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    responses = reflection_info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+
+    names = {service.name async for r in responses for service in r.list_services_response.service}
+
+    assert set(SERVICES) <= names
+
+
+async def test_unreachable_database_reports_not_serving_and_unavailable(
+    mesh_secret: str,
+) -> None:
+    # Nothing listens on port 1; the process must say so rather than fail opaquely.
+    settings = DataAccessSettings(host="127.0.0.1", port=0, mesh_secret=SecretStr(mesh_secret))
+    definition = build_definition(settings, "postgresql://postgres@127.0.0.1:1/meshgram")
+    running = await start_server(definition, "127.0.0.1", 0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            health = await _health_check(channel)(health_pb2.HealthCheckRequest(service=""))
+            assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            refusal = await _refusal(
+                _get_credentials, channel, caller_metadata(mesh_secret, "auth_svc")
+            )
+            assert refusal == (grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")
+    finally:
+        await running.stop(0)

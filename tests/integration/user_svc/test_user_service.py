@@ -1,0 +1,207 @@
+"""UserService through real stubs: user_svc -> data_access -> PostgreSQL, tokens from auth_svc."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from meshgram.user.v1 import user_pb2, user_pb2_grpc
+from tests.helpers import error_info, field_violations
+
+pytestmark = pytest.mark.integration
+
+Stub = user_pb2_grpc.UserServiceStub
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a client can read from a failed call."""
+
+    code: grpc.StatusCode
+    reason: str
+    fields: list[str]
+
+
+async def failure_of(call: Awaitable[Any]) -> Failure:
+    """Await a call expected to fail and return its code, reason and offending fields."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    error = caught.value
+    return Failure(error.code(), error_info(error).reason, list(field_violations(error)))
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def update(display_name: str = "", bio: str = "", *paths: str) -> user_pb2.UpdateMyProfileRequest:
+    return user_pb2.UpdateMyProfileRequest(
+        profile=user_pb2.Profile(display_name=display_name, bio=bio),
+        update_mask=field_mask_pb2.FieldMask(paths=list(paths)),
+    )
+
+
+async def test_my_profile_comes_from_the_token(users: Stub, user: Any) -> None:
+    reply = await users.GetMyProfile(user_pb2.GetMyProfileRequest(), metadata=user.metadata)
+    profile = reply.profile
+    assert (profile.account_id, profile.username) == (user.account_id, user.username)
+    assert (profile.display_name, profile.bio, profile.avatar_image_id) == ("", "", "")
+    assert profile.create_time.seconds > 0
+    assert profile.update_time.ToDatetime() >= profile.create_time.ToDatetime()
+
+
+async def test_update_applies_only_the_masked_fields(users: Stub, user: Any) -> None:
+    first = await users.UpdateMyProfile(
+        update("  Ada Lovelace ", "not applied", "display_name"), metadata=user.metadata
+    )
+    assert (first.profile.display_name, first.profile.bio) == ("Ada Lovelace", "")
+    second = await users.UpdateMyProfile(
+        update("not applied", "Counting\nmachines.", "bio"), metadata=user.metadata
+    )
+    assert (second.profile.display_name, second.profile.bio) == (
+        "Ada Lovelace",
+        "Counting\nmachines.",
+    )
+    again = await users.GetMyProfile(user_pb2.GetMyProfileRequest(), metadata=user.metadata)
+    assert again.profile == second.profile
+
+
+async def test_empty_mask_updates_both_fields(users: Stub, user: Any) -> None:
+    reply = await users.UpdateMyProfile(update("Ada", "Hello"), metadata=user.metadata)
+    assert (reply.profile.display_name, reply.profile.bio) == ("Ada", "Hello")
+    cleared = await users.UpdateMyProfile(update(), metadata=user.metadata)
+    assert (cleared.profile.display_name, cleared.profile.bio) == ("", "")
+
+
+@pytest.mark.parametrize("path", ["username", "avatar_image_id", "account_id", "profile.bio"])
+async def test_other_mask_paths_are_invalid(users: Stub, user: Any, path: str) -> None:
+    failure = await failure_of(
+        users.UpdateMyProfile(update("x", "y", path), metadata=user.metadata)
+    )
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.reason == "INVALID_FIELD"
+    assert failure.fields == ["update_mask"]
+
+
+async def test_too_long_or_control_values_name_their_fields(users: Stub, user: Any) -> None:
+    long_bio = await failure_of(
+        users.UpdateMyProfile(update("", "b" * 301), metadata=user.metadata)
+    )
+    assert long_bio.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert long_bio.fields == ["profile.bio"]
+    both = await failure_of(
+        users.UpdateMyProfile(update("d" * 65, "bell\x07"), metadata=user.metadata)
+    )
+    assert both.fields == ["profile.display_name", "profile.bio"]
+    unchanged = await users.GetMyProfile(user_pb2.GetMyProfileRequest(), metadata=user.metadata)
+    assert (unchanged.profile.display_name, unchanged.profile.bio) == ("", "")
+
+
+async def test_anyone_reads_a_profile_by_username_in_any_case(users: Stub, new_user: Any) -> None:
+    reader, owner = await new_user(), await new_user()
+    await users.UpdateMyProfile(update("Owner", "Public bio"), metadata=owner.metadata)
+    reply = await users.GetProfile(
+        user_pb2.GetProfileRequest(username=owner.username.upper()), metadata=reader.metadata
+    )
+    assert reply.profile.account_id == owner.account_id
+    assert (reply.profile.username, reply.profile.bio) == (owner.username, "Public bio")
+
+
+async def test_unknown_username_is_not_found(users: Stub, user: Any) -> None:
+    failure = await failure_of(
+        users.GetProfile(
+            user_pb2.GetProfileRequest(username="no_such_user_zz"), metadata=user.metadata
+        )
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "PROFILE_NOT_FOUND")
+
+
+@pytest.mark.parametrize("username", ["", "x", "not a username", "é" * 10, "a" * 500])
+async def test_malformed_username_is_invalid_not_internal(
+    users: Stub, user: Any, username: str
+) -> None:
+    failure = await failure_of(
+        users.GetProfile(user_pb2.GetProfileRequest(username=username), metadata=user.metadata)
+    )
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields == ["username"]
+
+
+async def test_calls_without_a_token_are_unauthenticated(users: Stub) -> None:
+    for call in (
+        users.GetMyProfile(user_pb2.GetMyProfileRequest()),
+        users.GetProfile(user_pb2.GetProfileRequest(username="anyone")),
+        users.UpdateMyProfile(update("x", "y")),
+        users.GetMyProfile(
+            user_pb2.GetMyProfileRequest(), metadata=(("authorization", "Basic x"),)
+        ),
+    ):
+        failure = await failure_of(call)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
+
+
+async def test_garbage_and_tampered_tokens_are_unauthenticated(users: Stub, user: Any) -> None:
+    token = user.access_token
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    header, payload, signature = token.split(".")
+    swapped = ".".join([header, payload[::-1], signature])
+    for bad in ("garbage", "a.b.c", tampered, swapped):
+        failure = await failure_of(
+            users.GetMyProfile(user_pb2.GetMyProfileRequest(), metadata=bearer(bad))
+        )
+        assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+
+
+async def test_expired_tokens_are_unauthenticated(
+    users_trusting_issuer: Stub, issuer: Any, user: Any
+) -> None:
+    fresh = issuer.token(user.account_id, user.username)
+    reply = await users_trusting_issuer.GetMyProfile(
+        user_pb2.GetMyProfileRequest(), metadata=bearer(fresh)
+    )
+    assert reply.profile.account_id == user.account_id
+    expired = issuer.token(user.account_id, user.username, lifetime=-600)
+    failure = await failure_of(
+        users_trusting_issuer.GetMyProfile(user_pb2.GetMyProfileRequest(), metadata=bearer(expired))
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED")
+
+
+async def test_tokens_of_other_issuers_or_audiences_are_refused(
+    users_trusting_issuer: Stub, issuer: Any, user: Any
+) -> None:
+    for token in (
+        issuer.token(user.account_id, user.username, aud="someone-else"),
+        issuer.token(user.account_id, user.username, iss="someone-else"),
+        user.access_token,  # signed by auth_svc, whose key this server does not trust
+    ):
+        failure = await failure_of(
+            users_trusting_issuer.GetMyProfile(
+                user_pb2.GetMyProfileRequest(), metadata=bearer(token)
+            )
+        )
+        assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_token_of_a_vanished_account_is_not_found(
+    users_trusting_issuer: Stub, issuer: Any
+) -> None:
+    token = issuer.token("00000000-0000-0000-0000-000000000000", "ghost")
+    failure = await failure_of(
+        users_trusting_issuer.GetMyProfile(user_pb2.GetMyProfileRequest(), metadata=bearer(token))
+    )
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_health_is_serving_when_data_access_and_auth_are(user_address: str) -> None:
+    async with grpc.aio.insecure_channel(user_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "meshgram.user.v1.UserService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,174 @@
+"""The AuthService flows against an in-memory account store (no network, no database)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from auth_svc.accounts import Account, StoredCredentials
+from auth_svc.authenticator import INVALID_CREDENTIALS_MESSAGE, Authenticator
+from auth_svc.passwords import PasswordHasher
+from auth_svc.tokens import AccessTokenSigner
+from meshkit.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
+from meshkit.reasons import Reason
+
+
+@dataclass
+class _Token:
+    account: Account
+    family: str
+    consumed: bool = False
+
+
+@dataclass
+class MemoryStore:
+    """Follows AccountStoreService's documented behaviour, in memory."""
+
+    accounts: dict[str, StoredCredentials] = field(default_factory=dict)
+    tokens: dict[str, _Token] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+    lookups: list[str] = field(default_factory=list)
+
+    async def create_account(self, email: str, username: str, password_hash: str) -> Account:
+        if email in self.accounts:
+            raise AlreadyExists(message="email is taken", reason=Reason.EMAIL_TAKEN)
+        if any(c.account.username == username for c in self.accounts.values()):
+            raise AlreadyExists(message="username is taken", reason=Reason.USERNAME_TAKEN)
+        account = Account(id=str(uuid.uuid4()), email=email, username=username)
+        self.accounts[email] = StoredCredentials(account, password_hash)
+        return account
+
+    async def get_credentials(self, email: str) -> StoredCredentials | None:
+        self.lookups.append(email)
+        return self.accounts.get(email)
+
+    async def create_refresh_token(
+        self, account_id: str, token_hash: str, expires_at: datetime
+    ) -> str:
+        account = next(c.account for c in self.accounts.values() if c.account.id == account_id)
+        family = str(uuid.uuid4())
+        self.tokens[token_hash] = _Token(account, family)
+        return family
+
+    async def rotate_refresh_token(
+        self, token_hash: str, new_token_hash: str, new_expires_at: datetime
+    ) -> Account:
+        token = self.tokens.get(token_hash)
+        if token is None or token.family in self.revoked:
+            raise NotFound(message="unknown", reason=Reason.REFRESH_TOKEN_INVALID)
+        if token.consumed:
+            self.revoked.add(token.family)
+            raise FailedPrecondition(message="reused", reason=Reason.REFRESH_TOKEN_REUSED)
+        token.consumed = True
+        self.tokens[new_token_hash] = _Token(token.account, token.family)
+        return token.account
+
+    async def revoke_refresh_token(self, token_hash: str) -> None:
+        token = self.tokens.get(token_hash)
+        if token is not None:
+            self.revoked.add(token.family)
+
+    async def healthy(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+def auth(store: MemoryStore) -> Authenticator:
+    return Authenticator(
+        store,
+        PasswordHasher("unit-pepper", rounds=4),
+        AccessTokenSigner(Ed25519PrivateKey.generate(), ttl_seconds=900),
+        refresh_ttl_seconds=3600,
+    )
+
+
+async def test_register_stores_normalised_account_and_a_hash(
+    auth: Authenticator, store: MemoryStore
+) -> None:
+    account = await auth.register("Ann@Example.com", "Ann", "a fine password")
+    assert (account.email, account.username) == ("ann@example.com", "ann")
+    stored = store.accounts["ann@example.com"].password_hash
+    assert stored.startswith("$2b$")
+    assert "a fine password" not in stored
+
+
+async def test_register_reports_all_violations_before_touching_the_store(
+    auth: Authenticator, store: MemoryStore
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await auth.register("bad", "x", "short")
+    assert {v.field for v in caught.value.violations} == {"email", "username", "password"}
+    assert store.accounts == {}
+
+
+async def test_login_refresh_reuse_logout(auth: Authenticator, store: MemoryStore) -> None:
+    await auth.register("ann@example.com", "ann", "a fine password")
+    first = await auth.login("ANN@example.com", "a fine password")
+    assert first.token_type == "Bearer"
+    assert (first.expires_in, first.refresh_expires_in) == (900, 3600)
+    assert hashlib.sha256(first.refresh_token.encode()).hexdigest() in store.tokens
+
+    second = await auth.refresh(first.refresh_token)
+    assert second.refresh_token != first.refresh_token
+
+    with pytest.raises(Unauthenticated) as reused:
+        await auth.refresh(first.refresh_token)
+    assert reused.value.reason == Reason.REFRESH_TOKEN_REUSED
+    with pytest.raises(Unauthenticated) as revoked:
+        await auth.refresh(second.refresh_token)
+    assert revoked.value.reason == Reason.REFRESH_TOKEN_INVALID
+
+    third = await auth.login("ann@example.com", "a fine password")
+    await auth.logout(third.refresh_token)
+    await auth.logout(third.refresh_token)
+    with pytest.raises(Unauthenticated) as after_logout:
+        await auth.refresh(third.refresh_token)
+    assert after_logout.value.reason == Reason.REFRESH_TOKEN_INVALID
+
+
+@pytest.mark.parametrize(
+    ("email", "password"),
+    [
+        ("ann@example.com", "the wrong password"),
+        ("nobody@example.com", "a fine password"),
+        ("", "a fine password"),
+        ("not an email", "a fine password"),
+        ("ann@example.com", ""),
+    ],
+)
+async def test_login_failures_are_indistinguishable(
+    auth: Authenticator, email: str, password: str
+) -> None:
+    await auth.register("ann@example.com", "ann", "a fine password")
+    with pytest.raises(Unauthenticated) as caught:
+        await auth.login(email, password)
+    assert caught.value.reason == Reason.INVALID_CREDENTIALS
+    assert caught.value.message == INVALID_CREDENTIALS_MESSAGE
+
+
+async def test_refresh_with_empty_or_unknown_token(auth: Authenticator) -> None:
+    for token in ("", "never-issued"):
+        with pytest.raises(Unauthenticated) as caught:
+            await auth.refresh(token)
+        assert caught.value.reason == Reason.REFRESH_TOKEN_INVALID
+
+
+async def test_logout_of_unknown_or_empty_token_succeeds(auth: Authenticator) -> None:
+    await auth.logout("")
+    await auth.logout("never-issued")

@@ -1,0 +1,84 @@
+"""Password policy and peppered bcrypt hashing."""
+
+from __future__ import annotations
+
+import pytest
+
+from auth_svc import passwords
+from auth_svc.passwords import PasswordHasher
+from meshkit.errors import InvalidArgument
+
+
+@pytest.fixture(scope="module")
+def hasher() -> PasswordHasher:
+    """A fast hasher (cost 4) with a test pepper."""
+    return PasswordHasher("test-pepper", rounds=4)
+
+
+def test_seven_characters_are_refused() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        passwords.check_policy("a" * 7)
+    assert [v.field for v in caught.value.violations] == ["password"]
+    assert "at least 8" in caught.value.violations[0].description
+
+
+def test_eight_characters_are_accepted() -> None:
+    passwords.check_policy("a" * 8)
+
+
+def test_1024_characters_are_accepted_and_1025_refused() -> None:
+    passwords.check_policy("p" * 1024)
+    with pytest.raises(InvalidArgument) as caught:
+        passwords.check_policy("p" * 1025)
+    assert caught.value.violations[0].field == "password"
+    assert "at most 1024" in caught.value.violations[0].description
+
+
+def test_length_is_measured_after_nfkc() -> None:
+    # U+FB03 (the "ffi" ligature) is one character that NFKC expands to three.
+    assert passwords.policy_violations("\ufb03" * 3) == []
+    assert passwords.policy_violations("\ufb03" * 2) != []
+
+
+@pytest.mark.parametrize("length", [8, 100, 1024])
+async def test_hash_and_verify(hasher: PasswordHasher, length: int) -> None:
+    password = ("correct horse battery staple " * 40)[:length]
+    stored = await hasher.hash(password)
+    assert stored.startswith("$2b$04$")
+    assert password not in stored
+    assert await hasher.verify(password, stored)
+    assert not await hasher.verify(password[:-1] + "!", stored)
+
+
+async def test_multibyte_password_beyond_72_bytes(hasher: PasswordHasher) -> None:
+    password = "пароль-密码-🔐" * 10  # far more than bcrypt's 72 bytes once UTF-8 encoded
+    assert len(password.encode()) > 72
+    passwords.check_policy(password)
+    stored = await hasher.hash(password)
+    assert await hasher.verify(password, stored)
+    # Passwords sharing the first 72 bytes must still differ (no silent truncation).
+    assert not await hasher.verify(password + "x", stored)
+
+
+async def test_equivalent_unicode_forms_verify(hasher: PasswordHasher) -> None:
+    composed = "caf\u00e9-latte-42"
+    decomposed = "cafe\u0301-latte-42"
+    stored = await hasher.hash(composed)
+    assert await hasher.verify(decomposed, stored)
+
+
+async def test_pepper_is_part_of_the_hash(hasher: PasswordHasher) -> None:
+    stored = await hasher.hash("a long enough password")
+    other = PasswordHasher("another-pepper", rounds=4)
+    assert not await other.verify("a long enough password", stored)
+
+
+async def test_unknown_account_and_corrupt_hash_do_not_verify(hasher: PasswordHasher) -> None:
+    assert not await hasher.verify("whatever password", None)
+    assert not await hasher.verify("whatever password", "not-a-bcrypt-hash")
+    assert not await hasher.verify("whatever password", "")
+
+
+def test_empty_pepper_is_refused() -> None:
+    with pytest.raises(ValueError, match="pepper"):
+        PasswordHasher("", rounds=4)

@@ -1,0 +1,115 @@
+"""Access tokens round-trip through meshkit's verifier; the JWKS has the documented shape."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from auth_svc import tokens
+from auth_svc.tokens import AccessTokenSigner
+from meshkit.access_tokens import AUDIENCE, ISSUER, AccessTokenVerifier
+from meshkit.errors import Unauthenticated
+from meshkit.reasons import Reason
+
+
+@pytest.fixture(scope="module")
+def signer() -> AccessTokenSigner:
+    """A signer with a fresh key and the default 15-minute lifetime."""
+    return AccessTokenSigner(Ed25519PrivateKey.generate(), ttl_seconds=900)
+
+
+def verifier_for(*signers: AccessTokenSigner) -> AccessTokenVerifier:
+    """A verifier whose JWKS holds the public keys of signers."""
+
+    async def fetch() -> Iterable[Mapping[str, str]]:
+        return [key for s in signers for key in s.jwks()]
+
+    return AccessTokenVerifier(fetch)
+
+
+async def test_round_trip(signer: AccessTokenSigner) -> None:
+    issued = signer.issue("0b0e5d4c-0000-4000-8000-000000000001", "ann")
+    assert issued.expires_in == 900
+    principal = await verifier_for(signer).verify(issued.token)
+    assert principal.account_id == "0b0e5d4c-0000-4000-8000-000000000001"
+    assert principal.username == "ann"
+
+
+def test_claims_and_header(signer: AccessTokenSigner) -> None:
+    before = int(time.time())
+    token = signer.issue("account-1", "ann").token
+    header = jwt.get_unverified_header(token)
+    assert header["alg"] == "EdDSA"
+    assert header["kid"] == signer.kid
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert set(claims) == {"sub", "name", "iss", "aud", "iat", "exp", "jti"}
+    assert claims["sub"] == "account-1"
+    assert claims["name"] == "ann"
+    assert claims["iss"] == ISSUER
+    assert claims["aud"] == AUDIENCE
+    assert before <= claims["iat"] <= before + 2
+    assert claims["exp"] == claims["iat"] + 900
+    again = jwt.decode(signer.issue("account-1", "ann").token, options={"verify_signature": False})
+    assert claims["jti"] != again["jti"]
+
+
+async def test_tampered_token_is_invalid(signer: AccessTokenSigner) -> None:
+    header, payload, signature = signer.issue("account-1", "ann").token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "account-2"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(Unauthenticated) as caught:
+        await verifier_for(signer).verify(f"{header}.{forged}.{signature}")
+    assert caught.value.reason == Reason.TOKEN_INVALID
+
+
+async def test_token_of_another_key_is_invalid(signer: AccessTokenSigner) -> None:
+    stranger = AccessTokenSigner(Ed25519PrivateKey.generate(), ttl_seconds=900)
+    with pytest.raises(Unauthenticated) as caught:
+        await verifier_for(signer).verify(stranger.issue("account-1", "ann").token)
+    assert caught.value.reason == Reason.TOKEN_INVALID
+
+
+async def test_expired_token_fails() -> None:
+    key = Ed25519PrivateKey.generate()
+    past = AccessTokenSigner(key, ttl_seconds=60, clock=lambda: time.time() - 3600)
+    with pytest.raises(Unauthenticated) as caught:
+        await verifier_for(past).verify(past.issue("account-1", "ann").token)
+    assert caught.value.reason == Reason.TOKEN_EXPIRED
+
+
+def test_jwks_shape(signer: AccessTokenSigner) -> None:
+    (key,) = signer.jwks()
+    assert set(key) == {"kty", "crv", "x", "kid", "alg", "use"}
+    assert key["kty"] == "OKP"
+    assert key["crv"] == "Ed25519"
+    assert key["alg"] == "EdDSA"
+    assert key["use"] == "sig"
+    assert key["kid"] == signer.kid
+    assert "=" not in key["x"]
+    assert len(base64.urlsafe_b64decode(key["x"] + "=")) == 32
+    # RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace.
+    canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": key["x"]}, separators=(",", ":"))
+    expected = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=")
+    assert key["kid"] == expected.decode()
+    jwt.PyJWK(key, algorithm="EdDSA")  # pyjwt accepts it as a verification key
+
+
+def test_refresh_tokens_are_random_and_stored_only_as_hashes() -> None:
+    now = time.time()
+    first = tokens.new_refresh_token(3600, clock=lambda: now)
+    second = tokens.new_refresh_token(3600, clock=lambda: now)
+    assert first.token != second.token
+    assert len(base64.urlsafe_b64decode(first.token + "=")) == 32
+    assert first.token_hash == hashlib.sha256(first.token.encode()).hexdigest()
+    assert first.token_hash == tokens.hash_refresh_token(first.token)
+    assert first.expires_in == 3600
+    assert first.expires_at.timestamp() == pytest.approx(now + 3600)
+    assert first.expires_at.tzinfo is not None

@@ -1,0 +1,66 @@
+"""storage_svc's composition root and the mapping between records, domain and public messages."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from google.protobuf import timestamp_pb2
+
+from meshgram.dataaccess.v1 import dataaccess_pb2
+from storage_svc.clients import image_from_record
+from storage_svc.server import build_definition
+from storage_svc.servicer import image_message
+from storage_svc.settings import StorageSettings
+
+
+def closed_port_address() -> str:
+    """An address on which nothing listens (a port just released by the OS)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+async def no_keys() -> list[dict[str, str]]:
+    return []
+
+
+async def test_definition_names_services_and_closes_its_channels(tmp_path: Path) -> None:
+    address = closed_port_address()
+    settings = StorageSettings(
+        data_access_addr=address, auth_addr=address, blob_dir=tmp_path, call_timeout_seconds=0.5
+    )
+    definition = build_definition(settings, jwks_fetcher=no_keys)
+    assert definition.name == "storage_svc"
+    assert list(definition.service_names) == ["meshgram.storage.v1.StorageService"]
+    assert set(definition.reflection_names) == {
+        "meshgram.auth.v1.AuthService",
+        "meshgram.user.v1.UserService",
+        "meshgram.storage.v1.StorageService",
+    }
+    # Nothing answers on the dependencies' addresses: the service must not claim to serve.
+    assert await definition.check_dependencies() is False
+    for closer in definition.on_shutdown:
+        await closer()
+
+
+def test_records_become_public_images() -> None:
+    created = timestamp_pb2.Timestamp(seconds=1_700_000_000, nanos=5_000)
+    record = dataaccess_pb2.ImageRecord(
+        id="6f1c7f0e-2a4b-4c8e-9a8e-0d3c2b1a0f9e",
+        owner_id="owner",
+        content_type="image/webp",
+        size_bytes=12_345,
+        width=640,
+        height=480,
+        sha256="ab" * 32,
+        create_time=created,
+    )
+    message = image_message(image_from_record(record))
+    assert message.id == record.id
+    assert message.owner_id == "owner"
+    assert message.content_type == "image/webp"
+    assert (message.size_bytes, message.width, message.height) == (12_345, 640, 480)
+    assert message.sha256 == "ab" * 32
+    assert message.create_time == created

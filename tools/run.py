@@ -1,0 +1,118 @@
+"""`make run` / `make dev`: the whole system on this machine in one command.
+
+Starts an embedded PostgreSQL (unless DATABASE_URL is set), applies migrations, starts
+data_access, auth_svc, user_svc, storage_svc and the Envoy edge, and keeps them running until
+Ctrl-C. With --reload the Python services restart whenever their code changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from dotenv import load_dotenv
+
+from tools.mesh import ROOT, Mesh, MeshPorts
+
+WATCHED = ("auth_svc", "user_svc", "storage_svc", "data_access", "meshkit", "meshgram")
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """Yield the database URL: DATABASE_URL, or an embedded PostgreSQL kept in var/pgdata."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    from data_access.embedded import EmbeddedPostgres
+
+    data_dir = Path(os.environ.get("DATA_ACCESS_PG_DATA_DIR", ROOT / "var" / "pgdata"))
+    with EmbeddedPostgres(data_dir) as embedded:
+        print(f"meshgram: embedded PostgreSQL in {data_dir}", flush=True)
+        yield embedded.url
+
+
+def migrate(url: str) -> None:
+    """Apply the database migrations in a child process (data_access owns Alembic)."""
+    env = {**os.environ, "DATABASE_URL": url}
+    subprocess.run([sys.executable, "-m", "data_access.migrate"], cwd=ROOT, env=env, check=True)
+
+
+def banner(mesh: Mesh) -> str:
+    """What a user needs to start talking to the running system."""
+    edge = mesh.edge_address
+    return "\n".join(
+        [
+            "",
+            f"meshgram is up: edge http://{edge} (native gRPC, gRPC-web and REST/JSON)",
+            f"  grpcurl -plaintext {edge} list",
+            f"  curl -s http://{edge}/.well-known/jwks.json",
+            f"  Envoy admin: http://127.0.0.1:{mesh.ports.admin}/ (loopback only)",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    """Run the mesh until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reload", action="store_true", help="restart services on code change")
+    args = parser.parse_args()
+    load_dotenv(ROOT / ".env", override=False)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    with database() as url:
+        migrate(url)
+        cors = tuple(
+            origin.strip()
+            for origin in os.environ.get(
+                "EDGE_CORS_ORIGINS", "http://localhost:5173,http://127.0.0.1:5173"
+            ).split(",")
+            if origin.strip()
+        )
+        mesh = Mesh(database_url=url, ports=MeshPorts.from_env(os.environ), cors_origins=cors)
+        mesh.start()
+        print(banner(mesh), flush=True)
+        try:
+            if args.reload:
+                _reload_until(stop, mesh)
+            else:
+                stop.wait()
+        finally:
+            print("meshgram: stopping", flush=True)
+            mesh.stop()
+
+
+def _reload_until(stop: threading.Event, mesh: Mesh) -> None:
+    """Restart the Python services whenever a watched source file changes."""
+    from watchfiles import PythonFilter, watch
+
+    paths = [ROOT / name for name in WATCHED if (ROOT / name).exists()]
+    for changes in watch(*paths, watch_filter=PythonFilter(), stop_event=stop):
+        changed = sorted({Path(path).relative_to(ROOT).parts[0] for _, path in changes})
+        print(f"meshgram: {', '.join(changed)} changed, restarting services", flush=True)
+        mesh.stop_services()
+        try:
+            mesh.start_services()
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"meshgram: services failed to start ({exc}); fix the code and save", flush=True)
+
+
+if __name__ == "__main__":
+    main()

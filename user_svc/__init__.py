@@ -1,0 +1,1 @@
+"""user_svc: profiles, the caller's own and anyone's by username."""

@@ -1,0 +1,76 @@
+"""UserService over gRPC: authenticate, translate protobuf to domain calls and back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from meshgram.user.v1 import user_pb2, user_pb2_grpc
+from meshkit.access_tokens import AccessTokenVerifier, Principal, bearer_token
+from user_svc.profiles import Profile, ProfileService
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class UserServicer(user_pb2_grpc.UserServiceServicer):
+    """Implements meshgram.user.v1.UserService (method names are the proto's, hence N802)."""
+
+    def __init__(self, profiles: ProfileService, verifier: AccessTokenVerifier) -> None:
+        self._profiles = profiles
+        self._verifier = verifier
+
+    async def GetMyProfile(  # noqa: N802
+        self, request: user_pb2.GetMyProfileRequest, context: Context
+    ) -> user_pb2.GetMyProfileResponse:
+        """Return the caller's profile."""
+        principal = await self._authenticate(context)
+        profile = await self._profiles.my_profile(principal.account_id)
+        return user_pb2.GetMyProfileResponse(profile=profile_message(profile))
+
+    async def GetProfile(  # noqa: N802
+        self, request: user_pb2.GetProfileRequest, context: Context
+    ) -> user_pb2.GetProfileResponse:
+        """Return a profile by username."""
+        await self._authenticate(context)
+        profile = await self._profiles.profile_by_username(request.username)
+        return user_pb2.GetProfileResponse(profile=profile_message(profile))
+
+    async def UpdateMyProfile(  # noqa: N802
+        self, request: user_pb2.UpdateMyProfileRequest, context: Context
+    ) -> user_pb2.UpdateMyProfileResponse:
+        """Change the caller's display name and/or bio as the update mask says."""
+        principal = await self._authenticate(context)
+        profile = await self._profiles.update_my_profile(
+            principal.account_id,
+            request.update_mask.paths,
+            display_name=request.profile.display_name,
+            bio=request.profile.bio,
+        )
+        return user_pb2.UpdateMyProfileResponse(profile=profile_message(profile))
+
+    async def _authenticate(self, context: Context) -> Principal:
+        """Return the principal of the call's bearer token or raise Unauthenticated."""
+        return await self._verifier.verify(bearer_token(context.invocation_metadata() or ()))
+
+
+def profile_message(profile: Profile) -> user_pb2.Profile:
+    """Build the public Profile message from a domain profile."""
+    return user_pb2.Profile(
+        account_id=profile.account_id,
+        username=profile.username,
+        display_name=profile.display_name,
+        bio=profile.bio,
+        avatar_image_id=profile.avatar_image_id,
+        create_time=_timestamp(profile.create_time),
+        update_time=_timestamp(profile.update_time),
+    )
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    """Convert an aware datetime to a protobuf timestamp."""
+    timestamp = timestamp_pb2.Timestamp()
+    timestamp.FromDatetime(moment)
+    return timestamp
