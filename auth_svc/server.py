@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 from pydantic import ValidationError
 
@@ -18,7 +16,7 @@ from meshgram.auth.v1 import auth_pb2, auth_pb2_grpc
 from meshgram.storage.v1 import storage_pb2
 from meshgram.user.v1 import user_pb2
 from meshkit.clients import PeerCaller, open_channel
-from meshkit.server import ServiceDefinition, serve
+from meshkit.server import ServiceDefinition, run, serve
 
 AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 
@@ -85,6 +83,6 @@ def main() -> None:
     except ValidationError as exc:
         raise SystemExit(f"auth_svc: invalid settings: {exc}") from None
     try:
-        asyncio.run(_run(settings))
+        run(_run(settings))
     except SigningKeyError as exc:
         raise SystemExit(f"auth_svc: {exc}") from None

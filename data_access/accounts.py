@@ -65,7 +65,7 @@ class AccountStore:
         key = lookup_key(email.strip(), max_chars=EMAIL_MAX)
         account = None
         if key is not None:
-            async with self._database.transaction() as session:
+            async with self._database.read() as session:
                 account = await session.scalar(select(Account).where(Account.email == key))
         if account is None:
             raise NotFound(message="account not found", reason=Reason.ACCOUNT_NOT_FOUND)

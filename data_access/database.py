@@ -23,6 +23,7 @@ from meshkit.reasons import Reason
 
 _CONNECT_TIMEOUT_SECONDS = 5.0
 _POOL_TIMEOUT_SECONDS = 5.0
+_POOL_RECYCLE_SECONDS = 1800
 
 
 @dataclass(frozen=True)
@@ -31,20 +32,24 @@ class Database:
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    autocommit_sessions: async_sessionmaker[AsyncSession]
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """Yield a session in one transaction: committed when the block ends, rolled back when it
         raises; an unreachable database becomes Unavailable (retryable) instead of INTERNAL."""
-        try:
-            async with self.sessions() as session, session.begin():
-                yield session
-        except (PoolTimeoutError, OSError, InterfaceError, OperationalError) as exc:
-            raise _unavailable() from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise _unavailable() from exc
-            raise
+        async with _translate_outages(), self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """Yield a session for ONE read-only statement, run without BEGIN/COMMIT.
+
+        A single SELECT is atomic on its own; skipping the transaction saves two round trips
+        on the hottest calls. Anything that writes or reads twice must use transaction().
+        """
+        async with _translate_outages(), self.autocommit_sessions() as session:
+            yield session
 
     async def ping(self) -> bool:
         """Return True when the database answers SELECT 1 (drives health)."""
@@ -57,6 +62,19 @@ class Database:
         await self.engine.dispose()
 
 
+@asynccontextmanager
+async def _translate_outages() -> AsyncIterator[None]:
+    """Turn an unreachable database into Unavailable (retryable) instead of INTERNAL."""
+    try:
+        yield
+    except (PoolTimeoutError, OSError, InterfaceError, OperationalError) as exc:
+        raise _unavailable() from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise _unavailable() from exc
+        raise
+
+
 def open_database(
     database_url: str, *, pool_size: int = 10, max_overflow: int = 10, application_name: str = ""
 ) -> Database:
@@ -66,14 +84,22 @@ def open_database(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=_POOL_TIMEOUT_SECONDS,
-        # Connections die with database restarts and failovers; test them before handing out.
-        pool_pre_ping=True,
+        # No pre-ping: it would cost a round trip on every call. A connection broken by a
+        # database restart fails its call as UNAVAILABLE (retryable) and is replaced; recycling
+        # bounds how long idle connections live across failovers.
+        pool_recycle=_POOL_RECYCLE_SECONDS,
         connect_args={
             "timeout": _CONNECT_TIMEOUT_SECONDS,
             "server_settings": {"application_name": application_name or "data_access"},
         },
     )
-    return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))
+    # Same pool, but statements run in autocommit mode (see Database.read).
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return Database(
+        engine=engine,
+        sessions=async_sessionmaker(engine, expire_on_commit=False),
+        autocommit_sessions=async_sessionmaker(autocommit, expire_on_commit=False),
+    )
 
 
 def violated_constraint(error: IntegrityError) -> str | None:

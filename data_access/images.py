@@ -61,7 +61,7 @@ class ImageStore:
     async def get(self, image_id: str) -> ImageRecord:
         """Return an image's metadata, or NotFound (IMAGE_NOT_FOUND)."""
         key = parse_id(image_id, reason=Reason.IMAGE_NOT_FOUND, what="image")
-        async with self._database.transaction() as session:
+        async with self._database.read() as session:
             image = await session.get(Image, key)
         if image is None:
             raise _not_found()

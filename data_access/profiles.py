@@ -30,7 +30,7 @@ class ProfileStore:
     async def by_account_id(self, account_id: str) -> ProfileRecord:
         """Return the profile of an account, or NotFound (PROFILE_NOT_FOUND)."""
         key = parse_id(account_id, reason=Reason.PROFILE_NOT_FOUND, what="profile")
-        async with self._database.transaction() as session:
+        async with self._database.read() as session:
             return await _one(session, _profiles().where(Profile.account_id == key))
 
     async def by_username(self, username: str) -> ProfileRecord:
@@ -38,7 +38,7 @@ class ProfileStore:
         key = lookup_key(username.strip(), max_chars=USERNAME_MAX)
         if key is None:
             raise _not_found()
-        async with self._database.transaction() as session:
+        async with self._database.read() as session:
             return await _one(session, _profiles().where(Account.username == key))
 
     async def update(

@@ -13,7 +13,7 @@ from meshgram.storage.v1 import storage_pb2, storage_pb2_grpc
 from meshgram.user.v1 import user_pb2
 from meshkit.access_tokens import AccessTokenVerifier, JwksFetcher
 from meshkit.clients import PeerCaller, open_channel
-from meshkit.server import ServiceDefinition, serve
+from meshkit.server import ServiceDefinition, run, serve
 from storage_svc.blobs import LocalBlobStore
 from storage_svc.clients import (
     DataAccessMedia,
@@ -77,7 +77,7 @@ def main() -> None:
     """Run storage_svc until SIGTERM or SIGINT."""
     # Pillow only warns between its limit and twice its limit; here that is a rejected upload.
     warnings.simplefilter("error", PillowImage.DecompressionBombWarning)
-    asyncio.run(_run(StorageSettings()))
+    run(_run(StorageSettings()))
 
 
 async def _run(settings: StorageSettings) -> None:

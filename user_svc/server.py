@@ -11,7 +11,7 @@ from meshgram.storage.v1 import storage_pb2
 from meshgram.user.v1 import user_pb2, user_pb2_grpc
 from meshkit.access_tokens import AccessTokenVerifier, JwksFetcher
 from meshkit.clients import PeerCaller, open_channel
-from meshkit.server import ServiceDefinition, serve
+from meshkit.server import ServiceDefinition, run, serve
 from user_svc.clients import (
     DataAccessProfiles,
     auth_jwks_fetcher,
@@ -67,7 +67,7 @@ def build_definition(
 
 def main() -> None:
     """Run user_svc until SIGTERM or SIGINT."""
-    asyncio.run(_run(UserSettings()))
+    run(_run(UserSettings()))
 
 
 async def _run(settings: UserSettings) -> None:

@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2
 
 from meshgram.user.v1 import user_pb2, user_pb2_grpc
 from meshkit.access_tokens import AccessTokenVerifier, Principal, bearer_token
+from meshkit.errors import FieldViolation, invalid
 from user_svc.profiles import Profile, ProfileService
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -43,6 +44,9 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     ) -> user_pb2.UpdateMyProfileResponse:
         """Change the caller's display name and/or bio as the update mask says."""
         principal = await self._authenticate(context)
+        if not request.HasField("profile"):
+            # Without it an empty mask would silently clear both fields.
+            raise invalid([FieldViolation("profile", "is required")])
         profile = await self._profiles.update_my_profile(
             principal.account_id,
             request.update_mask.paths,

@@ -89,6 +89,16 @@ async def test_other_mask_paths_are_invalid(users: Stub, user: Any, path: str) -
     assert failure.fields == ["update_mask"]
 
 
+async def test_update_without_a_profile_is_invalid(users: Stub, user: Any) -> None:
+    await users.UpdateMyProfile(update("Kept", "Kept too"), metadata=user.metadata)
+    failure = await failure_of(
+        users.UpdateMyProfile(user_pb2.UpdateMyProfileRequest(), metadata=user.metadata)
+    )
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["profile"])
+    me = await users.GetMyProfile(user_pb2.GetMyProfileRequest(), metadata=user.metadata)
+    assert (me.profile.display_name, me.profile.bio) == ("Kept", "Kept too")
+
+
 async def test_too_long_or_control_values_name_their_fields(users: Stub, user: Any) -> None:
     long_bio = await failure_of(
         users.UpdateMyProfile(update("", "b" * 301), metadata=user.metadata)

@@ -1,0 +1,1 @@
+"""Benchmarks of the running mesh through the Envoy edge (`make bench`)."""
