@@ -8,7 +8,7 @@ STAMP := .venv/.meshgram-synced
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := meshgram/__init__.py envoy/api_descriptor.pb
 
-.PHONY: help run dev test test-fast lint fmt proto migrate bench clean
+.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,7 +35,8 @@ dev: install ## like run, restarting the services when code changes
 test: install ## run the whole test suite (unit, integration, end-to-end)
 	$(PY) -m pytest
 
-lint: install ## ruff, ruff format --check, mypy --strict, buf lint
+lint: install ## lock file in sync, ruff, ruff format --check, mypy --strict, buf lint
+	$(UV) lock --check
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
@@ -51,8 +52,22 @@ proto: $(STAMP) ## regenerate stubs, typing stubs and Envoy's descriptor set
 migrate: install ## apply database migrations (embedded Postgres unless DATABASE_URL)
 	$(PY) -m data_access.migrate
 
-bench: install ## benchmark the running mesh through Envoy (start it with `make run` first)
+H2LOAD := $(shell command -v h2load 2>/dev/null)
+
+h2load:
+ifeq ($(H2LOAD),)
+	@echo "installing h2load (Debian package nghttp2-client) for the load generator"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client
+endif
+
+bench: install h2load ## benchmark the running mesh through Envoy (start it with `make run` first)
 	$(PY) -m bench
+
+profile: install h2load ## run the benchmark under py-spy; flame graphs + summary in var/profiles
+	$(PY) -m tools.profile
+
+docs: install ## regenerate docs/api.md from the proto comments
+	$(PY) -m tools.gen_api_docs
 
 clean: ## remove the venv, generated code and caches (keeps var/ data)
 	rm -rf .venv .tools meshgram envoy/api_descriptor.pb .build .mypy_cache .ruff_cache .pytest_cache

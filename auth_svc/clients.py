@@ -7,26 +7,15 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2
 
 from auth_svc.accounts import Account, StoredCredentials
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
 from meshkit.clients import PeerCaller
-from meshkit.errors import DomainError, NotFound, PermissionDenied, Unauthenticated
+from meshkit.errors import NotFound
+from meshkit.peers import is_serving
+from meshkit.timestamps import to_timestamp
 
 ResponseT = TypeVar("ResponseT")
-
-
-class DataAccessRefusedCaller(RuntimeError):
-    """data_access rejected auth_svc's caller credentials: a deployment mistake, not a client's."""
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    """Convert an aware datetime to a protobuf Timestamp."""
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def _account(record: dataaccess_pb2.AccountRecord) -> Account:
@@ -39,13 +28,7 @@ class AccountStoreClient:
 
     def __init__(self, channel: grpc.aio.Channel, caller: PeerCaller) -> None:
         self._stub = dataaccess_pb2_grpc.AccountStoreServiceStub(channel)
-        # The typing stubs of grpc_health leave HealthStub's methods untyped; a typed callable
-        # for the one method we use keeps the probe checked.
-        self._health_check = channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
-        )
+        self._channel = channel
         self._caller = caller
 
     async def create_account(self, email: str, username: str, password_hash: str) -> Account:
@@ -72,7 +55,7 @@ class AccountStoreClient:
     ) -> str:
         """Store the first refresh token of a new family and return the family id."""
         request = dataaccess_pb2.CreateRefreshTokenRequest(
-            account_id=account_id, token_hash=token_hash, expire_time=_timestamp(expires_at)
+            account_id=account_id, token_hash=token_hash, expire_time=to_timestamp(expires_at)
         )
         response = await self._call(self._stub.CreateRefreshToken, request)
         return response.family_id
@@ -85,7 +68,7 @@ class AccountStoreClient:
         request = dataaccess_pb2.RotateRefreshTokenRequest(
             token_hash=token_hash,
             new_token_hash=new_token_hash,
-            new_expire_time=_timestamp(new_expires_at),
+            new_expire_time=to_timestamp(new_expires_at),
         )
         response = await self._call(self._stub.RotateRefreshToken, request)
         return _account(response.account)
@@ -97,21 +80,8 @@ class AccountStoreClient:
 
     async def healthy(self) -> bool:
         """Tell whether data_access answers its overall health check with SERVING."""
-        try:
-            response = await self._caller.unary(
-                self._health_check, health_pb2.HealthCheckRequest(service="")
-            )
-        except DomainError:
-            return False
-        return response.status == health_pb2.HealthCheckResponse.SERVING
+        return await is_serving(self._channel, self._caller)
 
     async def _call(self, method: Callable[..., Awaitable[ResponseT]], request: Any) -> ResponseT:
-        """Call data_access; a refusal of our own credentials becomes an internal error."""
-        try:
-            return await self._caller.unary(method, request)
-        except (Unauthenticated, PermissionDenied) as exc:
-            # Passing these through would tell an end user "unauthenticated" about a mesh
-            # misconfiguration; it must surface as INTERNAL and in our logs instead.
-            raise DataAccessRefusedCaller(
-                f"data_access refused auth_svc's caller credentials ({exc.reason})"
-            ) from None
+        """Call data_access through the shared caller (deadline, credentials, error mapping)."""
+        return await self._caller.unary(method, request)

@@ -12,33 +12,18 @@ from auth_svc.passwords import PasswordHasher
 from auth_svc.servicer import AuthServicer
 from auth_svc.settings import SERVICE_NAME, AuthSettings
 from auth_svc.tokens import AccessTokenSigner
-from meshgram.auth.v1 import auth_pb2, auth_pb2_grpc
-from meshgram.storage.v1 import storage_pb2
-from meshgram.user.v1 import user_pb2
-from meshkit.clients import PeerCaller, open_channel
+from meshgram.auth.v1 import auth_pb2_grpc
+from meshkit.clients import open_channel
+from meshkit.peers import data_access_caller
+from meshkit.public_api import AUTH_SERVICE, PUBLIC_SERVICES
 from meshkit.server import ServiceDefinition, run, serve
-
-AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
-
-# Envoy routes server reflection to auth_svc, so grpcurl at the edge must see every public
-# service here; reflection answers from the imported descriptors, not from implementations.
-PUBLIC_SERVICES = (
-    AUTH_SERVICE,
-    user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
-    storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
-)
 
 
 def build_definition(settings: AuthSettings) -> ServiceDefinition:
     """Wire auth_svc for settings; call inside a running event loop (it opens a grpc.aio
     channel). Health follows data_access's health; shutdown closes the channel."""
     channel = open_channel(settings.data_access_addr)
-    caller = PeerCaller(
-        timeout=settings.call_timeout_seconds,
-        caller=SERVICE_NAME,
-        caller_token=settings.caller_token(),
-    )
-    store = AccountStoreClient(channel, caller)
+    store = AccountStoreClient(channel, data_access_caller(settings))
     signing_key = load_signing_key(
         settings.jwt_private_key_file,
         create_if_missing=settings.environment == "development",

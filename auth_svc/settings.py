@@ -7,33 +7,21 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from meshkit.caller import DEVELOPMENT_MESH_SECRET, derive_caller_token
-from meshkit.settings import ServiceSettings, resolve_secret
+from meshkit.settings import DataAccessClientSettings, resolve_secret
 
 SERVICE_NAME = "auth_svc"
 
-# Development-only stand-ins; resolve_secret refuses both when MESHGRAM_ENV=production.
-DEVELOPMENT_DATA_ACCESS_TOKEN = derive_caller_token(DEVELOPMENT_MESH_SECRET, SERVICE_NAME)
+# Development-only stand-in; resolve_secret refuses it when MESHGRAM_ENV=production.
 DEVELOPMENT_PASSWORD_PEPPER = "meshgram-development-password-pepper-not-for-production"
 
 
-class AuthSettings(ServiceSettings):
+class AuthSettings(DataAccessClientSettings):
     """auth_svc's port, data_access address and credential, secrets, hashing cost, lifetimes."""
 
-    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="AUTH_")
+    service_name = SERVICE_NAME
 
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    data_access_addr: str = Field(
-        "127.0.0.1:50060", description="host:port of data_access (AccountStoreService)."
-    )
-    data_access_token: SecretStr | None = Field(
-        None,
-        description=(
-            "Caller credential presented to data_access as auth_svc "
-            "(base64url HMAC-SHA256 of the mesh secret and 'auth_svc'). Required in production; "
-            "development derives it from the development mesh secret."
-        ),
-    )
     password_pepper: SecretStr | None = Field(
         None,
         description=(
@@ -61,25 +49,16 @@ class AuthSettings(ServiceSettings):
             "production."
         ),
     )
+    # Redeclared for auth_svc's own default and wording: its one peer is data_access.
     call_timeout_seconds: float = Field(
         5.0, gt=0, description="Deadline in seconds of every call to data_access."
     )
 
     @model_validator(mode="after")
-    def _secrets_resolve(self) -> AuthSettings:
-        """Refuse to load when a production secret is missing or still a placeholder."""
-        self.caller_token()
+    def _pepper_resolves(self) -> AuthSettings:
+        """Refuse to load when the production pepper is missing or still a placeholder."""
         self.pepper()
         return self
-
-    def caller_token(self) -> str:
-        """Return the data_access caller credential (development default outside production)."""
-        return resolve_secret(
-            self.data_access_token,
-            name="AUTH_DATA_ACCESS_TOKEN",
-            environment=self.environment,
-            development_default=DEVELOPMENT_DATA_ACCESS_TOKEN,
-        )
 
     def pepper(self) -> str:
         """Return the password pepper (development placeholder outside production)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from data_access.database import Database, violated_constraint
@@ -18,6 +18,11 @@ _TAKEN = {
     "uq_accounts_email": (Reason.EMAIL_TAKEN, "email", "email is already registered"),
     "uq_accounts_username": (Reason.USERNAME_TAKEN, "username", "username is already taken"),
 }
+
+# Built once: a login only binds the email.
+_CREDENTIALS = select(
+    Account.id, Account.email, Account.username, Account.created_at, Account.password_hash
+).where(Account.email == bindparam("key"))
 
 
 def account_record(account: Account) -> AccountRecord:
@@ -63,13 +68,18 @@ class AccountStore:
     async def credentials(self, email: str) -> Credentials:
         """Return the account and password hash for an email (any case), or NotFound."""
         key = lookup_key(email.strip(), max_chars=EMAIL_MAX)
-        account = None
+        row = None
         if key is not None:
-            async with self._database.read() as session:
-                account = await session.scalar(select(Account).where(Account.email == key))
-        if account is None:
+            async with self._database.read() as connection:
+                row = (await connection.execute(_CREDENTIALS, {"key": key})).one_or_none()
+        if row is None:
             raise NotFound(message="account not found", reason=Reason.ACCOUNT_NOT_FOUND)
-        return Credentials(account=account_record(account), password_hash=account.password_hash)
+        return Credentials(
+            account=AccountRecord(
+                id=row.id, email=row.email, username=row.username, created_at=row.created_at
+            ),
+            password_hash=row.password_hash,
+        )
 
 
 def _taken(error: IntegrityError) -> AlreadyExists | None:

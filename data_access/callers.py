@@ -7,7 +7,7 @@ outside its allow-list is PERMISSION_DENIED (CALLER_NOT_ALLOWED). Health and ref
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -15,6 +15,7 @@ import grpc
 from meshgram.dataaccess.v1 import dataaccess_pb2
 from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, caller_token_valid
 from meshkit.errors import DomainError, PermissionDenied, Unauthenticated
+from meshkit.handlers import Handler, HandlerInterceptor, rewrap
 from meshkit.reasons import Reason
 
 _SERVICES = dataaccess_pb2.DESCRIPTOR.services_by_name
@@ -67,23 +68,16 @@ class CallerPolicy:
         return None
 
 
-class CallerInterceptor(grpc.aio.ServerInterceptor):
+class CallerInterceptor(HandlerInterceptor):
     """Refuses calls whose caller is unknown or not allowed, before the servicer runs."""
 
     def __init__(self, policy: CallerPolicy) -> None:
         self._policy = policy
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    def intercept_handler(
+        self, handler: Handler, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
         """Pass allowed calls through; give refused ones a handler that raises the refusal."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
         refusal = self._policy.refusal(
             handler_call_details.method, handler_call_details.invocation_metadata or ()
         )
@@ -94,9 +88,7 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
         return _refusing(handler, refusal)
 
 
-def _refusing(
-    handler: grpc.RpcMethodHandler[Any, Any], refusal: DomainError
-) -> grpc.RpcMethodHandler[Any, Any]:
+def _refusing(handler: Handler, refusal: DomainError) -> Handler:
     """A handler of the same shape as handler whose behaviour raises refusal."""
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -110,14 +102,4 @@ def _refusing(
         raise refusal
         yield  # unreachable; makes this an async generator, which streaming handlers must be
 
-    shape = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(refuse, **shape)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(refuse, **shape)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, **shape)
-    return grpc.stream_stream_rpc_method_handler(refuse_stream, **shape)
+    return rewrap(handler, unary=lambda _: refuse, stream=lambda _: refuse_stream)

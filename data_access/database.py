@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -32,7 +33,8 @@ class Database:
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    autocommit_sessions: async_sessionmaker[AsyncSession]
+    autocommit: AsyncEngine
+    """The same pool, with statements run in autocommit mode (see read())."""
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -42,14 +44,14 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
-        """Yield a session for ONE read-only statement, run without BEGIN/COMMIT.
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """Yield a connection for ONE read-only statement, run without BEGIN/COMMIT.
 
         A single SELECT is atomic on its own; skipping the transaction saves two round trips
         on the hottest calls. Anything that writes or reads twice must use transaction().
         """
-        async with _translate_outages(), self.autocommit_sessions() as session:
-            yield session
+        async with _translate_outages(), self.autocommit.connect() as connection:
+            yield connection
 
     async def ping(self) -> bool:
         """Return True when the database answers SELECT 1 (drives health)."""
@@ -88,17 +90,17 @@ def open_database(
         # database restart fails its call as UNAVAILABLE (retryable) and is replaced; recycling
         # bounds how long idle connections live across failovers.
         pool_recycle=_POOL_RECYCLE_SECONDS,
+        # Statement parameters carry emails and password hashes: keep them out of errors and logs.
+        hide_parameters=True,
         connect_args={
             "timeout": _CONNECT_TIMEOUT_SECONDS,
             "server_settings": {"application_name": application_name or "data_access"},
         },
     )
-    # Same pool, but statements run in autocommit mode (see Database.read).
-    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     return Database(
         engine=engine,
         sessions=async_sessionmaker(engine, expire_on_commit=False),
-        autocommit_sessions=async_sessionmaker(autocommit, expire_on_commit=False),
+        autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from data_access import profiles
@@ -16,6 +16,8 @@ from meshkit.errors import NotFound
 from meshkit.reasons import Reason
 
 _OWNER_CONSTRAINT = "fk_images_owner_id_accounts"
+# Built once; the columns are named like ImageRecord's fields.
+_BY_ID = select(*Image.__table__.c).where(Image.id == bindparam("key"))
 
 
 class ImageStore:
@@ -61,11 +63,11 @@ class ImageStore:
     async def get(self, image_id: str) -> ImageRecord:
         """Return an image's metadata, or NotFound (IMAGE_NOT_FOUND)."""
         key = parse_id(image_id, reason=Reason.IMAGE_NOT_FOUND, what="image")
-        async with self._database.read() as session:
-            image = await session.get(Image, key)
-        if image is None:
+        async with self._database.read() as connection:
+            row = (await connection.execute(_BY_ID, {"key": key})).one_or_none()
+        if row is None:
             raise _not_found()
-        return image_record(image)
+        return ImageRecord(**row._mapping)
 
     async def set_avatar(self, account_id: str, image_id: str) -> ImageRecord:
         """Make an image the avatar of its owner and return it; NotFound (IMAGE_NOT_FOUND) when

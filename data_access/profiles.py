@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from data_access.database import Database
 from data_access.models import USERNAME_MAX, Account, Profile
@@ -30,16 +30,16 @@ class ProfileStore:
     async def by_account_id(self, account_id: str) -> ProfileRecord:
         """Return the profile of an account, or NotFound (PROFILE_NOT_FOUND)."""
         key = parse_id(account_id, reason=Reason.PROFILE_NOT_FOUND, what="profile")
-        async with self._database.read() as session:
-            return await _one(session, _profiles().where(Profile.account_id == key))
+        async with self._database.read() as connection:
+            return await _one(connection, _BY_ACCOUNT_ID, key)
 
     async def by_username(self, username: str) -> ProfileRecord:
         """Return the profile with a username (any case), or NotFound (PROFILE_NOT_FOUND)."""
         key = lookup_key(username.strip(), max_chars=USERNAME_MAX)
         if key is None:
             raise _not_found()
-        async with self._database.read() as session:
-            return await _one(session, _profiles().where(Account.username == key))
+        async with self._database.read() as connection:
+            return await _one(connection, _BY_USERNAME, key)
 
     async def update(
         self, account_id: str, *, display_name: str | None = None, bio: str | None = None
@@ -67,7 +67,7 @@ class ProfileStore:
                 )
                 if changed is None:
                     raise _not_found()
-            return await _one(session, _profiles().where(Profile.account_id == key))
+            return await _one(session, _BY_ACCOUNT_ID, key)
 
 
 async def set_avatar(session: AsyncSession, account_id: uuid.UUID, image_id: uuid.UUID) -> None:
@@ -84,28 +84,29 @@ async def set_avatar(session: AsyncSession, account_id: uuid.UUID, image_id: uui
         raise _not_found()
 
 
-def _profiles() -> Select[Profile, str, datetime]:
-    """Profiles joined with the username and creation time of their accounts."""
-    return select(Profile, Account.username, Account.created_at).join(
-        Account, Account.id == Profile.account_id
-    )
+# Built once: the hot path only binds the key. Columns are named like ProfileRecord's fields.
+_PROFILE_COLUMNS = select(
+    Profile.account_id,
+    Account.username,
+    Profile.display_name,
+    Profile.bio,
+    Profile.avatar_image_id,
+    Account.created_at.label("account_created_at"),
+    Profile.updated_at,
+).join(Account, Account.id == Profile.account_id)
+_ProfileQuery = Select[uuid.UUID, str, str, str, uuid.UUID | None, datetime, datetime]
+_BY_ACCOUNT_ID = _PROFILE_COLUMNS.where(Profile.account_id == bindparam("key"))
+_BY_USERNAME = _PROFILE_COLUMNS.where(Account.username == bindparam("key"))
 
 
-async def _one(session: AsyncSession, query: Select[Profile, str, datetime]) -> ProfileRecord:
-    """Run a profile query expecting one row; NotFound when there is none."""
-    row = (await session.execute(query)).one_or_none()
+async def _one(
+    executor: AsyncSession | AsyncConnection, query: _ProfileQuery, key: uuid.UUID | str
+) -> ProfileRecord:
+    """Run a profile query for one key; NotFound when there is no such profile."""
+    row = (await executor.execute(query, {"key": key})).one_or_none()
     if row is None:
         raise _not_found()
-    profile, username, account_created_at = row
-    return ProfileRecord(
-        account_id=profile.account_id,
-        username=username,
-        display_name=profile.display_name,
-        bio=profile.bio,
-        avatar_image_id=profile.avatar_image_id,
-        account_created_at=account_created_at,
-        updated_at=profile.updated_at,
-    )
+    return ProfileRecord(**row._mapping)
 
 
 def _not_found() -> NotFound:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -18,6 +18,7 @@ from data_access.refresh_tokens import RefreshTokenStore
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
 from meshkit.errors import FieldViolation, invalid
+from meshkit.timestamps import to_datetime, to_timestamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -143,13 +144,6 @@ class MediaStoreServicer(pb_grpc.MediaStoreServiceServicer):
         return pb.SetAvatarResponse(image=_image(image))
 
 
-def _timestamp(moment: datetime) -> Timestamp:
-    """Convert an aware datetime to a Timestamp."""
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _required_time(request: Message, field: str) -> datetime:
     """Return a request's Timestamp field as an aware UTC datetime; InvalidArgument when unset
     or outside the representable range."""
@@ -157,7 +151,7 @@ def _required_time(request: Message, field: str) -> datetime:
         raise invalid([FieldViolation(field, "is required")])
     stamp: Timestamp = getattr(request, field)
     try:
-        return stamp.ToDatetime(tzinfo=UTC)
+        return to_datetime(stamp)
     except (ValueError, OverflowError):
         raise invalid([FieldViolation(field, "is not a valid timestamp")]) from None
 
@@ -173,7 +167,7 @@ def _account(account: AccountRecord) -> pb.AccountRecord:
         id=_id(account.id),
         email=account.email,
         username=account.username,
-        create_time=_timestamp(account.created_at),
+        create_time=to_timestamp(account.created_at),
     )
 
 
@@ -185,8 +179,8 @@ def _profile(profile: ProfileRecord) -> pb.ProfileRecord:
         display_name=profile.display_name,
         bio=profile.bio,
         avatar_image_id=_id(profile.avatar_image_id),
-        create_time=_timestamp(profile.account_created_at),
-        update_time=_timestamp(profile.updated_at),
+        create_time=to_timestamp(profile.account_created_at),
+        update_time=to_timestamp(profile.updated_at),
     )
 
 
@@ -200,5 +194,5 @@ def _image(image: ImageRecord) -> pb.ImageRecord:
         width=image.width,
         height=image.height,
         sha256=image.sha256,
-        create_time=_timestamp(image.created_at),
+        create_time=to_timestamp(image.created_at),
     )

@@ -16,7 +16,7 @@ SERVICE_NAME = "data_access"
 class DataAccessSettings(ServiceSettings):
     """data_access's port, database, mesh secret, pool and refresh-token sweeping."""
 
-    model_config = SettingsConfigDict(env_prefix="DATA_ACCESS_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="DATA_ACCESS_")
 
     port: int = Field(50060, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     database_url: str | None = Field(

@@ -65,6 +65,11 @@ class AccessTokenVerifier:
         self._lock = asyncio.Lock()
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
+    async def authenticate(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Principal:
+        """Return the principal of the bearer token in a call's metadata; raise Unauthenticated
+        when it is missing or invalid."""
+        return await self.verify(bearer_token(metadata or ()))
+
     async def verify(self, token: str) -> Principal:
         """Return the principal of a valid token; raise Unauthenticated for any defect."""
         cached = self._verified.get(token)

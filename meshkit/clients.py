@@ -9,6 +9,7 @@ import grpc
 
 from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER
 from meshkit.grpc_errors import from_rpc_error
+from meshkit.reasons import Reason
 from meshkit.request_context import REQUEST_ID_HEADER, current_request_id
 
 ResponseT = TypeVar("ResponseT")
@@ -23,6 +24,14 @@ _CHANNEL_OPTIONS = [
 def open_channel(address: str) -> grpc.aio.Channel:
     """Open an insecure channel to a peer on the private network."""
     return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+
+
+# Reasons with which data_access refuses the calling service itself, never the end user.
+_CALLER_REFUSED = frozenset({Reason.CALLER_UNKNOWN, Reason.CALLER_NOT_ALLOWED})
+
+
+class PeerRefusedCallerError(RuntimeError):
+    """A peer rejected this service's caller credentials: a deployment mistake, not a client's."""
 
 
 class PeerCaller:
@@ -51,4 +60,11 @@ class PeerCaller:
         try:
             return await method(request, timeout=self._timeout, metadata=self.metadata())
         except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+            error = from_rpc_error(exc)
+        if error.reason in _CALLER_REFUSED:
+            # Passing this through would tell an end user "unauthenticated" about our own
+            # deployment mistake; it must end as INTERNAL, with the cause in our logs.
+            raise PeerRefusedCallerError(
+                f"a peer refused this service's credentials ({error.reason})"
+            )
+        raise error

@@ -56,16 +56,10 @@ class NewImage:
 
 
 @dataclass(frozen=True)
-class Image:
-    """A recorded image."""
+class Image(NewImage):
+    """A recorded image: its metadata plus the id and creation time the store gave it."""
 
     id: str
-    owner_id: str
-    content_type: str
-    size_bytes: int
-    width: int
-    height: int
-    sha256: str
     create_time: datetime
 
 

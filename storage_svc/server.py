@@ -1,76 +1,41 @@
-"""Composition root of storage_svc: channels, blob store, verifier, servicer and definition."""
+"""Composition root of storage_svc: peers, blob store, verifier, servicer and definition."""
 
 from __future__ import annotations
 
-import asyncio
 import warnings
 
 import grpc
 from PIL import Image as PillowImage
 
-from meshgram.auth.v1 import auth_pb2
-from meshgram.storage.v1 import storage_pb2, storage_pb2_grpc
-from meshgram.user.v1 import user_pb2
-from meshkit.access_tokens import AccessTokenVerifier, JwksFetcher
-from meshkit.clients import PeerCaller, open_channel
+from meshgram.storage.v1 import storage_pb2_grpc
+from meshkit.access_tokens import JwksFetcher
+from meshkit.peers import VerifyingPeers
+from meshkit.public_api import STORAGE_SERVICE
 from meshkit.server import ServiceDefinition, run, serve
 from storage_svc.blobs import LocalBlobStore
-from storage_svc.clients import (
-    DataAccessMedia,
-    auth_jwks_fetcher,
-    data_access_caller,
-    is_serving,
-)
+from storage_svc.clients import DataAccessMedia
 from storage_svc.images import ImageService
 from storage_svc.servicer import StorageServicer
 from storage_svc.settings import SERVICE_NAME, StorageSettings
-
-STORAGE_SERVICE = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
-
-# Reflection describes the whole public API from any service, so grpcurl works against each.
-PUBLIC_SERVICES = (
-    auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
-    user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
-    STORAGE_SERVICE,
-)
 
 
 def build_definition(
     settings: StorageSettings, *, jwks_fetcher: JwksFetcher | None = None
 ) -> ServiceDefinition:
     """Wire storage_svc from settings; jwks_fetcher replaces the JWKS call to auth_svc (tests)."""
-    data_access = open_channel(settings.data_access_addr)
-    auth = open_channel(settings.auth_addr)
-    data_peer = data_access_caller(
-        timeout=settings.call_timeout_seconds, caller_token=settings.caller_token()
-    )
-    auth_peer = PeerCaller(timeout=settings.call_timeout_seconds)
+    peers = VerifyingPeers.open(settings, jwks_fetcher=jwks_fetcher)
     images = ImageService(
-        DataAccessMedia(data_access, data_peer),
+        DataAccessMedia(peers.data_access, peers.data_access_caller),
         LocalBlobStore(settings.blob_dir),
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
     )
-    verifier = AccessTokenVerifier(jwks_fetcher or auth_jwks_fetcher(auth, auth_peer))
-    servicer = StorageServicer(images, verifier)
+    servicer = StorageServicer(images, peers.verifier)
 
     def register(server: grpc.aio.Server) -> None:
         storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
 
-    async def check_dependencies() -> bool:
-        answers = await asyncio.gather(
-            is_serving(data_access, data_peer), is_serving(auth, auth_peer)
-        )
-        return all(answers)
-
-    return ServiceDefinition(
-        name=SERVICE_NAME,
-        register=register,
-        service_names=[STORAGE_SERVICE],
-        reflection_names=PUBLIC_SERVICES,
-        check_dependencies=check_dependencies,
-        on_shutdown=[data_access.close, auth.close],
-    )
+    return peers.definition(name=SERVICE_NAME, service=STORAGE_SERVICE, register=register)
 
 
 def main() -> None:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
-from google.protobuf import timestamp_pb2
 
 from meshgram.storage.v1 import storage_pb2, storage_pb2_grpc
-from meshkit.access_tokens import AccessTokenVerifier, Principal, bearer_token
+from meshkit.access_tokens import AccessTokenVerifier
+from meshkit.timestamps import to_timestamp
 from storage_svc.images import Image, ImageService
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -29,7 +28,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.UploadImageResponse:
         """Collect the chunks of an upload, then store and describe the image."""
         # Authenticate before reading a single chunk: strangers cannot make us buffer bytes.
-        principal = await self._authenticate(context)
+        principal = await self._verifier.authenticate(context.invocation_metadata())
         upload = self._images.new_upload()
         async for request in request_iterator:
             upload.add(request.body.data)
@@ -40,7 +39,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self, request: storage_pb2.GetImageRequest, context: Context
     ) -> storage_pb2.GetImageResponse:
         """Return an image's metadata."""
-        await self._authenticate(context)
+        await self._verifier.authenticate(context.invocation_metadata())
         image = await self._images.describe(request.image_id)
         return storage_pb2.GetImageResponse(image=image_message(image))
 
@@ -48,7 +47,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self, request: storage_pb2.DownloadImageRequest, context: Context
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         """Stream an image's bytes; every chunk names the content type (Envoy's REST header)."""
-        await self._authenticate(context)
+        await self._verifier.authenticate(context.invocation_metadata())
         image, chunks = await self._images.download(request.image_id)
         async for chunk in chunks:
             yield httpbody_pb2.HttpBody(content_type=image.content_type, data=chunk)
@@ -57,13 +56,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self, request: storage_pb2.SetAvatarRequest, context: Context
     ) -> storage_pb2.SetAvatarResponse:
         """Make one of the caller's images their avatar."""
-        principal = await self._authenticate(context)
+        principal = await self._verifier.authenticate(context.invocation_metadata())
         image = await self._images.set_avatar(principal.account_id, request.image_id)
         return storage_pb2.SetAvatarResponse(image=image_message(image))
-
-    async def _authenticate(self, context: Context) -> Principal:
-        """Return the principal of the call's bearer token or raise Unauthenticated."""
-        return await self._verifier.verify(bearer_token(context.invocation_metadata() or ()))
 
 
 def image_message(image: Image) -> storage_pb2.Image:
@@ -76,12 +71,5 @@ def image_message(image: Image) -> storage_pb2.Image:
         width=image.width,
         height=image.height,
         sha256=image.sha256,
-        create_time=_timestamp(image.create_time),
+        create_time=to_timestamp(image.create_time),
     )
-
-
-def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    """Convert an aware datetime to a protobuf timestamp."""
-    timestamp = timestamp_pb2.Timestamp()
-    timestamp.FromDatetime(moment)
-    return timestamp

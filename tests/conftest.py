@@ -6,7 +6,7 @@
 - `mesh_secret` -> str: a random mesh secret; `tests.helpers.caller_metadata(mesh_secret,
   "auth_svc")` (or `meshkit.caller.derive_caller_token`) gives a service's credentials.
 - `data_access_address` -> "127.0.0.1:PORT": data_access served in-process (built with
-  `data_access.server.build_definition`, started with `meshkit.server.start_server`) against
+  `data_access.server.build_definition`, served with `tests.helpers.serving`) against
   `database_url` with `mesh_secret`; stopped at the end.
 """
 
@@ -24,7 +24,11 @@ from data_access.embedded import EmbeddedPostgres
 from data_access.migrate import upgrade_async
 from data_access.server import build_definition
 from data_access.settings import DataAccessSettings
-from meshkit.server import start_server
+
+# Helpers such as assert_public_definition assert; rewritten, their failures explain themselves.
+pytest.register_assert_rewrite("tests.helpers")
+
+from tests.helpers import serving  # noqa: E402 (after the rewrite registration above)
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +65,5 @@ def mesh_secret() -> str:
 async def data_access_address(database_url: str, mesh_secret: str) -> AsyncIterator[str]:
     """data_access in-process on a free loopback port; yields "127.0.0.1:PORT"."""
     settings = DataAccessSettings(host="127.0.0.1", port=0, mesh_secret=SecretStr(mesh_secret))
-    running = await start_server(build_definition(settings, database_url), "127.0.0.1", 0)
-    try:
-        yield f"127.0.0.1:{running.port}"
-    finally:
-        await running.stop(1.0)
+    async with serving(build_definition(settings, database_url), grace=1.0) as address:
+        yield address

@@ -2,20 +2,60 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2
+from pydantic import SecretStr
 
 from meshgram.dataaccess.v1 import dataaccess_pb2
 from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_token
 from meshkit.grpc_errors import STATUS_DETAILS_KEY
+from meshkit.peers import health_check
+from meshkit.server import ServiceDefinition, start_server
+from meshkit.settings import DataAccessClientSettings
 
 Metadata = tuple[tuple[str, str], ...]
 """gRPC call metadata as the stubs accept it."""
 
 AccountFactory = Callable[[], Awaitable[dataaccess_pb2.AccountRecord]]
 """Creates a unique account in data_access and returns its record."""
+
+ProfileReader = Callable[[str], Awaitable[dataaccess_pb2.ProfileRecord]]
+"""Reads the stored profile of an account id from data_access."""
+
+SettingsT = TypeVar("SettingsT", bound=DataAccessClientSettings)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a client can read from a failed call."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    fields: list[str]
+
+
+async def failure_of(call: Awaitable[Any]) -> Failure:
+    """Await a call expected to fail and return its code, message, reason and bad fields;
+    AssertionError when it succeeds or carries no ErrorInfo."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    error = caught.value
+    return Failure(
+        code=error.code(),
+        message=error.details() or "",
+        reason=error_info(error).reason,
+        fields=list(field_violations(error)),
+    )
 
 
 def caller_metadata(mesh_secret: str, caller: str) -> Metadata:
@@ -44,6 +84,75 @@ def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
             detail.Unpack(bad)
             return {v.field: v.description for v in bad.field_violations}
     return {}
+
+
+async def health_status(channel: grpc.aio.Channel, service: str = "") -> int:
+    """The status a server's health service reports for service ("" = overall)."""
+    response = await health_check(channel)(health_pb2.HealthCheckRequest(service=service))
+    return response.status
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (just released by the OS)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def clear_environment(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    """Keep the machine's <prefix>* and MESHGRAM_ENV variables out of a settings test."""
+    for name in list(os.environ):
+        if name.startswith(prefix) or name == "MESHGRAM_ENV":
+            monkeypatch.delenv(name)
+
+
+def service_settings(
+    settings_class: type[SettingsT], mesh_secret: str, data_access_address: str, **fields: Any
+) -> SettingsT:
+    """Settings of a service served in-process: a free loopback port, the given data_access and
+    the service's own caller token under mesh_secret; fields set the rest."""
+    return settings_class(
+        host="127.0.0.1",
+        port=0,
+        data_access_addr=data_access_address,
+        data_access_token=SecretStr(derive_caller_token(mesh_secret, settings_class.service_name)),
+        **fields,
+    )
+
+
+@asynccontextmanager
+async def serving(definition: ServiceDefinition, grace: float = 0) -> AsyncIterator[str]:
+    """Serve definition in-process on a free loopback port for the block; yield the
+    "127.0.0.1:PORT" address, then stop with grace seconds for in-flight calls."""
+    running = await start_server(definition, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{running.port}"
+    finally:
+        await running.stop(grace)
+
+
+async def no_keys() -> list[dict[str, str]]:
+    """A JWKS fetcher that finds no keys, for wiring that must not reach auth_svc."""
+    return []
+
+
+async def assert_public_definition(
+    definition: ServiceDefinition, *, name: str, service: str
+) -> None:
+    """Check the wiring of a public service whose peers are unreachable: its name, its one
+    service, reflection of the whole public API, and no claim to serve; then close it."""
+    assert definition.name == name
+    assert list(definition.service_names) == [service]
+    assert set(definition.reflection_names) == {
+        "meshgram.auth.v1.AuthService",
+        "meshgram.user.v1.UserService",
+        "meshgram.storage.v1.StorageService",
+    }
+    # Nothing answers on the dependencies' addresses: the service must not claim to serve.
+    assert await definition.check_dependencies() is False
+    for closer in definition.on_shutdown:
+        await closer()
 
 
 def _status(error: grpc.aio.AioRpcError) -> status_pb2.Status:

@@ -30,6 +30,7 @@ class EdgeConfig:
     cors_origins: Sequence[str]
     upstreams: Mapping[str, Sequence[str]]
     """Cluster name -> endpoint addresses ("host:port"); several make Envoy balance."""
+    max_connections: int = 10_000
 
 
 def render(config: EdgeConfig) -> str:
@@ -39,6 +40,7 @@ def render(config: EdgeConfig) -> str:
     template = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
     return template.substitute(
         ADMIN_PORT=config.admin_port,
+        MAX_CONNECTIONS=config.max_connections,
         LISTEN_HOST=config.listen_host,
         LISTEN_PORT=config.listen_port,
         CORS_ORIGINS=json.dumps(origins),

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import IO
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from meshkit.caller import derive_caller_token
+from meshkit.peers import health_check
 from tools.edge import EdgeConfig, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +87,7 @@ class Mesh:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     """When set, each process writes to <log_dir>/<name>.log instead of this terminal."""
+    _mesh_secret: str | None = None
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -105,9 +107,8 @@ class Mesh:
 
     def start_services(self, timeout: float = 60.0) -> None:
         """Start (or restart) the four Python services and wait until each is SERVING."""
-        env = self._service_env()
         for service in SERVICES:
-            self._spawn(service, [sys.executable, "-m", service], env)
+            self._spawn(service, [sys.executable, "-m", service], self._service_env(service))
             _wait_serving(f"127.0.0.1:{self.ports.of(service)}", timeout, self._procs[service])
 
     def stop_services(self) -> None:
@@ -123,29 +124,39 @@ class Mesh:
             log.close()
         self._logs.clear()
 
-    def _service_env(self) -> dict[str, str]:
-        """Environment for the service processes: addresses, ports and caller credentials."""
-        env = dict(os.environ)
-        env.update(self.extra_env)
+    def _service_env(self, service: str) -> dict[str, str]:
+        """Environment of one service process: its own settings and credential, nobody else's.
+
+        Each service sees only variables with its own prefix (plus shared ones such as
+        MESHGRAM_ENV); DATABASE_URL and the mesh secret reach data_access alone.
+        """
+        shared = {**os.environ, **self.extra_env}
+        if self._mesh_secret is None:
+            self._mesh_secret = shared.get("DATA_ACCESS_MESH_SECRET") or secrets.token_urlsafe(32)
+        others = tuple(prefix for name, prefix in PREFIX.items() if name != service)
+        env = {
+            key: value
+            for key, value in shared.items()
+            if not key.startswith(others) and key != "DATABASE_URL"
+        }
+        prefix = PREFIX[service]
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        env["DATABASE_URL"] = self.database_url
-        mesh_secret = env.get("DATA_ACCESS_MESH_SECRET") or secrets.token_urlsafe(32)
-        env["DATA_ACCESS_MESH_SECRET"] = mesh_secret
-        data_access = f"127.0.0.1:{self.ports.data_access}"
-        auth = f"127.0.0.1:{self.ports.auth_svc}"
-        for service in SERVICES:
-            prefix = PREFIX[service]
-            env[f"{prefix}PORT"] = str(self.ports.of(service))
-            env.setdefault(f"{prefix}HOST", "127.0.0.1")
-            if service != "data_access":
-                env[f"{prefix}DATA_ACCESS_ADDR"] = data_access
-                env[f"{prefix}DATA_ACCESS_TOKEN"] = derive_caller_token(mesh_secret, service)
-            if service in ("user_svc", "storage_svc"):
-                env[f"{prefix}AUTH_ADDR"] = auth
-        env.setdefault(
-            "AUTH_JWT_PRIVATE_KEY_FILE", str(self.state_dir / "keys" / "jwt-ed25519.pem")
-        )
-        env.setdefault("STORAGE_BLOB_DIR", str(self.state_dir / "blobs"))
+        env[f"{prefix}PORT"] = str(self.ports.of(service))
+        env.setdefault(f"{prefix}HOST", "127.0.0.1")
+        if service == "data_access":
+            env["DATABASE_URL"] = self.database_url
+            env["DATA_ACCESS_MESH_SECRET"] = self._mesh_secret
+            return env
+        env[f"{prefix}DATA_ACCESS_ADDR"] = f"127.0.0.1:{self.ports.data_access}"
+        env[f"{prefix}DATA_ACCESS_TOKEN"] = derive_caller_token(self._mesh_secret, service)
+        if service in ("user_svc", "storage_svc"):
+            env[f"{prefix}AUTH_ADDR"] = f"127.0.0.1:{self.ports.auth_svc}"
+        if service == "auth_svc":
+            env.setdefault(
+                "AUTH_JWT_PRIVATE_KEY_FILE", str(self.state_dir / "keys" / "jwt-ed25519.pem")
+            )
+        if service == "storage_svc":
+            env.setdefault("STORAGE_BLOB_DIR", str(self.state_dir / "blobs"))
         return env
 
     def _start_envoy(self, timeout: float) -> None:
@@ -172,7 +183,13 @@ class Mesh:
             "--drain-time-s",
             "2",
         ]
-        self._spawn("envoy", command, dict(os.environ))
+        # Envoy needs none of the services' settings or secrets.
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(tuple(PREFIX.values())) and key != "DATABASE_URL"
+        }
+        self._spawn("envoy", command, env)
         _wait_edge_healthy(self.ports.admin, timeout, self._procs["envoy"])
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
@@ -203,12 +220,12 @@ def _wait_serving(address: str, timeout: float, proc: subprocess.Popen[bytes]) -
     """Poll the gRPC health service at address until it answers SERVING."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        check = health_check(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"process for {address} exited with {proc.returncode}")
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                reply = check(health_pb2.HealthCheckRequest(), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from meshgram.user.v1 import user_pb2, user_pb2_grpc
-from meshkit.access_tokens import AccessTokenVerifier, Principal, bearer_token
+from meshkit.access_tokens import AccessTokenVerifier
 from meshkit.errors import FieldViolation, invalid
+from meshkit.timestamps import to_timestamp
 from user_svc.profiles import Profile, ProfileService
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -27,7 +26,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.GetMyProfileRequest, context: Context
     ) -> user_pb2.GetMyProfileResponse:
         """Return the caller's profile."""
-        principal = await self._authenticate(context)
+        principal = await self._verifier.authenticate(context.invocation_metadata())
         profile = await self._profiles.my_profile(principal.account_id)
         return user_pb2.GetMyProfileResponse(profile=profile_message(profile))
 
@@ -35,7 +34,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.GetProfileRequest, context: Context
     ) -> user_pb2.GetProfileResponse:
         """Return a profile by username."""
-        await self._authenticate(context)
+        await self._verifier.authenticate(context.invocation_metadata())
         profile = await self._profiles.profile_by_username(request.username)
         return user_pb2.GetProfileResponse(profile=profile_message(profile))
 
@@ -43,7 +42,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.UpdateMyProfileRequest, context: Context
     ) -> user_pb2.UpdateMyProfileResponse:
         """Change the caller's display name and/or bio as the update mask says."""
-        principal = await self._authenticate(context)
+        principal = await self._verifier.authenticate(context.invocation_metadata())
         if not request.HasField("profile"):
             # Without it an empty mask would silently clear both fields.
             raise invalid([FieldViolation("profile", "is required")])
@@ -55,10 +54,6 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         )
         return user_pb2.UpdateMyProfileResponse(profile=profile_message(profile))
 
-    async def _authenticate(self, context: Context) -> Principal:
-        """Return the principal of the call's bearer token or raise Unauthenticated."""
-        return await self._verifier.verify(bearer_token(context.invocation_metadata() or ()))
-
 
 def profile_message(profile: Profile) -> user_pb2.Profile:
     """Build the public Profile message from a domain profile."""
@@ -68,13 +63,6 @@ def profile_message(profile: Profile) -> user_pb2.Profile:
         display_name=profile.display_name,
         bio=profile.bio,
         avatar_image_id=profile.avatar_image_id,
-        create_time=_timestamp(profile.create_time),
-        update_time=_timestamp(profile.update_time),
+        create_time=to_timestamp(profile.create_time),
+        update_time=to_timestamp(profile.update_time),
     )
-
-
-def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    """Convert an aware datetime to a protobuf timestamp."""
-    timestamp = timestamp_pb2.Timestamp()
-    timestamp.FromDatetime(moment)
-    return timestamp

@@ -2,49 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from meshkit.caller import DEVELOPMENT_MESH_SECRET, derive_caller_token
-from meshkit.settings import ServiceSettings, resolve_secret
+from meshkit.settings import TokenVerifyingSettings
 
 SERVICE_NAME = "user_svc"
 
 
-class UserSettings(ServiceSettings):
+class UserSettings(TokenVerifyingSettings):
     """Where user_svc listens and how it reaches data_access and auth_svc."""
 
-    model_config = SettingsConfigDict(env_prefix="USER_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="USER_")
+    service_name = SERVICE_NAME
 
     port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    data_access_addr: str = Field(
-        "127.0.0.1:50060", description="host:port of data_access (ProfileStoreService)."
-    )
-    data_access_token: SecretStr | None = Field(
-        None,
-        description=(
-            "Caller credential for data_access: base64url(HMAC-SHA256(mesh secret, 'user_svc')). "
-            "Required in production; development derives it from the development mesh secret."
-        ),
-    )
-    auth_addr: str = Field(
-        "127.0.0.1:50051", description="host:port of auth_svc, source of the JWKS."
-    )
-    call_timeout_seconds: float = Field(
-        3.0, gt=0, description="Deadline of every outbound call to data_access or auth_svc."
-    )
-
-    @model_validator(mode="after")
-    def _token_resolvable(self) -> UserSettings:
-        # Fail at startup, not on the first request, when production lacks its credential.
-        self.caller_token()
-        return self
-
-    def caller_token(self) -> str:
-        """Return the data_access credential (the development one only in development)."""
-        return resolve_secret(
-            self.data_access_token,
-            name="USER_DATA_ACCESS_TOKEN",
-            environment=self.environment,
-            development_default=derive_caller_token(DEVELOPMENT_MESH_SECRET, SERVICE_NAME),
-        )

@@ -1,11 +1,11 @@
-"""Integration fixtures for services that need a running auth_svc.
+"""Integration fixtures for services that need a running auth_svc (and user_svc).
 
 Built on the session fixtures of tests/conftest.py (`mesh_secret`, and `data_access_address`:
 data_access in-process against a fresh PostgreSQL). Everything runs on the session event loop.
 
 Fixtures:
 - `auth_address` (session) -> str: "127.0.0.1:PORT" of auth_svc running in-process (built with
-  `auth_svc.server.build_definition`, started with `meshkit.server.start_server`), talking to
+  `auth_svc.server.build_definition`, served with `tests.helpers.serving`), talking to
   `data_access_address` with the caller token derived from `mesh_secret`, bcrypt cost 4 and a
   fresh signing key in a temporary folder. Stopped at the end of the session.
 - `auth_channel` (session) -> grpc.aio.Channel to `auth_address`.
@@ -15,6 +15,11 @@ Fixtures:
   (email, username, password, account_id, access_token, refresh_token, plus `.metadata`, the
   `authorization: Bearer ...` call metadata).
 - `user` (function) -> a fresh `NewUser` for one test.
+- `user_settings` (session) -> `UserSettings` of an in-process user_svc against the session's
+  data_access and auth_svc.
+- `user_address` (session) -> "127.0.0.1:PORT" of that user_svc, verifying tokens with auth_svc's
+  JWKS.
+- `users` (session) -> UserService stub on `user_address`.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ import grpc
 import pytest
 from pydantic import SecretStr
 
-from auth_svc.server import build_definition
+from auth_svc.server import build_definition as build_auth
 from auth_svc.settings import AuthSettings
 from meshgram.auth.v1 import auth_pb2, auth_pb2_grpc
-from meshkit.caller import derive_caller_token
-from meshkit.server import start_server
+from meshgram.user.v1 import user_pb2_grpc
+from tests.helpers import service_settings, serving
+from user_svc.server import build_definition as build_user
+from user_svc.settings import UserSettings
 
 if TYPE_CHECKING:
     # The async stub type exists only for type checkers (AuthServiceStub on an aio channel).
@@ -71,21 +78,17 @@ async def auth_address(
     data_access_address: str, mesh_secret: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[str]:
     """auth_svc in-process against the session's data_access; yields "127.0.0.1:PORT"."""
-    settings = AuthSettings(
+    settings = service_settings(
+        AuthSettings,
+        mesh_secret,
+        data_access_address,
         MESHGRAM_ENV="development",  # the signing key is generated in the temporary folder
-        host="127.0.0.1",
-        port=0,
-        data_access_addr=data_access_address,
-        data_access_token=SecretStr(derive_caller_token(mesh_secret, "auth_svc")),
         password_pepper=SecretStr("integration-test-pepper"),
         bcrypt_rounds=4,  # the minimum: hashing speed, not strength, matters in tests
         jwt_private_key_file=tmp_path_factory.mktemp("auth-keys") / "jwt-ed25519.pem",
     )
-    running = await start_server(build_definition(settings), "127.0.0.1", 0)
-    try:
-        yield f"127.0.0.1:{running.port}"
-    finally:
-        await running.stop(0)
+    async with serving(build_auth(settings)) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")
@@ -130,3 +133,29 @@ def new_user(auth_stub: AuthServiceAsyncStub) -> UserFactory:
 async def user(new_user: UserFactory) -> NewUser:
     """A fresh registered and logged-in account for one test."""
     return await new_user()
+
+
+@pytest.fixture(scope="session")
+def user_settings(data_access_address: str, mesh_secret: str, auth_address: str) -> UserSettings:
+    """Settings of an in-process user_svc against the session's data_access and auth_svc."""
+    return service_settings(
+        UserSettings,
+        mesh_secret,
+        data_access_address,
+        auth_addr=auth_address,
+        call_timeout_seconds=5,
+    )
+
+
+@pytest.fixture(scope="session")
+async def user_address(user_settings: UserSettings) -> AsyncIterator[str]:
+    """user_svc verifying tokens against auth_svc's published JWKS."""
+    async with serving(build_user(user_settings)) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+async def users(user_address: str) -> AsyncIterator[user_pb2_grpc.UserServiceStub]:
+    """UserService stub on the session's user_svc."""
+    async with grpc.aio.insecure_channel(user_address) as channel:
+        yield user_pb2_grpc.UserServiceStub(channel)

@@ -4,45 +4,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from meshgram.auth.v1 import auth_pb2
 from meshkit.access_tokens import AccessTokenVerifier
-from tests.helpers import error_info, field_violations
+from tests.helpers import failure_of, health_status
 
 pytestmark = pytest.mark.integration
 
 if TYPE_CHECKING:
     from meshgram.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub as Stub
-
-
-@dataclass(frozen=True)
-class Failure:
-    """What a client can read from a failed call."""
-
-    code: grpc.StatusCode
-    message: str
-    reason: str
-    fields: list[str]
-
-
-async def failure_of(call: Awaitable[Any]) -> Failure:
-    """Await a call expected to fail and return its code, message, reason and bad fields."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = caught.value
-    return Failure(
-        code=error.code(),
-        message=error.details() or "",
-        reason=error_info(error).reason,
-        fields=list(field_violations(error)),
-    )
 
 
 def unique() -> str:
@@ -207,10 +183,9 @@ async def test_jwks(auth_stub: Stub) -> None:
 
 
 async def test_health_is_serving(auth_channel: grpc.aio.Channel) -> None:
-    health = health_pb2_grpc.HealthStub(auth_channel)
     for service in ("", "meshgram.auth.v1.AuthService"):
-        response = await health.Check(health_pb2.HealthCheckRequest(service=service))
-        assert response.status == health_pb2.HealthCheckResponse.SERVING
+        status = await health_status(auth_channel, service)
+        assert status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_reflection_lists_every_public_service(auth_channel: grpc.aio.Channel) -> None:

@@ -5,6 +5,7 @@ Fixtures (session):
 - `account_store`, `profile_store`, `media_store`: stubs of the three services on that channel.
 - `as_auth`, `as_user`, `as_storage`: call metadata identifying auth_svc, user_svc, storage_svc.
 - `new_account`: async factory creating a unique account (as auth_svc) and returning its record.
+- `profile_of`: async reader of an account's stored profile (as user_svc), by account id.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
-from tests.helpers import AccountFactory, Metadata, caller_metadata
+from tests.helpers import AccountFactory, Metadata, ProfileReader, caller_metadata
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +83,18 @@ def new_account(
         return response.account
 
     return create
+
+
+@pytest.fixture(scope="session")
+def profile_of(
+    profile_store: pb_grpc.ProfileStoreServiceAsyncStub, as_user: Metadata
+) -> ProfileReader:
+    """Reader of stored profiles by account id."""
+
+    async def read(account_id: str) -> pb.ProfileRecord:
+        response = await profile_store.GetProfile(
+            pb.GetProfileRequest(account_id=account_id), metadata=as_user
+        )
+        return response.profile
+
+    return read

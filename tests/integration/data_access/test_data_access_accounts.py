@@ -10,7 +10,7 @@ import pytest
 
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
-from tests.helpers import Metadata, error_info, field_violations
+from tests.helpers import Metadata, ProfileReader, error_info, failure_of, field_violations
 
 pytestmark = pytest.mark.integration
 
@@ -124,9 +124,8 @@ async def test_concurrent_registrations_of_one_username_let_exactly_one_win(
 
 async def test_new_account_comes_with_an_empty_profile(
     account_store: pb_grpc.AccountStoreServiceAsyncStub,
-    profile_store: pb_grpc.ProfileStoreServiceAsyncStub,
     as_auth: Metadata,
-    as_user: Metadata,
+    profile_of: ProfileReader,
 ) -> None:
     unique = _unique()
     created = await account_store.CreateAccount(
@@ -136,11 +135,8 @@ async def test_new_account_comes_with_an_empty_profile(
         metadata=as_auth,
     )
 
-    found = await profile_store.GetProfile(
-        pb.GetProfileRequest(account_id=created.account.id), metadata=as_user
-    )
+    profile = await profile_of(created.account.id)
 
-    profile = found.profile
     assert profile.account_id == created.account.id
     assert profile.username == f"u_{unique}"
     assert (profile.display_name, profile.bio, profile.avatar_image_id) == ("", "", "")
@@ -150,13 +146,14 @@ async def test_new_account_comes_with_an_empty_profile(
 async def test_unknown_email_has_no_credentials(
     account_store: pb_grpc.AccountStoreServiceAsyncStub, as_auth: Metadata
 ) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await account_store.GetCredentials(
+    failure = await failure_of(
+        account_store.GetCredentials(
             pb.GetCredentialsRequest(email=f"{_unique()}@example.com"), metadata=as_auth
         )
+    )
 
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert error_info(caught.value).reason == "ACCOUNT_NOT_FOUND"
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    assert failure.reason == "ACCOUNT_NOT_FOUND"
 
 
 @pytest.mark.parametrize("email", ["", "nul\x00@example.com", "x" * 400 + "@example.com"])

@@ -10,7 +10,7 @@ import pytest
 
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
-from tests.helpers import AccountFactory, Metadata, error_info, field_violations
+from tests.helpers import AccountFactory, Metadata, ProfileReader, failure_of, field_violations
 
 pytestmark = pytest.mark.integration
 
@@ -77,11 +77,10 @@ async def test_the_same_bytes_may_be_recorded_twice(
 async def test_image_of_missing_owner_is_not_found(
     media_store: pb_grpc.MediaStoreServiceAsyncStub, as_storage: Metadata, owner_id: str
 ) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _create(media_store, as_storage, _image(owner_id))
+    failure = await failure_of(_create(media_store, as_storage, _image(owner_id)))
 
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert error_info(caught.value).reason == "ACCOUNT_NOT_FOUND"
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    assert failure.reason == "ACCOUNT_NOT_FOUND"
 
 
 @pytest.mark.parametrize(
@@ -114,19 +113,19 @@ async def test_unstorable_image_metadata_is_invalid_argument(
 async def test_missing_or_malformed_image_is_not_found(
     media_store: pb_grpc.MediaStoreServiceAsyncStub, as_storage: Metadata, image_id: str
 ) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await media_store.GetImage(pb.GetImageRequest(image_id=image_id), metadata=as_storage)
+    failure = await failure_of(
+        media_store.GetImage(pb.GetImageRequest(image_id=image_id), metadata=as_storage)
+    )
 
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert error_info(caught.value).reason == "IMAGE_NOT_FOUND"
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    assert failure.reason == "IMAGE_NOT_FOUND"
 
 
 async def test_own_image_becomes_the_avatar_on_the_profile(
     media_store: pb_grpc.MediaStoreServiceAsyncStub,
-    profile_store: pb_grpc.ProfileStoreServiceAsyncStub,
     as_storage: Metadata,
-    as_user: Metadata,
     new_account: AccountFactory,
+    profile_of: ProfileReader,
 ) -> None:
     owner = await new_account()
     image = await _create(media_store, as_storage, _image(owner.id))
@@ -136,34 +135,28 @@ async def test_own_image_becomes_the_avatar_on_the_profile(
     )
 
     assert response.image == image
-    profile = await profile_store.GetProfile(
-        pb.GetProfileRequest(account_id=owner.id), metadata=as_user
-    )
-    assert profile.profile.avatar_image_id == image.id
+    assert (await profile_of(owner.id)).avatar_image_id == image.id
 
 
 async def test_someone_elses_image_cannot_become_an_avatar(
     media_store: pb_grpc.MediaStoreServiceAsyncStub,
-    profile_store: pb_grpc.ProfileStoreServiceAsyncStub,
     as_storage: Metadata,
-    as_user: Metadata,
     new_account: AccountFactory,
+    profile_of: ProfileReader,
 ) -> None:
     victim, intruder = await new_account(), await new_account()
     victims_image = await _create(media_store, as_storage, _image(victim.id))
 
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await media_store.SetAvatar(
+    failure = await failure_of(
+        media_store.SetAvatar(
             pb.SetAvatarRequest(account_id=intruder.id, image_id=victims_image.id),
             metadata=as_storage,
         )
-
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert error_info(caught.value).reason == "IMAGE_NOT_FOUND"
-    profile = await profile_store.GetProfile(
-        pb.GetProfileRequest(account_id=intruder.id), metadata=as_user
     )
-    assert profile.profile.avatar_image_id == ""
+
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    assert failure.reason == "IMAGE_NOT_FOUND"
+    assert (await profile_of(intruder.id)).avatar_image_id == ""
 
 
 @pytest.mark.parametrize(
@@ -176,10 +169,11 @@ async def test_avatar_with_malformed_ids_is_not_found(
     account_id: str,
     image_id: str,
 ) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await media_store.SetAvatar(
+    failure = await failure_of(
+        media_store.SetAvatar(
             pb.SetAvatarRequest(account_id=account_id, image_id=image_id), metadata=as_storage
         )
+    )
 
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert error_info(caught.value).reason == "IMAGE_NOT_FOUND"
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    assert failure.reason == "IMAGE_NOT_FOUND"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -17,18 +16,12 @@ from grpc_health.v1 import health_pb2
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
 from meshkit.caller import DEVELOPMENT_MESH_SECRET
-from tests.helpers import caller_metadata
+from meshkit.peers import health_check
+from tests.helpers import caller_metadata, free_port
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _environment(pg_data_dir: Path, port: int) -> dict[str, str]:
@@ -49,11 +42,7 @@ def _environment(pg_data_dir: Path, port: int) -> dict[str, str]:
 
 async def _wait_serving(address: str, process: asyncio.subprocess.Process) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
-        check = channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
-        )
+        check = health_check(channel)
         async with asyncio.timeout(60):
             while process.returncode is None:
                 try:
@@ -68,7 +57,7 @@ async def _wait_serving(address: str, process: asyncio.subprocess.Process) -> No
 
 async def test_migrate_then_serve_on_the_embedded_database(tmp_path: Path) -> None:
     pg_data_dir = tmp_path / "var" / "pgdata"
-    port = _free_port()
+    port = free_port()
     env = _environment(pg_data_dir, port)
 
     migrate = await asyncio.create_subprocess_exec(

@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
 
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
-from tests.helpers import AccountFactory, Metadata, error_info, field_violations
+from tests.helpers import AccountFactory, Metadata, ProfileReader, failure_of, field_violations
 
 pytestmark = pytest.mark.integration
+
+ProfileUpdater = Callable[..., Awaitable[pb.ProfileRecord]]
+
+
+@pytest.fixture
+def update_profile(
+    profile_store: pb_grpc.ProfileStoreServiceAsyncStub, as_user: Metadata
+) -> ProfileUpdater:
+    """`await update_profile(account_id, **fields)`: UpdateProfile as user_svc; the fields passed
+    are the ones set in the request. Returns the updated profile."""
+
+    async def update(account_id: str, **fields: str) -> pb.ProfileRecord:
+        response = await profile_store.UpdateProfile(
+            pb.UpdateProfileRequest(account_id=account_id, **fields), metadata=as_user
+        )
+        return response.profile
+
+    return update
 
 
 async def test_profile_is_found_by_account_id_and_by_username_in_any_case(
@@ -33,56 +52,32 @@ async def test_profile_is_found_by_account_id_and_by_username_in_any_case(
 
 
 async def test_update_changes_only_the_fields_that_are_set(
-    profile_store: pb_grpc.ProfileStoreServiceAsyncStub,
-    as_user: Metadata,
-    new_account: AccountFactory,
+    update_profile: ProfileUpdater, new_account: AccountFactory, profile_of: ProfileReader
 ) -> None:
     account = await new_account()
-    before = await profile_store.GetProfile(
-        pb.GetProfileRequest(account_id=account.id), metadata=as_user
-    )
+    before = await profile_of(account.id)
 
-    named = await profile_store.UpdateProfile(
-        pb.UpdateProfileRequest(account_id=account.id, display_name="Ann Example"),
-        metadata=as_user,
-    )
-    described = await profile_store.UpdateProfile(
-        pb.UpdateProfileRequest(account_id=account.id, bio="Line one\nline two ✨"),
-        metadata=as_user,
-    )
-    cleared = await profile_store.UpdateProfile(
-        pb.UpdateProfileRequest(account_id=account.id, display_name=""), metadata=as_user
-    )
+    named = await update_profile(account.id, display_name="Ann Example")
+    described = await update_profile(account.id, bio="Line one\nline two ✨")
+    cleared = await update_profile(account.id, display_name="")
 
-    assert (named.profile.display_name, named.profile.bio) == ("Ann Example", "")
-    assert (described.profile.display_name, described.profile.bio) == (
-        "Ann Example",
-        "Line one\nline two ✨",
-    )
-    assert (cleared.profile.display_name, cleared.profile.bio) == ("", "Line one\nline two ✨")
-    assert named.profile.update_time.ToDatetime() > before.profile.update_time.ToDatetime()
-    assert cleared.profile.create_time == before.profile.create_time
-    stored = await profile_store.GetProfile(
-        pb.GetProfileRequest(account_id=account.id), metadata=as_user
-    )
-    assert stored.profile == cleared.profile
+    assert (named.display_name, named.bio) == ("Ann Example", "")
+    assert (described.display_name, described.bio) == ("Ann Example", "Line one\nline two ✨")
+    assert (cleared.display_name, cleared.bio) == ("", "Line one\nline two ✨")
+    assert named.update_time.ToDatetime() > before.update_time.ToDatetime()
+    assert cleared.create_time == before.create_time
+    assert await profile_of(account.id) == cleared
 
 
 async def test_update_without_fields_changes_nothing(
-    profile_store: pb_grpc.ProfileStoreServiceAsyncStub,
-    as_user: Metadata,
-    new_account: AccountFactory,
+    update_profile: ProfileUpdater, new_account: AccountFactory, profile_of: ProfileReader
 ) -> None:
     account = await new_account()
-    before = await profile_store.GetProfile(
-        pb.GetProfileRequest(account_id=account.id), metadata=as_user
-    )
+    before = await profile_of(account.id)
 
-    after = await profile_store.UpdateProfile(
-        pb.UpdateProfileRequest(account_id=account.id), metadata=as_user
-    )
+    after = await update_profile(account.id)
 
-    assert after.profile == before.profile
+    assert after == before
 
 
 @pytest.mark.parametrize(
@@ -102,11 +97,10 @@ async def test_missing_or_malformed_profile_key_is_not_found(
     as_user: Metadata,
     request_: pb.GetProfileRequest,
 ) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await profile_store.GetProfile(request_, metadata=as_user)
+    failure = await failure_of(profile_store.GetProfile(request_, metadata=as_user))
 
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert error_info(caught.value).reason == "PROFILE_NOT_FOUND"
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    assert failure.reason == "PROFILE_NOT_FOUND"
 
 
 async def test_get_profile_without_key_is_invalid_argument(
@@ -121,33 +115,22 @@ async def test_get_profile_without_key_is_invalid_argument(
 
 @pytest.mark.parametrize("account_id", [str(uuid.uuid4()), "bad"])
 async def test_update_of_missing_account_is_not_found(
-    profile_store: pb_grpc.ProfileStoreServiceAsyncStub, as_user: Metadata, account_id: str
+    update_profile: ProfileUpdater, account_id: str
 ) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await profile_store.UpdateProfile(
-            pb.UpdateProfileRequest(account_id=account_id, bio="hello"), metadata=as_user
-        )
+    failure = await failure_of(update_profile(account_id, bio="hello"))
 
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert error_info(caught.value).reason == "PROFILE_NOT_FOUND"
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    assert failure.reason == "PROFILE_NOT_FOUND"
 
 
 async def test_unstorable_profile_text_is_invalid_argument_and_changes_nothing(
-    profile_store: pb_grpc.ProfileStoreServiceAsyncStub,
-    as_user: Metadata,
-    new_account: AccountFactory,
+    update_profile: ProfileUpdater, new_account: AccountFactory, profile_of: ProfileReader
 ) -> None:
     account = await new_account()
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await profile_store.UpdateProfile(
-            pb.UpdateProfileRequest(account_id=account.id, display_name="ok", bio="nul\x00"),
-            metadata=as_user,
-        )
+        await update_profile(account.id, display_name="ok", bio="nul\x00")
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert list(field_violations(caught.value)) == ["bio"]
-    stored = await profile_store.GetProfile(
-        pb.GetProfileRequest(account_id=account.id), metadata=as_user
-    )
-    assert stored.profile.display_name == ""
+    assert (await profile_of(account.id)).display_name == ""

@@ -14,7 +14,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
-from tests.helpers import AccountFactory, Metadata, error_info, field_violations
+from meshkit.timestamps import to_timestamp
+from tests.helpers import AccountFactory, Metadata, error_info, failure_of, field_violations
 
 pytestmark = pytest.mark.integration
 
@@ -24,50 +25,57 @@ def _token_hash() -> str:
 
 
 def _in(delta: timedelta) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC) + delta)
-    return stamp
+    return to_timestamp(datetime.now(UTC) + delta)
 
 
 DAY = timedelta(days=1)
 
 
-async def _login(
-    store: pb_grpc.AccountStoreServiceAsyncStub,
-    metadata: Metadata,
-    account_id: str,
-    ttl: timedelta = DAY,
-) -> tuple[str, str]:
-    """Start a family; return (token hash, family id)."""
-    token = _token_hash()
-    created = await store.CreateRefreshToken(
-        pb.CreateRefreshTokenRequest(account_id=account_id, token_hash=token, expire_time=_in(ttl)),
-        metadata=metadata,
-    )
-    return token, created.family_id
+class Families:
+    """Refresh-token families in data_access, reached as auth_svc."""
+
+    def __init__(self, store: pb_grpc.AccountStoreServiceAsyncStub, metadata: Metadata) -> None:
+        self.store = store
+        self.metadata = metadata
+
+    async def login(self, account_id: str, ttl: timedelta = DAY) -> tuple[str, str]:
+        """Start a family; return (token hash, family id)."""
+        token = _token_hash()
+        created = await self.store.CreateRefreshToken(
+            pb.CreateRefreshTokenRequest(
+                account_id=account_id, token_hash=token, expire_time=_in(ttl)
+            ),
+            metadata=self.metadata,
+        )
+        return token, created.family_id
+
+    async def rotate(self, token: str) -> tuple[str, pb.RotateRefreshTokenResponse]:
+        """Rotate token; return (successor hash, response)."""
+        successor = _token_hash()
+        response = await self.store.RotateRefreshToken(
+            pb.RotateRefreshTokenRequest(
+                token_hash=token, new_token_hash=successor, new_expire_time=_in(DAY)
+            ),
+            metadata=self.metadata,
+        )
+        return successor, response
+
+    async def rejection(self, token: str) -> tuple[grpc.StatusCode, str]:
+        """Rotate a token expected to be refused; return (code, reason)."""
+        failure = await failure_of(self.rotate(token))
+        return failure.code, failure.reason
+
+    async def revoke(self, token: str) -> pb.RevokeRefreshTokenResponse:
+        """Log out: revoke the family of token."""
+        return await self.store.RevokeRefreshToken(
+            pb.RevokeRefreshTokenRequest(token_hash=token), metadata=self.metadata
+        )
 
 
-async def _rotate(
-    store: pb_grpc.AccountStoreServiceAsyncStub, metadata: Metadata, token: str
-) -> tuple[str, pb.RotateRefreshTokenResponse]:
-    """Rotate token; return (successor hash, response)."""
-    successor = _token_hash()
-    response = await store.RotateRefreshToken(
-        pb.RotateRefreshTokenRequest(
-            token_hash=token, new_token_hash=successor, new_expire_time=_in(DAY)
-        ),
-        metadata=metadata,
-    )
-    return successor, response
-
-
-async def _rejection(
-    store: pb_grpc.AccountStoreServiceAsyncStub, metadata: Metadata, token: str
-) -> tuple[grpc.StatusCode, str]:
-    """Rotate a token expected to be refused; return (code, reason)."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _rotate(store, metadata, token)
-    return caught.value.code(), error_info(caught.value).reason
+@pytest.fixture
+def families(account_store: pb_grpc.AccountStoreServiceAsyncStub, as_auth: Metadata) -> Families:
+    """The refresh-token families of the session's data_access, as auth_svc sees them."""
+    return Families(account_store, as_auth)
 
 
 INVALID = (grpc.StatusCode.NOT_FOUND, "REFRESH_TOKEN_INVALID")
@@ -75,16 +83,14 @@ REUSED = (grpc.StatusCode.FAILED_PRECONDITION, "REFRESH_TOKEN_REUSED")
 
 
 async def test_rotation_chain_keeps_account_and_family(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub,
-    as_auth: Metadata,
-    new_account: AccountFactory,
+    families: Families, new_account: AccountFactory
 ) -> None:
     account = await new_account()
-    token, family_id = await _login(account_store, as_auth, account.id)
+    token, family_id = await families.login(account.id)
     assert uuid.UUID(family_id)
 
-    second, first_rotation = await _rotate(account_store, as_auth, token)
-    _, second_rotation = await _rotate(account_store, as_auth, second)
+    second, first_rotation = await families.rotate(token)
+    _, second_rotation = await families.rotate(second)
 
     for rotation in (first_rotation, second_rotation):
         assert rotation.account == account
@@ -92,44 +98,38 @@ async def test_rotation_chain_keeps_account_and_family(
 
 
 async def test_reusing_a_consumed_token_revokes_the_whole_family(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub,
-    as_auth: Metadata,
-    new_account: AccountFactory,
+    families: Families, new_account: AccountFactory
 ) -> None:
     account = await new_account()
-    stolen, _ = await _login(account_store, as_auth, account.id)
-    successor, _ = await _rotate(account_store, as_auth, stolen)
+    stolen, _ = await families.login(account.id)
+    successor, _ = await families.rotate(stolen)
 
-    assert await _rejection(account_store, as_auth, stolen) == REUSED
+    assert await families.rejection(stolen) == REUSED
     # The revocation was committed: the legitimate successor is dead too.
-    assert await _rejection(account_store, as_auth, successor) == INVALID
+    assert await families.rejection(successor) == INVALID
 
 
 async def test_reuse_revokes_only_that_family(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub,
-    as_auth: Metadata,
-    new_account: AccountFactory,
+    families: Families, new_account: AccountFactory
 ) -> None:
     account = await new_account()
-    laptop, _ = await _login(account_store, as_auth, account.id)
-    phone, _ = await _login(account_store, as_auth, account.id)
-    await _rotate(account_store, as_auth, laptop)
+    laptop, _ = await families.login(account.id)
+    phone, _ = await families.login(account.id)
+    await families.rotate(laptop)
 
-    assert await _rejection(account_store, as_auth, laptop) == REUSED
-    _, rotation = await _rotate(account_store, as_auth, phone)
+    assert await families.rejection(laptop) == REUSED
+    _, rotation = await families.rotate(phone)
     assert rotation.account.id == account.id
 
 
 async def test_concurrent_refreshes_of_one_token_let_one_through_and_revoke_the_family(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub,
-    as_auth: Metadata,
-    new_account: AccountFactory,
+    families: Families, new_account: AccountFactory
 ) -> None:
     account = await new_account()
-    token, _ = await _login(account_store, as_auth, account.id)
+    token, _ = await families.login(account.id)
 
     results = await asyncio.gather(
-        *(_rotate(account_store, as_auth, token) for _ in range(4)), return_exceptions=True
+        *(families.rotate(token) for _ in range(4)), return_exceptions=True
     )
 
     successes = [r for r in results if isinstance(r, tuple)]
@@ -139,78 +139,61 @@ async def test_concurrent_refreshes_of_one_token_let_one_through_and_revoke_the_
     # The first loser detects the reuse; later ones may already find the family revoked.
     assert REUSED in outcomes
     assert outcomes <= {REUSED, INVALID}
-    assert await _rejection(account_store, as_auth, successes[0][0]) == INVALID
+    assert await families.rejection(successes[0][0]) == INVALID
 
 
-async def test_expired_token_is_invalid(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub,
-    as_auth: Metadata,
-    new_account: AccountFactory,
-) -> None:
+async def test_expired_token_is_invalid(families: Families, new_account: AccountFactory) -> None:
     account = await new_account()
-    token, _ = await _login(account_store, as_auth, account.id, ttl=-timedelta(seconds=1))
+    token, _ = await families.login(account.id, ttl=-timedelta(seconds=1))
 
-    assert await _rejection(account_store, as_auth, token) == INVALID
+    assert await families.rejection(token) == INVALID
 
 
-async def test_unknown_token_is_invalid(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub, as_auth: Metadata
-) -> None:
-    assert await _rejection(account_store, as_auth, _token_hash()) == INVALID
+async def test_unknown_token_is_invalid(families: Families) -> None:
+    assert await families.rejection(_token_hash()) == INVALID
 
 
 async def test_logout_revokes_the_family_and_is_idempotent(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub,
-    as_auth: Metadata,
-    new_account: AccountFactory,
+    families: Families, new_account: AccountFactory
 ) -> None:
     account = await new_account()
-    first, _ = await _login(account_store, as_auth, account.id)
-    current, _ = await _rotate(account_store, as_auth, first)
-    other_login, _ = await _login(account_store, as_auth, account.id)
+    first, _ = await families.login(account.id)
+    current, _ = await families.rotate(first)
+    other_login, _ = await families.login(account.id)
 
     for _ in range(2):
-        await account_store.RevokeRefreshToken(
-            pb.RevokeRefreshTokenRequest(token_hash=first), metadata=as_auth
-        )
+        await families.revoke(first)
 
-    assert await _rejection(account_store, as_auth, current) == INVALID
-    _, rotation = await _rotate(account_store, as_auth, other_login)
+    assert await families.rejection(current) == INVALID
+    _, rotation = await families.rotate(other_login)
     assert rotation.account.id == account.id
 
 
-async def test_logout_with_unknown_token_is_accepted(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub, as_auth: Metadata
-) -> None:
-    response = await account_store.RevokeRefreshToken(
-        pb.RevokeRefreshTokenRequest(token_hash=_token_hash()), metadata=as_auth
-    )
+async def test_logout_with_unknown_token_is_accepted(families: Families) -> None:
+    response = await families.revoke(_token_hash())
 
     assert response == pb.RevokeRefreshTokenResponse()
 
 
 @pytest.mark.parametrize("account_id", [str(uuid.uuid4()), "not-a-uuid", ""])
 async def test_token_for_missing_or_malformed_account_is_not_found(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub, as_auth: Metadata, account_id: str
+    families: Families, account_id: str
 ) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _login(account_store, as_auth, account_id)
+    failure = await failure_of(families.login(account_id))
 
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert error_info(caught.value).reason == "ACCOUNT_NOT_FOUND"
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    assert failure.reason == "ACCOUNT_NOT_FOUND"
 
 
 async def test_token_without_expiry_is_invalid_argument(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub,
-    as_auth: Metadata,
-    new_account: AccountFactory,
+    families: Families, new_account: AccountFactory
 ) -> None:
     account = await new_account()
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await account_store.CreateRefreshToken(
+        await families.store.CreateRefreshToken(
             pb.CreateRefreshTokenRequest(account_id=account.id, token_hash=_token_hash()),
-            metadata=as_auth,
+            metadata=families.metadata,
         )
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -219,56 +202,50 @@ async def test_token_without_expiry_is_invalid_argument(
 
 @pytest.mark.parametrize("token_hash", ["", "abc", "z" * 64, "\x00" * 64])
 async def test_malformed_token_hash_is_invalid_argument(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub, as_auth: Metadata, token_hash: str
+    families: Families, token_hash: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await account_store.RevokeRefreshToken(
-            pb.RevokeRefreshTokenRequest(token_hash=token_hash), metadata=as_auth
-        )
+        await families.revoke(token_hash)
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "token_hash" in field_violations(caught.value)
 
 
 async def test_successor_hash_already_stored_is_refused_and_the_token_stays_usable(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub,
-    as_auth: Metadata,
-    new_account: AccountFactory,
+    families: Families, new_account: AccountFactory
 ) -> None:
     account = await new_account()
-    token, _ = await _login(account_store, as_auth, account.id)
-    existing, _ = await _login(account_store, as_auth, account.id)
+    token, _ = await families.login(account.id)
+    existing, _ = await families.login(account.id)
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await account_store.RotateRefreshToken(
+        await families.store.RotateRefreshToken(
             pb.RotateRefreshTokenRequest(
                 token_hash=token, new_token_hash=existing, new_expire_time=_in(DAY)
             ),
-            metadata=as_auth,
+            metadata=families.metadata,
         )
 
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert error_info(caught.value).reason == "REFRESH_TOKEN_EXISTS"
     assert dict(error_info(caught.value).metadata) == {"field": "new_token_hash"}
     # The failed rotation rolled back: the token was not consumed.
-    _, rotation = await _rotate(account_store, as_auth, token)
+    _, rotation = await families.rotate(token)
     assert rotation.account.id == account.id
 
 
 async def test_starting_a_family_with_a_stored_hash_is_already_exists(
-    account_store: pb_grpc.AccountStoreServiceAsyncStub,
-    as_auth: Metadata,
-    new_account: AccountFactory,
+    families: Families, new_account: AccountFactory
 ) -> None:
     account = await new_account()
-    token, _ = await _login(account_store, as_auth, account.id)
+    token, _ = await families.login(account.id)
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await account_store.CreateRefreshToken(
+        await families.store.CreateRefreshToken(
             pb.CreateRefreshTokenRequest(
                 account_id=account.id, token_hash=token, expire_time=_in(DAY)
             ),
-            metadata=as_auth,
+            metadata=families.metadata,
         )
 
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS

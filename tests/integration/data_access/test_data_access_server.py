@@ -17,8 +17,7 @@ from data_access.settings import DataAccessSettings
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
 from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_token
-from meshkit.server import start_server
-from tests.helpers import Metadata, caller_metadata, error_info
+from tests.helpers import Metadata, caller_metadata, failure_of, health_status, serving
 
 pytestmark = pytest.mark.integration
 
@@ -63,18 +62,9 @@ ALLOWED = {
 }
 
 
-def _health_check(channel: grpc.aio.Channel) -> Callable[..., Awaitable[Any]]:
-    return channel.unary_unary(
-        "/grpc.health.v1.Health/Check",
-        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-        response_deserializer=health_pb2.HealthCheckResponse.FromString,
-    )
-
-
 async def _refusal(call: Call, channel: grpc.aio.Channel, metadata: Metadata) -> tuple[Any, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(channel, metadata)
-    return caught.value.code(), error_info(caught.value).reason
+    failure = await failure_of(call(channel, metadata))
+    return failure.code, failure.reason
 
 
 @pytest.mark.parametrize("service", list(CALLS))
@@ -160,11 +150,9 @@ async def test_each_caller_reaches_its_own_service(
 async def test_health_is_serving_without_credentials(
     data_access_channel: grpc.aio.Channel, service: str
 ) -> None:
-    response = await _health_check(data_access_channel)(
-        health_pb2.HealthCheckRequest(service=service)
-    )
+    status = await health_status(data_access_channel, service)
 
-    assert response.status == health_pb2.HealthCheckResponse.SERVING
+    assert status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_reflection_lists_the_three_stores_without_credentials(
@@ -188,14 +176,9 @@ async def test_unreachable_database_reports_not_serving_and_unavailable(
     # Nothing listens on port 1; the process must say so rather than fail opaquely.
     settings = DataAccessSettings(host="127.0.0.1", port=0, mesh_secret=SecretStr(mesh_secret))
     definition = build_definition(settings, "postgresql://postgres@127.0.0.1:1/meshgram")
-    running = await start_server(definition, "127.0.0.1", 0)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            health = await _health_check(channel)(health_pb2.HealthCheckRequest(service=""))
-            assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
-            refusal = await _refusal(
-                _get_credentials, channel, caller_metadata(mesh_secret, "auth_svc")
-            )
-            assert refusal == (grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")
-    finally:
-        await running.stop(0)
+    async with serving(definition) as address, grpc.aio.insecure_channel(address) as channel:
+        assert await health_status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+        refusal = await _refusal(
+            _get_credentials, channel, caller_metadata(mesh_secret, "auth_svc")
+        )
+        assert refusal == (grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")

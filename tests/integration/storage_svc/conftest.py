@@ -6,7 +6,9 @@ Fixtures:
   stay cheap.
 - `storage_address` (session) -> "127.0.0.1:PORT" of storage_svc.
 - `storage` (session) -> StorageService stub on `storage_address`.
-- `users` (session) -> UserService stub on an in-process user_svc of the same mesh.
+
+`users` (UserService stub on an in-process user_svc of the same mesh, to see avatars land on
+profiles) comes from tests/integration/conftest.py.
 """
 
 from __future__ import annotations
@@ -16,16 +18,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from pydantic import SecretStr
 
 from meshgram.storage.v1 import storage_pb2_grpc
-from meshgram.user.v1 import user_pb2_grpc
-from meshkit.caller import derive_caller_token
-from meshkit.server import start_server
-from storage_svc.server import build_definition as build_storage
+from storage_svc.server import build_definition
 from storage_svc.settings import StorageSettings
-from user_svc.server import build_definition as build_user
-from user_svc.settings import UserSettings
+from tests.helpers import service_settings, serving
 
 
 @pytest.fixture(scope="session")
@@ -49,21 +46,17 @@ async def storage_address(
     max_image_bytes: int,
 ) -> AsyncIterator[str]:
     """storage_svc verifying tokens against auth_svc's JWKS."""
-    settings = StorageSettings(
-        host="127.0.0.1",
-        port=0,
-        data_access_addr=data_access_address,
-        data_access_token=SecretStr(derive_caller_token(mesh_secret, "storage_svc")),
+    settings = service_settings(
+        StorageSettings,
+        mesh_secret,
+        data_access_address,
         auth_addr=auth_address,
         call_timeout_seconds=5,
         blob_dir=blob_dir,
         max_image_bytes=max_image_bytes,
     )
-    running = await start_server(build_storage(settings), "127.0.0.1", 0)
-    try:
-        yield f"127.0.0.1:{running.port}"
-    finally:
-        await running.stop(0)
+    async with serving(build_definition(settings)) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")
@@ -71,24 +64,3 @@ async def storage(storage_address: str) -> AsyncIterator[storage_pb2_grpc.Storag
     """StorageService stub on the session's storage_svc."""
     async with grpc.aio.insecure_channel(storage_address) as channel:
         yield storage_pb2_grpc.StorageServiceStub(channel)
-
-
-@pytest.fixture(scope="session")
-async def users(
-    data_access_address: str, mesh_secret: str, auth_address: str
-) -> AsyncIterator[user_pb2_grpc.UserServiceStub]:
-    """UserService stub on an in-process user_svc, to see avatars land on profiles."""
-    settings = UserSettings(
-        host="127.0.0.1",
-        port=0,
-        data_access_addr=data_access_address,
-        data_access_token=SecretStr(derive_caller_token(mesh_secret, "user_svc")),
-        auth_addr=auth_address,
-        call_timeout_seconds=5,
-    )
-    running = await start_server(build_user(settings), "127.0.0.1", 0)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield user_pb2_grpc.UserServiceStub(channel)
-    finally:
-        await running.stop(0)

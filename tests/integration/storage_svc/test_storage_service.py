@@ -7,42 +7,24 @@ import hashlib
 import io
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.api import httpbody_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from PIL import Image
 
 from meshgram.storage.v1 import storage_pb2, storage_pb2_grpc
 from meshgram.user.v1 import user_pb2, user_pb2_grpc
-from tests.helpers import error_info, field_violations
+from tests.helpers import failure_of, health_status
 
 pytestmark = pytest.mark.integration
 
 Storage = storage_pb2_grpc.StorageServiceStub
 Users = user_pb2_grpc.UserServiceStub
-
-
-@dataclass(frozen=True)
-class Failure:
-    """What a client can read from a failed call."""
-
-    code: grpc.StatusCode
-    reason: str
-    fields: list[str]
-
-
-async def failure_of(call: Awaitable[Any]) -> Failure:
-    """Await a call expected to fail and return its code, reason and offending fields."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = caught.value
-    return Failure(error.code(), error_info(error).reason, list(field_violations(error)))
 
 
 def noisy_png(width: int, height: int) -> bytes:
@@ -224,7 +206,6 @@ async def test_every_rpc_needs_a_valid_token(storage: Storage, user: Any) -> Non
 
 async def test_health_is_serving_when_data_access_and_auth_are(storage_address: str) -> None:
     async with grpc.aio.insecure_channel(storage_address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "meshgram.storage.v1.StorageService"):
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            status = await health_status(channel, service)
+            assert status == health_pb2.HealthCheckResponse.SERVING

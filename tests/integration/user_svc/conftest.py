@@ -1,8 +1,7 @@
 """user_svc in-process against the session's data_access and auth_svc.
 
-Fixtures:
-- `user_address` (session) -> "127.0.0.1:PORT" of user_svc verifying tokens with auth_svc's JWKS.
-- `users` (session) -> UserService stub on `user_address`.
+`user_address` and `users` (user_svc verifying tokens with auth_svc's JWKS) come from
+tests/integration/conftest.py. Fixtures here:
 - `issuer` (session) -> `LocalIssuer`, an Ed25519 key of the test's own that signs any claims.
 - `users_trusting_issuer` (session) -> UserService stub on a second user_svc whose JWKS is the
   issuer's (injected with `jwks_fetcher`), for tokens auth_svc would never issue (expired ones).
@@ -21,12 +20,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
-from pydantic import SecretStr
 
 from meshgram.user.v1 import user_pb2_grpc
-from meshkit.access_tokens import AUDIENCE, ISSUER, JwksFetcher
-from meshkit.caller import derive_caller_token
-from meshkit.server import start_server
+from meshkit.access_tokens import AUDIENCE, ISSUER
+from tests.helpers import serving
 from user_svc.server import build_definition
 from user_svc.settings import UserSettings
 
@@ -59,46 +56,6 @@ class LocalIssuer:
         return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid})
 
 
-async def start_user_svc(
-    data_access_address: str,
-    mesh_secret: str,
-    auth_address: str,
-    jwks_fetcher: JwksFetcher | None = None,
-) -> AsyncIterator[str]:
-    """Run user_svc in-process while the caller iterates; yield its address."""
-    settings = UserSettings(
-        host="127.0.0.1",
-        port=0,
-        data_access_addr=data_access_address,
-        data_access_token=SecretStr(derive_caller_token(mesh_secret, "user_svc")),
-        auth_addr=auth_address,
-        call_timeout_seconds=5,
-    )
-    running = await start_server(
-        build_definition(settings, jwks_fetcher=jwks_fetcher), "127.0.0.1", 0
-    )
-    try:
-        yield f"127.0.0.1:{running.port}"
-    finally:
-        await running.stop(0)
-
-
-@pytest.fixture(scope="session")
-async def user_address(
-    data_access_address: str, mesh_secret: str, auth_address: str
-) -> AsyncIterator[str]:
-    """user_svc verifying tokens against auth_svc's published JWKS."""
-    async for address in start_user_svc(data_access_address, mesh_secret, auth_address):
-        yield address
-
-
-@pytest.fixture(scope="session")
-async def users(user_address: str) -> AsyncIterator[user_pb2_grpc.UserServiceStub]:
-    """UserService stub on the session's user_svc."""
-    async with grpc.aio.insecure_channel(user_address) as channel:
-        yield user_pb2_grpc.UserServiceStub(channel)
-
-
 @pytest.fixture(scope="session")
 def issuer() -> LocalIssuer:
     """A signing key of the tests' own."""
@@ -107,13 +64,15 @@ def issuer() -> LocalIssuer:
 
 @pytest.fixture(scope="session")
 async def users_trusting_issuer(
-    data_access_address: str, mesh_secret: str, auth_address: str, issuer: LocalIssuer
+    user_settings: UserSettings, issuer: LocalIssuer
 ) -> AsyncIterator[user_pb2_grpc.UserServiceStub]:
     """UserService stub on a user_svc whose JWKS is the local issuer's."""
 
     async def fetch() -> list[dict[str, str]]:
         return issuer.jwks()
 
-    async for address in start_user_svc(data_access_address, mesh_secret, auth_address, fetch):
-        async with grpc.aio.insecure_channel(address) as channel:
-            yield user_pb2_grpc.UserServiceStub(channel)
+    async with (
+        serving(build_definition(user_settings, jwks_fetcher=fetch)) as address,
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        yield user_pb2_grpc.UserServiceStub(channel)

@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from meshgram.user.v1 import user_pb2, user_pb2_grpc
-from tests.helpers import error_info, field_violations
+from tests.helpers import failure_of, health_status
 
 pytestmark = pytest.mark.integration
 
 Stub = user_pb2_grpc.UserServiceStub
-
-
-@dataclass(frozen=True)
-class Failure:
-    """What a client can read from a failed call."""
-
-    code: grpc.StatusCode
-    reason: str
-    fields: list[str]
-
-
-async def failure_of(call: Awaitable[Any]) -> Failure:
-    """Await a call expected to fail and return its code, reason and offending fields."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = caught.value
-    return Failure(error.code(), error_info(error).reason, list(field_violations(error)))
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -211,7 +192,6 @@ async def test_token_of_a_vanished_account_is_not_found(
 
 async def test_health_is_serving_when_data_access_and_auth_are(user_address: str) -> None:
     async with grpc.aio.insecure_channel(user_address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "meshgram.user.v1.UserService"):
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            status = await health_status(channel, service)
+            assert status == health_pb2.HealthCheckResponse.SERVING

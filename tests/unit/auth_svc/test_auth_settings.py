@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,13 @@ from pydantic import ValidationError
 
 from auth_svc.settings import DEVELOPMENT_PASSWORD_PEPPER, AuthSettings
 from meshkit.caller import DEVELOPMENT_MESH_SECRET, derive_caller_token
+from tests.helpers import clear_environment
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the machine's AUTH_* and MESHGRAM_ENV variables out of these tests."""
-    for name in list(os.environ):
-        if name.startswith("AUTH_") or name == "MESHGRAM_ENV":
-            monkeypatch.delenv(name)
+    clear_environment(monkeypatch, "AUTH_")
 
 
 def test_development_defaults() -> None:

@@ -8,6 +8,7 @@ import io
 import random
 import uuid
 import warnings
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -181,16 +182,7 @@ class FakeMedia:
         self.avatars: dict[str, str] = {}
 
     async def create_image(self, image: NewImage) -> Image:
-        stored = Image(
-            id=str(uuid.uuid4()),
-            owner_id=image.owner_id,
-            content_type=image.content_type,
-            size_bytes=image.size_bytes,
-            width=image.width,
-            height=image.height,
-            sha256=image.sha256,
-            create_time=datetime.now(UTC),
-        )
+        stored = Image(**asdict(image), id=str(uuid.uuid4()), create_time=datetime.now(UTC))
         self.images[stored.id] = stored
         return stored
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,13 @@ from pydantic import SecretStr, ValidationError
 from meshkit.caller import DEVELOPMENT_MESH_SECRET, derive_caller_token
 from meshkit.settings import ServiceSettings
 from storage_svc.settings import StorageSettings
+from tests.helpers import clear_environment
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the machine's STORAGE_* and MESHGRAM_ENV variables out of these tests."""
-    for name in list(os.environ):
-        if name.startswith("STORAGE_") or name == "MESHGRAM_ENV":
-            monkeypatch.delenv(name)
+    clear_environment(monkeypatch, "STORAGE_")
 
 
 def test_development_defaults() -> None:

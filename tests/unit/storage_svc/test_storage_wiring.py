@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from google.protobuf import timestamp_pb2
@@ -12,37 +11,19 @@ from storage_svc.clients import image_from_record
 from storage_svc.server import build_definition
 from storage_svc.servicer import image_message
 from storage_svc.settings import StorageSettings
-
-
-def closed_port_address() -> str:
-    """An address on which nothing listens (a port just released by the OS)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"127.0.0.1:{port}"
-
-
-async def no_keys() -> list[dict[str, str]]:
-    return []
+from tests.helpers import assert_public_definition, free_port, no_keys
 
 
 async def test_definition_names_services_and_closes_its_channels(tmp_path: Path) -> None:
-    address = closed_port_address()
+    address = f"127.0.0.1:{free_port()}"
     settings = StorageSettings(
         data_access_addr=address, auth_addr=address, blob_dir=tmp_path, call_timeout_seconds=0.5
     )
-    definition = build_definition(settings, jwks_fetcher=no_keys)
-    assert definition.name == "storage_svc"
-    assert list(definition.service_names) == ["meshgram.storage.v1.StorageService"]
-    assert set(definition.reflection_names) == {
-        "meshgram.auth.v1.AuthService",
-        "meshgram.user.v1.UserService",
-        "meshgram.storage.v1.StorageService",
-    }
-    # Nothing answers on the dependencies' addresses: the service must not claim to serve.
-    assert await definition.check_dependencies() is False
-    for closer in definition.on_shutdown:
-        await closer()
+    await assert_public_definition(
+        build_definition(settings, jwks_fetcher=no_keys),
+        name="storage_svc",
+        service="meshgram.storage.v1.StorageService",
+    )
 
 
 def test_records_become_public_images() -> None:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from meshkit.caller import DEVELOPMENT_MESH_SECRET, derive_caller_token
 from meshkit.settings import ServiceSettings
+from tests.helpers import clear_environment
 from user_svc.settings import UserSettings
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the machine's USER_* and MESHGRAM_ENV variables out of these tests."""
-    for name in list(os.environ):
-        if name.startswith("USER_") or name == "MESHGRAM_ENV":
-            monkeypatch.delenv(name)
+    clear_environment(monkeypatch, "USER_")
 
 
 def test_development_defaults() -> None:

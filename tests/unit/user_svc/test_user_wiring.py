@@ -2,45 +2,26 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
 from meshgram.dataaccess.v1 import dataaccess_pb2
+from tests.helpers import assert_public_definition, free_port, no_keys
 from user_svc.clients import profile_from_record
 from user_svc.server import build_definition
 from user_svc.servicer import profile_message
 from user_svc.settings import UserSettings
 
 
-def closed_port_address() -> str:
-    """An address on which nothing listens (a port just released by the OS)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"127.0.0.1:{port}"
-
-
-async def no_keys() -> list[dict[str, str]]:
-    return []
-
-
 async def test_definition_names_services_and_closes_its_channels() -> None:
-    address = closed_port_address()
+    address = f"127.0.0.1:{free_port()}"
     settings = UserSettings(data_access_addr=address, auth_addr=address, call_timeout_seconds=0.5)
-    definition = build_definition(settings, jwks_fetcher=no_keys)
-    assert definition.name == "user_svc"
-    assert list(definition.service_names) == ["meshgram.user.v1.UserService"]
-    assert set(definition.reflection_names) == {
-        "meshgram.auth.v1.AuthService",
-        "meshgram.user.v1.UserService",
-        "meshgram.storage.v1.StorageService",
-    }
-    # Nothing answers on the dependencies' addresses: the service must not claim to serve.
-    assert await definition.check_dependencies() is False
-    for closer in definition.on_shutdown:
-        await closer()
+    await assert_public_definition(
+        build_definition(settings, jwks_fetcher=no_keys),
+        name="user_svc",
+        service="meshgram.user.v1.UserService",
+    )
 
 
 def test_records_become_public_profiles_with_timestamps() -> None:
