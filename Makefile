@@ -8,7 +8,7 @@ STAMP := .venv/.meshgram-synced
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := meshgram/__init__.py envoy/api_descriptor.pb
 
-.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load
+.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load chromium
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,15 +32,20 @@ run: install ## run everything: embedded Postgres (unless DATABASE_URL), migrati
 dev: install ## like run, restarting the services when code changes
 	$(PY) -m tools.run --reload
 
-test: install ## run the whole test suite (unit, integration, end-to-end)
+CHROMIUM := $(firstword $(wildcard /usr/bin/chromium /usr/lib/chromium/chromium))
+
+chromium:
+ifeq ($(CHROMIUM),)
+	@echo "installing Chromium (Debian package) for the browser end-to-end test"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+endif
+
+test: install chromium ## run the whole test suite (unit, integration, end-to-end incl. a real browser)
 	$(PY) -m pytest
 
-lint: install ## lock file in sync, ruff, ruff format --check, mypy --strict, buf lint
+lint: install ## the pre-commit checks on every file (ruff, format, mypy --strict, buf) + lock file in sync
 	$(UV) lock --check
-	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
-	.venv/bin/mypy
-	npx --yes @bufbuild/buf@1.75.0 lint
+	.venv/bin/pre-commit run --all-files --show-diff-on-failure
 
 fmt: install ## apply ruff fixes and formatting
 	.venv/bin/ruff check --fix .

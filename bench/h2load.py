@@ -70,8 +70,8 @@ def run(
         log = Path(folder) / "requests.tsv"
         command = [
             binary(),
-            f"--duration={seconds}",
-            f"--warm-up-time={warmup}",
+            f"--duration={round(seconds)}",
+            f"--warm-up-time={round(warmup)}",
             f"--clients={connections}",
             f"--max-concurrent-streams={streams}",
             "--threads=1",

@@ -1,18 +1,17 @@
 """`make profile`: run the benchmark while py-spy samples every service of the running mesh.
 
-Writes one flame graph per service (var/profiles/<service>.svg) and a text summary of the
-functions that held the CPU longest (var/profiles/summary.txt). Start the mesh first
-(`make run`); py-spy attaches to the running processes by their listening ports.
+Writes per service a flame graph (var/profiles/<service>.svg) and collapsed stacks
+(<service>.txt), and a summary of the functions that held the CPU longest (summary.txt).
+Start the mesh first (`make run`); py-spy attaches to the services by their listening ports.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import os
-import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,9 +20,6 @@ import psutil
 from tools.mesh import ROOT, SERVICES, MeshPorts
 
 PYSPY = Path(sys.executable).parent / "py-spy"
-_TITLE = re.compile(
-    r"<title>(?P<frame>.*?) \((?P<samples>[\d,]+) samples?, (?P<pct>[\d.]+)%\)</title>"
-)
 
 
 def service_pids(ports: MeshPorts) -> dict[str, int]:
@@ -42,15 +38,39 @@ def service_pids(ports: MeshPorts) -> dict[str, int]:
     return found
 
 
-def top_frames(svg: Path, limit: int) -> list[tuple[float, str]]:
-    """The frames with the largest inclusive share of samples in a py-spy flame graph."""
-    shares: dict[str, float] = {}
-    for match in _TITLE.finditer(svg.read_text()):
-        frame = html.unescape(match["frame"])
-        # A frame appears once per distinct call path; keep its largest share.
-        shares[frame] = max(shares.get(frame, 0.0), float(match["pct"]))
-    ranked = sorted(((pct, frame) for frame, pct in shares.items()), reverse=True)
-    return [(pct, frame) for pct, frame in ranked if frame != "all"][:limit]
+def hot_functions(raw: Path, limit: int) -> list[str]:
+    """Summarise py-spy's collapsed stacks: the functions with most self and inclusive time."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        samples = int(count)
+        frames = stack.split(";")
+        total += samples
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+    if not total:
+        return ["  (no samples: the process was idle)"]
+    lines = [f"  {total} samples; self time (where the CPU was):"]
+    lines += [f"  {100 * n / total:6.2f}%  {frame}" for frame, n in own.most_common(limit)]
+    lines.append("  inclusive time of our own code (meshkit and the services):")
+    ours = [
+        (frame, n)
+        for frame, n in inclusive.most_common()
+        if any(f"({pkg}/" in frame for pkg in (*SERVICES, "meshkit"))
+    ]
+    lines += [f"  {100 * n / total:6.2f}%  {frame}" for frame, n in ours[:limit]]
+    return lines
+
+
+def _record(pid: int, seconds: int, fmt: str, output: Path) -> subprocess.Popen[bytes]:
+    """Start py-spy sampling pid for seconds into output; its messages go to output.log."""
+    log = output.with_suffix(output.suffix + ".log").open("wb")
+    command = [str(PYSPY), "record", "--pid", str(pid), "--duration", str(seconds)]
+    command += ["--rate", "100", "--nonblocking", "--format", fmt, "--output", str(output)]
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -64,40 +84,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     pids = service_pids(MeshPorts.from_env(os.environ))
     # The bench runs three scenarios after a warm-up each; sample through all of them.
     duration = int(3 * (args.seconds + 4) + 5)
-    recorders = {
-        service: subprocess.Popen(  # noqa: S603 - fixed command and our own pids
-            [
-                str(PYSPY),
-                "record",
-                "--pid",
-                str(pid),
-                "--duration",
-                str(duration),
-                "--rate",
-                "200",
-                "--nonblocking",
-                "--format",
-                "flamegraph",
-                "--output",
-                str(args.out / f"{service}.svg"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+    # Two samplers per process: py-spy writes one format per run, and the summary needs the
+    # collapsed stacks that the SVG does not keep.
+    recorders = [
+        _record(pid, duration, fmt, args.out / f"{service}.{suffix}")
         for service, pid in pids.items()
-    }
+        for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt"))
+    ]
     subprocess.run(  # noqa: S603 - runs our own benchmark module
         [sys.executable, "-m", "bench", "--seconds", str(args.seconds)], cwd=ROOT, check=True
     )
+    for recorder in recorders:
+        recorder.wait()
     lines: list[str] = []
-    for service, recorder in recorders.items():
-        _, err = recorder.communicate()
-        svg = args.out / f"{service}.svg"
-        if recorder.returncode != 0 or not svg.exists():
-            lines.append(f"== {service}: py-spy failed: {err.decode(errors='replace').strip()}")
-            continue
-        lines.append(f"== {service} (inclusive share of samples; {svg.relative_to(ROOT)})")
-        lines += [f"{pct:6.2f}%  {frame}" for pct, frame in top_frames(svg, args.top)]
+    for service in pids:
+        raw = args.out / f"{service}.txt"
+        lines.append(f"== {service} (flame graph: {(args.out / f'{service}.svg')})")
+        lines += hot_functions(raw, args.top) if raw.exists() else ["  (no samples)"]
         lines.append("")
     summary = args.out / "summary.txt"
     summary.write_text("\n".join(lines))
