@@ -5,12 +5,18 @@
 - `edge_url`: "http://127.0.0.1:PORT" of the Envoy listener (REST and gRPC-web).
 - `edge_channel`: a native gRPC channel to the Envoy listener.
 - `signing_key_file`: the Ed25519 key auth_svc signs with (to forge expired tokens in tests).
+- `web_origin`: "http://127.0.0.1:PORT" of a static server for tests/e2e/web (the browser test's
+  page), started before the mesh so that the edge's CORS allow-list can name it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -38,14 +44,42 @@ def signing_key_file(e2e_state: Path) -> Path:
     return e2e_state / "keys" / "jwt-ed25519.pem"
 
 
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """Serves files without writing a line per request to stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="session")
-def mesh(database_url: str, e2e_state: Path, signing_key_file: Path) -> Iterator[Mesh]:
+def web_origin() -> Iterator[str]:
+    """Serve tests/e2e/web on a free loopback port for the session; yields its origin.
+
+    The server is bound before the mesh starts (the mesh allows this origin), so its port cannot
+    be handed to one of the mesh's processes in between.
+    """
+    handler = partial(_QuietHandler, directory=str(Path(__file__).parent / "web"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="e2e-web", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture(scope="session")
+def mesh(
+    database_url: str, e2e_state: Path, signing_key_file: Path, web_origin: str
+) -> Iterator[Mesh]:
     """Run the complete mesh for the whole session."""
     running = Mesh(
         database_url=database_url,
         ports=MeshPorts.free(),
         state_dir=e2e_state,
-        cors_origins=("http://app.example.test",),
+        cors_origins=("http://app.example.test", web_origin),
         extra_env={
             "MESHGRAM_ENV": "development",
             # Cheap hashing keeps the suite fast; production uses the default cost.
