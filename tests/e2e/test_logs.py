@@ -1,0 +1,85 @@
+"""What operators see: JSON logs that follow one request across the mesh, and no secrets."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.e2e.support import new_user
+from tools.mesh import Mesh
+
+
+def log_lines(mesh: Mesh, process: str) -> list[dict[str, Any]]:
+    """The JSON lines a process has logged so far."""
+    assert mesh.log_dir is not None
+    lines = []
+    for raw in (mesh.log_dir / f"{process}.log").read_text().splitlines():
+        if raw.startswith("{"):
+            lines.append(json.loads(raw))
+    return lines
+
+
+def wait_for_request(mesh: Mesh, process: str, request_id: str) -> list[dict[str, Any]]:
+    """Lines a process logged for one request id, waiting briefly for them to be flushed."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = [line for line in log_lines(mesh, process) if line.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_one_request_id_follows_a_call_through_every_hop(mesh: Mesh, edge_url: str) -> None:
+    user = new_user()
+    with httpx.Client(base_url=edge_url, timeout=30) as http:
+        http.post(
+            "/v1/auth:register",
+            json={"email": user.email, "username": user.username, "password": user.password},
+        )
+        login = http.post("/v1/auth:login", json={"email": user.email, "password": user.password})
+        token = login.json()["tokens"]["accessToken"]
+        # A failing call is logged by every service it crosses (successes only at DEBUG).
+        reply = http.get(
+            "/v1/profiles/nobody_by_this_name", headers={"authorization": f"Bearer {token}"}
+        )
+    assert reply.status_code == 404
+    request_id = reply.headers["x-request-id"]
+
+    in_user_svc = wait_for_request(mesh, "user_svc", request_id)
+    in_data_access = wait_for_request(mesh, "data_access", request_id)
+    assert [(line["method"], line["code"]) for line in in_user_svc] == [
+        ("/meshgram.user.v1.UserService/GetProfile", "NOT_FOUND")
+    ]
+    assert [(line["method"], line["code"]) for line in in_data_access] == [
+        ("/meshgram.dataaccess.v1.ProfileStoreService/GetProfile", "NOT_FOUND")
+    ]
+    assert in_user_svc[0]["service"] == "user_svc"
+    edge = wait_for_request(mesh, "envoy", request_id)
+    assert edge, "the edge's access log has no line for the request"
+    assert edge[0]["path"] == "/v1/profiles/nobody_by_this_name"
+    assert edge[0]["status"] == 404
+
+
+def test_passwords_and_tokens_never_reach_the_logs(mesh: Mesh, edge_url: str) -> None:
+    user = new_user()
+    wrong = user.password + "-but-wrong"
+    with httpx.Client(base_url=edge_url, timeout=30) as http:
+        http.post(
+            "/v1/auth:register",
+            json={"email": user.email, "username": user.username, "password": user.password},
+        )
+        http.post("/v1/auth:login", json={"email": user.email, "password": wrong})
+        tokens = http.post(
+            "/v1/auth:login", json={"email": user.email, "password": user.password}
+        ).json()["tokens"]
+        http.post("/v1/auth:refresh", json={"refreshToken": tokens["refreshToken"]})
+        # A replayed refresh token is an error path: it must not be echoed either.
+        http.post("/v1/auth:refresh", json={"refreshToken": tokens["refreshToken"]})
+    assert mesh.log_dir is not None
+    everything = "\n".join(path.read_text() for path in Path(mesh.log_dir).glob("*.log"))
+    for secret in (user.password, wrong, tokens["accessToken"], tokens["refreshToken"]):
+        assert secret not in everything
