@@ -41,11 +41,13 @@ def rewrap(
     *,
     unary: Callable[[Behavior], Behavior],
     stream: Callable[[Behavior], Behavior],
+    request_deserializer: Callable[[bytes], Any] | None = None,
 ) -> Handler:
-    """A handler of the same RPC kind and serializers as handler, whose behaviour is unary(old)
-    where one response is returned and stream(old) where responses are streamed."""
+    """A handler of the same RPC kind and serializers as handler (or the given request
+    deserializer), whose behaviour is unary(old) where one response is returned and stream(old)
+    where responses are streamed."""
     shape = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": request_deserializer or handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from meshkit import errors
 from meshkit.grpc_errors import status_code_for, trailing_metadata_for
@@ -37,14 +38,64 @@ class ServiceInterceptor(HandlerInterceptor):
                 request_id = value
                 break
         quiet = method.startswith(_QUIET_PREFIXES)
+        streaming_in = bool(handler.request_streaming)
         return rewrap(
             handler,
-            unary=lambda behavior: _wrap_unary(behavior, method, request_id, quiet),
-            stream=lambda behavior: _wrap_stream(behavior, method, request_id, quiet),
+            unary=lambda behavior: _wrap_unary(behavior, method, request_id, quiet, streaming_in),
+            stream=lambda behavior: _wrap_stream(behavior, method, request_id, quiet, streaming_in),
+            request_deserializer=_tolerant(handler.request_deserializer),
         )
 
 
-def _wrap_unary(behavior: Behavior, method: str, request_id: str, quiet: bool) -> Behavior:
+class _Malformed:
+    """Stands in for a request message whose bytes did not parse."""
+
+
+_MALFORMED = _Malformed()
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Wrap a request deserializer so corrupt bytes yield a marker instead of an exception.
+
+    grpc would answer a parse failure with UNKNOWN and the exception's text; the marker lets
+    the call end as INVALID_ARGUMENT, like any other bad input.
+    """
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return _MALFORMED
+
+    return parse
+
+
+def _checked(request: Any, streaming_in: bool) -> Any:
+    """Raise InvalidArgument for a malformed request; wrap a request stream to do the same."""
+    if not streaming_in:
+        if request is _MALFORMED:
+            raise _malformed_error()
+        return request
+
+    async def messages() -> AsyncIterator[Any]:
+        async for message in request:
+            if message is _MALFORMED:
+                raise _malformed_error()
+            yield message
+
+    return messages()
+
+
+def _malformed_error() -> errors.InvalidArgument:
+    """The answer to request bytes that are not the method's protobuf message."""
+    return errors.InvalidArgument(message="the request is not a valid protobuf message")
+
+
+def _wrap_unary(
+    behavior: Behavior, method: str, request_id: str, quiet: bool, streaming_in: bool
+) -> Behavior:
     """Wrap a handler that returns one response."""
 
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -52,7 +103,7 @@ def _wrap_unary(behavior: Behavior, method: str, request_id: str, quiet: bool) -
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return await behavior(request, context)
+            return await behavior(_checked(request, streaming_in), context)
         except BaseException as exc:
             code = _code_for(exc, context)
             await _abort(exc, code, context, method)
@@ -63,7 +114,9 @@ def _wrap_unary(behavior: Behavior, method: str, request_id: str, quiet: bool) -
     return wrapper
 
 
-def _wrap_stream(behavior: Behavior, method: str, request_id: str, quiet: bool) -> Behavior:
+def _wrap_stream(
+    behavior: Behavior, method: str, request_id: str, quiet: bool, streaming_in: bool
+) -> Behavior:
     """Wrap a handler that yields a stream of responses."""
 
     async def wrapper(
@@ -73,7 +126,7 @@ def _wrap_stream(behavior: Behavior, method: str, request_id: str, quiet: bool) 
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            async for response in behavior(request, context):
+            async for response in behavior(_checked(request, streaming_in), context):
                 yield response
         except BaseException as exc:
             code = _code_for(exc, context)

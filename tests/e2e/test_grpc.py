@@ -216,3 +216,27 @@ def test_grpcurl_register_login_and_profile(mesh: Mesh) -> None:
     refused = run_grpcurl(mesh, "meshgram.user.v1.UserService/GetMyProfile")
     assert refused.returncode != 0
     assert "Unauthenticated" in refused.stderr
+
+
+async def test_corrupt_protobuf_is_invalid_argument(edge_channel: grpc.aio.Channel) -> None:
+    # Bytes that are not a LoginRequest: a field header promising more data than follows.
+    login = edge_channel.unary_unary("/meshgram.auth.v1.AuthService/Login")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await login(b"\x0a\x7f\x01")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "DecodeError" not in (caught.value.details() or "")
+
+
+async def test_corrupt_upload_chunk_is_invalid_argument(edge_channel: grpc.aio.Channel) -> None:
+    _, tokens = await sign_in(edge_channel)
+    upload = edge_channel.stream_unary("/meshgram.storage.v1.StorageService/UploadImage")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield storage_pb2.UploadImageRequest(
+            body=httpbody_pb2.HttpBody(data=png_bytes()[:10])
+        ).SerializeToString()
+        yield b"\x0a\x7f\x01"
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await upload(chunks(), metadata=bearer(tokens))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
