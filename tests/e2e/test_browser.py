@@ -35,7 +35,7 @@ from playwright.async_api import (
 from meshgram.auth.v1 import auth_pb2, auth_pb2_grpc
 from tests.e2e.support import NewUser, grpc_web_frame, new_user
 
-CHROMIUM_CANDIDATES = (Path("/nope/chromium"),)
+CHROMIUM_CANDIDATES = (Path("/usr/bin/chromium"), Path("/usr/lib/chromium/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
