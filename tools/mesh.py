@@ -108,13 +108,21 @@ class Mesh:
     def start_services(self, timeout: float = 60.0) -> None:
         """Start (or restart) the four Python services and wait until each is SERVING."""
         for service in SERVICES:
-            self._spawn(service, [sys.executable, "-m", service], self._service_env(service))
-            _wait_serving(f"127.0.0.1:{self.ports.of(service)}", timeout, self._procs[service])
+            self.start_service(service, timeout)
+
+    def start_service(self, service: str, timeout: float = 60.0) -> None:
+        """Start one Python service and wait until it reports SERVING."""
+        self._spawn(service, [sys.executable, "-m", service], self._service_env(service))
+        _wait_serving(f"127.0.0.1:{self.ports.of(service)}", timeout, self._procs[service])
 
     def stop_services(self) -> None:
         """Stop the Python services (SIGTERM, then SIGKILL after their grace period)."""
         for service in reversed(SERVICES):
-            self._terminate(service)
+            self.stop_service(service)
+
+    def stop_service(self, service: str) -> None:
+        """Stop one service gracefully (SIGTERM, SIGKILL only if it outlives its grace)."""
+        self._terminate(service)
 
     def stop(self) -> None:
         """Stop everything this mesh started, edge first so clients see a clean refusal."""

@@ -1,0 +1,73 @@
+"""When a dependency goes away: clients get a retryable UNAVAILABLE (HTTP 503), never INTERNAL,
+and the system recovers by itself once the dependency is back.
+
+Runs its own mesh, so stopping a service cannot disturb the other end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.support import new_user
+from tools.mesh import Mesh, MeshPorts
+
+
+@pytest.fixture(scope="module")
+def own_mesh(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """A second, private mesh on its own ports."""
+    state: Path = tmp_path_factory.mktemp("outage")
+    mesh = Mesh(
+        database_url=database_url,
+        ports=MeshPorts.free(),
+        state_dir=state,
+        extra_env={"MESHGRAM_ENV": "development", "AUTH_BCRYPT_ROUNDS": "4"},
+        log_dir=state / "logs",
+    )
+    mesh.start(timeout=90)
+    yield mesh
+    mesh.stop()
+
+
+def statuses_until(http: httpx.Client, token: str, wanted: int, seconds: float) -> list[int]:
+    """GET /v1/profiles/me until it answers `wanted` (or time runs out); return every status."""
+    seen: list[int] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        seen.append(
+            http.get("/v1/profiles/me", headers={"authorization": f"Bearer {token}"}).status_code
+        )
+        if seen[-1] == wanted:
+            break
+        time.sleep(0.2)
+    return seen
+
+
+def test_database_service_outage_is_503_and_heals(own_mesh: Mesh) -> None:
+    user = new_user()
+    with httpx.Client(base_url=f"http://{own_mesh.edge_address}", timeout=30) as http:
+        http.post(
+            "/v1/auth:register",
+            json={"email": user.email, "username": user.username, "password": user.password},
+        )
+        login = http.post("/v1/auth:login", json={"email": user.email, "password": user.password})
+        token = login.json()["tokens"]["accessToken"]
+        assert statuses_until(http, token, 200, 5)[-1] == 200
+
+        own_mesh.stop_service("data_access")
+        down = statuses_until(http, token, 503, 10)
+        # While data_access is gone the answer is "try again", never a 500.
+        assert down[-1] == 503
+        assert 500 not in down
+        reply = http.get("/v1/profiles/me", headers={"authorization": f"Bearer {token}"})
+        assert reply.status_code == 503
+        assert reply.headers["content-type"] == "application/json"
+
+        own_mesh.start_service("data_access")
+        healed = statuses_until(http, token, 200, 15)
+        assert healed[-1] == 200
+        assert 500 not in healed
