@@ -4,6 +4,9 @@ A password is NFKC-normalised (so the same passphrase typed on different keyboar
 HMAC-SHA256'd with a server-side pepper and base64-encoded before bcrypt. The pre-hash gives bcrypt
 a fixed 44-byte input: bcrypt 5 refuses inputs over 72 bytes, and long passphrases must still work.
 The pepper also means a stolen database alone is not enough to start guessing passwords.
+
+NFKC can make a string up to 18 times longer, so raw input far over the limit is refused before
+it is normalised, and normalising and hashing run in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from meshkit.errors import FieldViolation, invalid
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
+# NFKC composes at most a few code points into one, so no raw input longer than this can
+# normalise to MAX_LENGTH or fewer characters; it is refused unmeasured.
+MAX_RAW_LENGTH = 4 * MAX_LENGTH
 FIELD = "password"
 
 log = logging.getLogger(__name__)
@@ -31,13 +37,21 @@ def normalise(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
+def is_oversized(password: str) -> bool:
+    """Tell whether a raw password is too long to be worth normalising (see MAX_RAW_LENGTH)."""
+    return len(password) > MAX_RAW_LENGTH
+
+
 def policy_violations(password: str) -> list[FieldViolation]:
     """Return the violations of the password policy (8 to 1024 characters after NFKC)."""
+    too_long = [FieldViolation(FIELD, f"must be at most {MAX_LENGTH} characters long")]
+    if is_oversized(password):
+        return too_long
     length = len(normalise(password))
     if length < MIN_LENGTH:
         return [FieldViolation(FIELD, f"must be at least {MIN_LENGTH} characters long")]
     if length > MAX_LENGTH:
-        return [FieldViolation(FIELD, f"must be at most {MAX_LENGTH} characters long")]
+        return too_long
     return []
 
 
@@ -62,24 +76,33 @@ class PasswordHasher:
 
     async def hash(self, password: str) -> str:
         """Return the bcrypt hash (a "$2b$..." string) of a password; the policy is not checked."""
-        prehashed = self._prehash(password)
-        hashed = await asyncio.to_thread(bcrypt.hashpw, prehashed, bcrypt.gensalt(self._rounds))
+        hashed = await asyncio.to_thread(self._hash, password, bcrypt.gensalt(self._rounds))
         return hashed.decode("ascii")
 
     async def verify(self, password: str, stored_hash: str | None) -> bool:
-        """Tell whether password matches stored_hash; None (unknown account) costs the same and
-        returns False."""
-        prehashed = self._prehash(password)
-        if stored_hash is None:
-            await asyncio.to_thread(bcrypt.checkpw, prehashed, self._dummy_hash)
+        """Tell whether password matches stored_hash; None (unknown account) and an oversized
+        password cost the same and return False."""
+        oversized = is_oversized(password)
+        if stored_hash is None or oversized:
+            # Checked against the dummy hash so that it costs as much as a real check; an
+            # oversized password matches no hash and is never normalised.
+            await asyncio.to_thread(self._check, "" if oversized else password, self._dummy_hash)
             return False
         try:
-            return await asyncio.to_thread(bcrypt.checkpw, prehashed, stored_hash.encode("ascii"))
+            return await asyncio.to_thread(self._check, password, stored_hash.encode("ascii"))
         except ValueError:
             # A corrupt stored hash is our defect, not the client's: log it (never the hash) and
             # answer like a wrong password.
             log.error("stored password hash is not a valid bcrypt hash")
             return False
+
+    def _hash(self, password: str, salt: bytes) -> bytes:
+        """Pre-hash and bcrypt a password; blocking, for a worker thread."""
+        return bcrypt.hashpw(self._prehash(password), salt)
+
+    def _check(self, password: str, hashed: bytes) -> bool:
+        """Pre-hash a password and check it against a bcrypt hash; blocking, for a worker thread."""
+        return bcrypt.checkpw(self._prehash(password), hashed)
 
     def _prehash(self, password: str) -> bytes:
         """Return base64(HMAC-SHA256(pepper, NFKC(password))): 44 ASCII bytes, no NUL bytes."""

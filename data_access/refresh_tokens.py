@@ -1,7 +1,13 @@
 """Refresh-token families: start one per login, rotate on every refresh, revoke on reuse or logout.
 
 Only SHA-256 hashes are stored. A token is usable while it is neither consumed, revoked nor
-expired; presenting a consumed token again means it leaked, so its whole family is revoked.
+expired and no token of its family is revoked; presenting a consumed token again means it
+leaked, so its whole family is revoked.
+
+Rotation and revocation of one family are serialised by a transaction-scoped advisory lock on
+the family, taken before any row lock. A row lock alone is not enough under READ COMMITTED: a
+revoking UPDATE that waits for a rotation re-checks only the rows it saw when it started, so
+the successor that rotation inserts would stay live.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ScalarSelect, func, insert, select, update
+from sqlalchemy import Text, cast, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +30,9 @@ from meshkit.reasons import Reason
 
 _TOKEN_HASH_CONSTRAINT = "uq_refresh_tokens_token_hash"
 _ACCOUNT_CONSTRAINT = "fk_refresh_tokens_account_id_accounts"
+# First key of the two-key advisory locks on families ("rtfm" in ASCII). Two-key locks live
+# apart from the one-key ones of the sweeper and migrations, so the keys cannot collide.
+_FAMILY_LOCK_SPACE = 0x7274666D
 
 
 @dataclass(frozen=True)
@@ -86,24 +95,31 @@ class RefreshTokenStore:
         check = Violations()
         token_hash = check.sha256_hex("token_hash", token_hash)
         check.raise_if_any()
-        family = (
-            select(RefreshToken.family_id)
-            .where(RefreshToken.token_hash == token_hash)
-            .scalar_subquery()
-        )
         async with self._database.transaction() as session:
-            await _revoke(session, family)
+            family_id = await _lock_family(session, token_hash)
+            if family_id is not None:
+                await _revoke(session, family_id)
 
 
 async def _rotate(
     session: AsyncSession, token_hash: str, new_token_hash: str, new_expires_at: datetime
 ) -> Rotation | _Reused:
-    """Rotate inside the caller's transaction; the presented row stays locked until it ends."""
-    # FOR UPDATE serialises concurrent refreshes of one token: the second one waits, then sees
-    # the token consumed and is treated as a reuse.
+    """Rotate inside the caller's transaction; the family stays locked until it ends."""
+    # The family lock also serialises concurrent refreshes of one token: the second one waits,
+    # then sees the token consumed and is treated as a reuse.
+    family_id = await _lock_family(session, token_hash)
+    if family_id is None:
+        raise _invalid()
+    # Read only now, under the lock, so a revocation committed while this call waited is seen.
+    # FOR UPDATE keeps the sweeper (which skips locked rows) off the presented row.
+    family_revoked = (
+        exists()
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None))
+        .correlate(None)
+    )
     found = (
         await session.execute(
-            select(RefreshToken, Account, func.now())
+            select(RefreshToken, Account, func.now(), family_revoked)
             .join(Account, Account.id == RefreshToken.account_id)
             .where(RefreshToken.token_hash == token_hash)
             .with_for_update(of=RefreshToken)
@@ -111,8 +127,9 @@ async def _rotate(
     ).one_or_none()
     if found is None:
         raise _invalid()
-    token, account, now = found
-    if token.revoked_at is not None or token.expires_at <= now:
+    token, account, now, revoked = found
+    # Any revoked sibling means the family was logged out or caught reusing: none of it lives on.
+    if revoked or token.expires_at <= now:
         raise _invalid()
     if token.consumed_at is not None:
         await _revoke(session, token.family_id)
@@ -163,11 +180,31 @@ async def _insert_token(
         raise
 
 
-async def _revoke(session: AsyncSession, family: uuid.UUID | ScalarSelect[uuid.UUID]) -> None:
-    """Mark every not yet revoked token of a family revoked."""
+async def _lock_family(session: AsyncSession, token_hash: str) -> uuid.UUID | None:
+    """Lock the family of a token until the transaction ends and return its id; None when the
+    token is unknown."""
+    # Every transaction takes at most this one advisory lock, before any row lock, and then
+    # locks rows of that family only: no two can wait for each other in a cycle. Families
+    # whose hashes collide merely share a lock.
+    found = (
+        await session.execute(
+            select(
+                RefreshToken.family_id,
+                func.pg_advisory_xact_lock(
+                    _FAMILY_LOCK_SPACE, func.hashtext(cast(RefreshToken.family_id, Text))
+                ),
+            ).where(RefreshToken.token_hash == token_hash)
+        )
+    ).one_or_none()
+    return None if found is None else found.family_id
+
+
+async def _revoke(session: AsyncSession, family_id: uuid.UUID) -> None:
+    """Mark every not yet revoked token of a family revoked; the caller holds the family lock."""
+    # A statement run after the lock was granted sees every successor committed before it.
     await session.execute(
         update(RefreshToken)
-        .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_(None))
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=func.now())
         .execution_options(synchronize_session=False)
     )

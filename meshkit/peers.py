@@ -95,7 +95,12 @@ class VerifyingPeers:
         )
 
     async def serving(self) -> bool:
-        """Tell whether data_access and auth_svc both report SERVING: the dependency probe."""
+        """The dependency probe: data_access reports SERVING, and the verifier holds keys or
+        auth_svc reports SERVING (so it can fetch them)."""
+        # Once the JWKS is cached, auth_svc being slow or down must not take this service (and
+        # with it the whole API) out of the edge's rotation: tokens still verify.
+        if self.verifier.has_keys:
+            return await is_serving(self.data_access, self.data_access_caller)
         answers = await asyncio.gather(
             is_serving(self.data_access, self.data_access_caller),
             is_serving(self.auth, self.auth_caller),

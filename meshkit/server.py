@@ -14,19 +14,18 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
+from meshkit import reflection as meshkit_reflection
 from meshkit.interceptors import ServiceInterceptor
 from meshkit.logs import configure_logging
 from meshkit.settings import ServiceSettings
 
 log = logging.getLogger("meshkit.server")
 
-_SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.max_send_message_length", 16 * 1024 * 1024),
-    ("grpc.so_reuseport", 0),
-]
+# Requests of most RPCs are a few hundred bytes: a small receive limit makes grpc refuse
+# oversized ones (RESOURCE_EXHAUSTED) before any of our code, or protobuf parsing, sees them.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+_MAX_SEND_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -48,6 +47,8 @@ class ServiceDefinition:
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Closers run after the server has drained (channels, engines)."""
     health_interval_seconds: float = 2.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """Largest request message accepted; bigger ones fail with RESOURCE_EXHAUSTED."""
 
 
 @dataclass
@@ -73,19 +74,20 @@ class RunningServer:
 
 async def start_server(definition: ServiceDefinition, host: str, port: int) -> RunningServer:
     """Start serving definition on host:port (0 picks a free port) and return the handle."""
+    options = [
+        ("grpc.max_receive_message_length", definition.max_message_bytes),
+        ("grpc.max_send_message_length", _MAX_SEND_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ]
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(), *definition.interceptors], options=_SERVER_OPTIONS
+        interceptors=[ServiceInterceptor(), *definition.interceptors], options=options
     )
     definition.register(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        [
-            *definition.reflection_names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
+    meshkit_reflection.enable(
         server,
+        [*definition.reflection_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
     )
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

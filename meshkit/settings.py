@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meshkit.caller import DEVELOPMENT_MESH_SECRET, derive_caller_token
 
 Environment = Literal["development", "production"]
+# Accepted in any case ("debug" works); anything else stops the service with a clear message.
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
+]
 
 
 class ServiceSettings(BaseSettings):
@@ -20,7 +25,7 @@ class ServiceSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Interface the gRPC server listens on.")
     port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    log_level: str = Field("INFO", description="Python logging level.")
+    log_level: LogLevel = Field("INFO", description="Python logging level.")
     shutdown_grace_seconds: float = Field(
         5.0, gt=0, description="How long in-flight calls may finish after SIGTERM."
     )

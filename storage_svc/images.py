@@ -18,6 +18,9 @@ from meshkit.reasons import Reason
 from storage_svc.blobs import BlobStore
 
 DOWNLOAD_CHUNK_BYTES = 64 * 1024
+# Decoding a small file can take hundreds of MB (a 40 MP canvas is ~160 MB of pixels), and the
+# default thread pool would run dozens at once: memory, not CPU, is what this bounds.
+MAX_CONCURRENT_DECODES = 2
 
 # Pillow format name -> MIME type. Cameras write multi-picture JPEGs that Pillow names "MPO";
 # every viewer shows them as the JPEG they start with.
@@ -137,12 +140,19 @@ class ImageService:
     """The use cases of storage_svc, independent of gRPC."""
 
     def __init__(
-        self, media: MediaStore, blobs: BlobStore, *, max_bytes: int, max_pixels: int
+        self,
+        media: MediaStore,
+        blobs: BlobStore,
+        *,
+        max_bytes: int,
+        max_pixels: int,
+        max_concurrent_decodes: int = MAX_CONCURRENT_DECODES,
     ) -> None:
         self._media = media
         self._blobs = blobs
         self._max_bytes = max_bytes
         self._max_pixels = max_pixels
+        self._decodes = asyncio.Semaphore(max_concurrent_decodes)
 
     def new_upload(self) -> Upload:
         """Start collecting the chunks of one upload."""
@@ -151,7 +161,9 @@ class ImageService:
     async def store(self, owner_id: str, upload: Upload) -> Image:
         """Check the uploaded bytes, keep them in the blob store and record their metadata."""
         data = upload.data()
-        facts, digest = await asyncio.to_thread(_examine, data, self._max_pixels)
+        # Further uploads wait here holding only their bytes (at most max_bytes each).
+        async with self._decodes:
+            facts, digest = await asyncio.to_thread(_examine, data, self._max_pixels)
         # Blob first: a recorded image must never point at missing bytes.
         await self._blobs.put(digest, data)
         return await self._media.create_image(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import grpc
@@ -17,6 +18,11 @@ from storage_svc.clients import DataAccessMedia
 from storage_svc.images import ImageService
 from storage_svc.servicer import StorageServicer
 from storage_svc.settings import SERVICE_NAME, StorageSettings
+
+# gRPC clients are told to send upload chunks of up to 1 MiB (storage.proto), and Envoy turns a
+# REST body into one chunk per read, bounded by its 1 MiB connection buffer but able to overshoot
+# it a little; twice that plus framing room keeps both working while bounding every message.
+MAX_UPLOAD_MESSAGE_BYTES = 2 * 1024 * 1024 + 64 * 1024
 
 
 def build_definition(
@@ -35,7 +41,8 @@ def build_definition(
     def register(server: grpc.aio.Server) -> None:
         storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
 
-    return peers.definition(name=SERVICE_NAME, service=STORAGE_SERVICE, register=register)
+    definition = peers.definition(name=SERVICE_NAME, service=STORAGE_SERVICE, register=register)
+    return dataclasses.replace(definition, max_message_bytes=MAX_UPLOAD_MESSAGE_BYTES)
 
 
 def main() -> None:

@@ -14,6 +14,9 @@ from meshkit.errors import FieldViolation, invalid
 DISPLAY_NAME_MAX_CHARS = 64
 BIO_MAX_CHARS = 300
 UPDATABLE_PATHS = ("display_name", "bio")
+# Trimming and NFC can shorten text, so raw input a little over a limit may still fit; input
+# this many times over it cannot, and is refused before any per-character work.
+_RAW_LENGTH_FACTOR = 4
 
 # The handle rule auth_svc enforces at registration; anything else cannot name a profile.
 _USERNAME = re.compile(r"[a-z0-9._]{3,30}")
@@ -76,10 +79,11 @@ def normalise_username(raw: str) -> str:
 def changes_from_mask(paths: Iterable[str], *, display_name: str, bio: str) -> ProfileChanges:
     """Validate an update against its field mask and return the normalised changes.
 
-    An empty mask means every updatable field. Unknown paths fail on `update_mask`; bad values
-    fail on `profile.display_name` / `profile.bio`.
+    An empty mask means the fields set (non-empty) in the request (AIP-134); clearing a field
+    takes naming it in the mask. Unknown paths fail on `update_mask`; bad values fail on
+    `profile.display_name` / `profile.bio`.
     """
-    selected = set(paths) or set(UPDATABLE_PATHS)
+    selected = set(paths) or _populated(display_name=display_name, bio=bio)
     unknown = sorted(selected.difference(UPDATABLE_PATHS))
     if unknown:
         raise invalid(
@@ -94,17 +98,16 @@ def changes_from_mask(paths: Iterable[str], *, display_name: str, bio: str) -> P
     violations: list[FieldViolation] = []
     new_display_name = new_bio = None
     if "display_name" in selected:
-        new_display_name = _clean(display_name)
-        violations += _check(
+        new_display_name, found = _text(
             "profile.display_name",
-            new_display_name,
+            display_name,
             max_chars=DISPLAY_NAME_MAX_CHARS,
             allow_newlines=False,
         )
+        violations += found
     if "bio" in selected:
-        # Browsers submit textarea line breaks as CRLF; store one form only.
-        new_bio = _clean(bio.replace("\r\n", "\n").replace("\r", "\n"))
-        violations += _check("profile.bio", new_bio, max_chars=BIO_MAX_CHARS, allow_newlines=True)
+        new_bio, found = _text("profile.bio", bio, max_chars=BIO_MAX_CHARS, allow_newlines=True)
+        violations += found
     if violations:
         raise invalid(violations)
     return ProfileChanges(display_name=new_display_name, bio=new_bio)
@@ -127,26 +130,43 @@ class ProfileService:
     async def update_my_profile(
         self, account_id: str, paths: Iterable[str], *, display_name: str, bio: str
     ) -> Profile:
-        """Change the fields named by the mask on the authenticated account's profile."""
+        """Apply the masked fields (no mask: the non-empty ones) to the caller's own profile."""
         changes = changes_from_mask(paths, display_name=display_name, bio=bio)
         return await self._store.update(account_id, changes)
+
+
+def _populated(*, display_name: str, bio: str) -> set[str]:
+    """Return the updatable fields the request sets, the implied mask of an empty one."""
+    # REST always sends `profile` (body:"profile"); fields it leaves out arrive empty and must
+    # keep their stored values.
+    values = {"display_name": display_name, "bio": bio}
+    return {path for path, value in values.items() if value}
+
+
+def _text(
+    field: str, raw: str, *, max_chars: int, allow_newlines: bool
+) -> tuple[str, list[FieldViolation]]:
+    """Return the cleaned value of one free-text field and its violations."""
+    too_long = FieldViolation(field, f"must be at most {max_chars} characters")
+    if len(raw) > _RAW_LENGTH_FACTOR * max_chars:
+        # Measured before normalising or scanning: oversized input costs no more than a check.
+        return "", [too_long]
+    if allow_newlines:
+        # Browsers submit textarea line breaks as CRLF; store one form only.
+        raw = raw.replace("\r\n", "\n").replace("\r", "\n")
+    value = _clean(raw)
+    if len(value) > max_chars:
+        return value, [too_long]
+    if any(_forbidden(ch, allow_newlines=allow_newlines) for ch in value):
+        allowed = " other than line breaks" if allow_newlines else ""
+        return value, [FieldViolation(field, f"must not contain control characters{allowed}")]
+    return value, []
 
 
 def _clean(value: str) -> str:
     """Trim surrounding whitespace and use the composed Unicode form."""
     # NFC makes length limits count what people see, and equal-looking names equal bytes.
     return unicodedata.normalize("NFC", value).strip()
-
-
-def _check(field: str, value: str, *, max_chars: int, allow_newlines: bool) -> list[FieldViolation]:
-    """Return the violations of one free-text field."""
-    violations = []
-    if len(value) > max_chars:
-        violations.append(FieldViolation(field, f"must be at most {max_chars} characters"))
-    if any(_forbidden(ch, allow_newlines=allow_newlines) for ch in value):
-        allowed = " other than line breaks" if allow_newlines else ""
-        violations.append(FieldViolation(field, f"must not contain control characters{allowed}"))
-    return violations
 
 
 def _forbidden(ch: str, *, allow_newlines: bool) -> bool:

@@ -41,10 +41,10 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     async def UpdateMyProfile(  # noqa: N802
         self, request: user_pb2.UpdateMyProfileRequest, context: Context
     ) -> user_pb2.UpdateMyProfileResponse:
-        """Change the caller's display name and/or bio as the update mask says."""
+        """Change the caller's display name and/or bio: the masked fields, else the set ones."""
         principal = await self._verifier.authenticate(context.invocation_metadata())
         if not request.HasField("profile"):
-            # Without it an empty mask would silently clear both fields.
+            # The proto marks it REQUIRED: a request without it is a client bug, not a no-op.
             raise invalid([FieldViolation("profile", "is required")])
         profile = await self._profiles.update_my_profile(
             principal.account_id,

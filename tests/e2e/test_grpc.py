@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -240,3 +241,50 @@ async def test_corrupt_upload_chunk_is_invalid_argument(edge_channel: grpc.aio.C
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await upload(chunks(), metadata=bearer(tokens))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_malformed_grpc_timeout_cannot_hurt_other_callers(
+    mesh: Mesh, edge_channel: grpc.aio.Channel
+) -> None:
+    # Someone sends garbage deadlines; the edge must not pass them on to the shared upstream
+    # connections, where they would break everybody's calls.
+    curl = shutil.which("curl")
+    assert curl is not None, "curl is needed to send a raw HTTP/2 request"
+    for _ in range(20):
+        sender = await asyncio.create_subprocess_exec(
+            curl,
+            "-s",
+            "-o",
+            "/dev/null",
+            "--http2-prior-knowledge",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "grpc-timeout: abc",
+            "--data-binary",
+            "@-",
+            f"http://{mesh.edge_address}/meshgram.auth.v1.AuthService/GetJwks",
+            stdin=asyncio.subprocess.PIPE,
+        )
+        await sender.communicate(b"\x00\x00\x00\x00\x00")
+    auth = auth_pb2_grpc.AuthServiceStub(edge_channel)
+    for _ in range(20):
+        reply = await auth.GetJwks(auth_pb2.GetJwksRequest(), timeout=5)
+        assert reply.keys
+
+
+def test_grpcurl_cannot_describe_internal_messages_at_the_edge(mesh: Mesh) -> None:
+    described = run_grpcurl(mesh, "describe meshgram.dataaccess.v1.GetCredentialsResponse")
+    assert described.returncode != 0
+    assert "password_hash" not in described.stdout
+
+
+async def test_oversized_message_is_resource_exhausted_at_the_edge(
+    edge_channel: grpc.aio.Channel,
+) -> None:
+    auth = auth_pb2_grpc.AuthServiceStub(edge_channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await auth.Login(auth_pb2.LoginRequest(email="big@example.com", password="p" * 200_000))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -120,3 +120,19 @@ def test_cors_preflight_from_another_origin_is_not_allowed(http: httpx.Client) -
     )
     assert reply.status_code < 500
     assert "access-control-allow-origin" not in reply.headers
+
+
+def test_rest_paths_get_cors_too(http: httpx.Client) -> None:
+    preflight = http.options(
+        "/v1/auth:login",
+        headers={
+            "origin": ORIGIN,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    jwks = http.get("/.well-known/jwks.json", headers={"origin": ORIGIN})
+    assert jwks.status_code == 200
+    assert jwks.headers["access-control-allow-origin"] == ORIGIN

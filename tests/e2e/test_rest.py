@@ -254,6 +254,33 @@ def test_unknown_profile_and_image_are_404(http: httpx.Client) -> None:
     assert http.get("/v1/images/not-a-uuid", headers=bearer(tokens)).status_code == 404
 
 
+def test_patch_without_a_mask_keeps_the_fields_it_leaves_out(http: httpx.Client) -> None:
+    _, tokens = signed_in(http)
+    first = http.patch(
+        "/v1/profiles/me", headers=bearer(tokens), json={"displayName": "Ada", "bio": "old"}
+    )
+    assert first.status_code == 200, first.text
+    patched = http.patch("/v1/profiles/me", headers=bearer(tokens), json={"bio": "new"})
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["profile"]["displayName"], patched.json()["profile"]["bio"]) == (
+        "Ada",
+        "new",
+    )
+    cleared = http.patch("/v1/profiles/me?updateMask=bio", headers=bearer(tokens), json={})
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["profile"]["displayName"] == "Ada"
+    assert cleared.json()["profile"].get("bio", "") == ""
+
+
+def test_oversized_body_is_a_client_error(http: httpx.Client) -> None:
+    reply = http.post(
+        "/v1/auth:login", json={"email": "big@example.com", "password": "p" * 200_000}
+    )
+    # auth_svc refuses the 200 KB message (RESOURCE_EXHAUSTED), which Envoy maps to 429.
+    assert reply.status_code == 429, reply.text
+    assert reply.json()["code"] == 8
+
+
 def test_bad_update_mask_and_long_bio_are_400(http: httpx.Client) -> None:
     _, tokens = signed_in(http)
     mask = http.patch(

@@ -166,11 +166,31 @@ async def test_login_failures_are_indistinguishable(auth_stub: Stub) -> None:
         login(auth_stub, "", "s3cret-pw"),
         login(auth_stub, "not an email", "s3cret-pw"),
         login(auth_stub, email, ""),
+        # Over the raw length limit: refused without normalising, yet answered the same way.
+        login(auth_stub, email, "\ufdfa" * 5000),
     ]
     failures = [await failure_of(attempt) for attempt in attempts]
     assert failures[0].code == grpc.StatusCode.UNAUTHENTICATED
     assert failures[0].reason == "INVALID_CREDENTIALS"
     assert all(f == failures[0] for f in failures)
+
+
+async def test_register_refuses_a_password_far_over_the_limit(auth_stub: Stub) -> None:
+    suffix = unique()
+    # U+FDFA expands 18-fold under NFKC; 5000 of them are 15 KB on the wire.
+    failure = await failure_of(
+        register(auth_stub, f"huge.{suffix}@example.com", f"huge_{suffix}", "\ufdfa" * 5000)
+    )
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["password"])
+
+
+@pytest.mark.parametrize("method", [login, lambda stub, email, pw: register(stub, email, "u", pw)])
+async def test_oversized_messages_are_resource_exhausted(
+    auth_stub: Stub, method: Callable[[Stub, str, str], Awaitable[Any]]
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await method(auth_stub, "big@example.com", "p" * (1024 * 1024))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 async def test_jwks(auth_stub: Stub) -> None:

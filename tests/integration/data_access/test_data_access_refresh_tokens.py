@@ -250,3 +250,50 @@ async def test_starting_a_family_with_a_stored_hash_is_already_exists(
 
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert dict(error_info(caught.value).metadata) == {"field": "token_hash"}
+
+
+RACES = 30
+
+
+async def test_logout_racing_a_refresh_leaves_no_usable_successor(
+    families: Families, new_account: AccountFactory
+) -> None:
+    account = await new_account()
+    for _ in range(RACES):
+        token, _ = await families.login(account.id)
+
+        rotated, revoked = await asyncio.gather(
+            families.rotate(token), families.revoke(token), return_exceptions=True
+        )
+
+        assert isinstance(revoked, pb.RevokeRefreshTokenResponse)
+        if isinstance(rotated, grpc.aio.AioRpcError):
+            # The logout won: the token was already revoked when the refresh read it.
+            assert (rotated.code(), error_info(rotated).reason) == INVALID
+            continue
+        assert isinstance(rotated, tuple)
+        # The refresh won, but the logout that returned after it must have revoked its successor.
+        assert await families.rejection(rotated[0]) == INVALID
+
+
+async def test_reuse_racing_a_legitimate_refresh_leaves_no_usable_successor(
+    families: Families, new_account: AccountFactory
+) -> None:
+    account = await new_account()
+    for _ in range(RACES):
+        stolen, _ = await families.login(account.id)
+        current, _ = await families.rotate(stolen)
+
+        legitimate, reused = await asyncio.gather(
+            families.rotate(current), families.rotate(stolen), return_exceptions=True
+        )
+
+        assert isinstance(reused, grpc.aio.AioRpcError)
+        assert (reused.code(), error_info(reused).reason) == REUSED
+        assert await families.rejection(current) == INVALID
+        if isinstance(legitimate, tuple):
+            # Issued concurrently with the reuse detection, yet revoked with the family.
+            assert await families.rejection(legitimate[0]) == INVALID
+        else:
+            assert isinstance(legitimate, grpc.aio.AioRpcError)
+            assert (legitimate.code(), error_info(legitimate).reason) == INVALID

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import random
@@ -137,6 +138,29 @@ async def test_upload_of_exactly_the_limit_is_accepted(
     padded = data + b"\0" * (max_image_bytes - len(data))  # PNG readers stop at IEND
     image = await upload(storage, user, padded, size=32 * 1024)
     assert (image.content_type, image.size_bytes) == ("image/png", max_image_bytes)
+
+
+async def test_one_mib_chunks_reach_the_service_and_bigger_messages_are_refused(
+    storage: Storage, user: Any, max_image_bytes: int
+) -> None:
+    # storage.proto tells clients to send chunks of up to 1 MiB: such a chunk must reach the
+    # upload rules (here: over this session's limit), while a 4 MiB message never gets past grpc.
+    mib = 1024 * 1024
+    assert max_image_bytes < mib
+    data = noisy_png(20, 20)
+    within = await failure_of(
+        storage.UploadImage(chunked(data + b"\0" * mib, mib), metadata=user.metadata)
+    )
+    assert (within.code, within.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "IMAGE_TOO_LARGE")
+    call = storage.UploadImage(metadata=user.metadata)
+    # The server may end the call before the client finishes sending: then the write fails
+    # locally, and the status the server sent is still what the call reports.
+    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        await call.write(
+            storage_pb2.UploadImageRequest(body=httpbody_pb2.HttpBody(data=b"\0" * (4 * mib)))
+        )
+        await call.done_writing()
+    assert await call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 @pytest.mark.parametrize("image_id", [str(uuid.UUID(int=0)), "not-a-uuid", ""])

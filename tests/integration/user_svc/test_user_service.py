@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import grpc
@@ -10,7 +11,10 @@ from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2
 
 from meshgram.user.v1 import user_pb2, user_pb2_grpc
-from tests.helpers import failure_of, health_status
+from meshkit.peers import VerifyingPeers
+from tests.helpers import failure_of, free_port, health_status
+from tests.integration.user_svc.conftest import LocalIssuer
+from user_svc.settings import UserSettings
 
 pytestmark = pytest.mark.integration
 
@@ -53,10 +57,20 @@ async def test_update_applies_only_the_masked_fields(users: Stub, user: Any) -> 
     assert again.profile == second.profile
 
 
-async def test_empty_mask_updates_both_fields(users: Stub, user: Any) -> None:
+async def test_empty_mask_updates_only_the_fields_that_are_set(users: Stub, user: Any) -> None:
     reply = await users.UpdateMyProfile(update("Ada", "Hello"), metadata=user.metadata)
     assert (reply.profile.display_name, reply.profile.bio) == ("Ada", "Hello")
-    cleared = await users.UpdateMyProfile(update(), metadata=user.metadata)
+    bio_only = await users.UpdateMyProfile(update("", "New bio"), metadata=user.metadata)
+    assert (bio_only.profile.display_name, bio_only.profile.bio) == ("Ada", "New bio")
+    unchanged = await users.UpdateMyProfile(update(), metadata=user.metadata)
+    assert (unchanged.profile.display_name, unchanged.profile.bio) == ("Ada", "New bio")
+
+
+async def test_fields_named_in_the_mask_are_cleared(users: Stub, user: Any) -> None:
+    await users.UpdateMyProfile(update("Ada", "Hello"), metadata=user.metadata)
+    cleared = await users.UpdateMyProfile(
+        update("", "", "display_name", "bio"), metadata=user.metadata
+    )
     assert (cleared.profile.display_name, cleared.profile.bio) == ("", "")
 
 
@@ -195,3 +209,21 @@ async def test_health_is_serving_when_data_access_and_auth_are(user_address: str
         for service in ("", "meshgram.user.v1.UserService"):
             status = await health_status(channel, service)
             assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_auth_outage_does_not_take_a_service_with_keys_out_of_rotation(
+    user_settings: UserSettings, issuer: LocalIssuer
+) -> None:
+    # auth_svc is unreachable; only the JWKS (already fetched) is needed to verify tokens.
+    settings = user_settings.model_copy(update={"auth_addr": f"127.0.0.1:{free_port()}"})
+
+    async def fetch() -> list[dict[str, str]]:
+        return issuer.jwks()
+
+    peers = VerifyingPeers.open(settings, jwks_fetcher=fetch)
+    try:
+        assert await peers.serving() is False
+        await peers.verifier.verify(issuer.token(str(uuid.uuid4()), "someone"))
+        assert await peers.serving() is True
+    finally:
+        await peers.close()

@@ -150,6 +150,8 @@ async def test_login_refresh_reuse_logout(auth: Authenticator, store: MemoryStor
         ("", "a fine password"),
         ("not an email", "a fine password"),
         ("ann@example.com", ""),
+        ("ann@example.com", "a fine password" * 10_000),
+        ("nobody@example.com", "\ufdfa" * 1_000_000),
     ],
 )
 async def test_login_failures_are_indistinguishable(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+
+import bcrypt
 import pytest
 
 from auth_svc import passwords
@@ -38,6 +41,23 @@ def test_length_is_measured_after_nfkc() -> None:
     # U+FB03 (the "ffi" ligature) is one character that NFKC expands to three.
     assert passwords.policy_violations("\ufb03" * 3) == []
     assert passwords.policy_violations("\ufb03" * 2) != []
+
+
+def test_oversized_raw_input_is_too_long_without_being_normalised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    normalised: list[str] = []
+    monkeypatch.setattr(passwords, "normalise", lambda password: normalised.append(password))
+    # U+FDFA expands 18-fold under NFKC: the input the raw limit exists for.
+    violations = passwords.policy_violations("\ufdfa" * (passwords.MAX_RAW_LENGTH + 1))
+    assert [v.field for v in violations] == ["password"]
+    assert "at most 1024" in violations[0].description
+    assert normalised == []
+
+
+def test_raw_length_beyond_the_limit_may_still_normalise_within_it() -> None:
+    # Decomposed accents compose under NFKC: 2048 raw characters, 1024 once normalised.
+    assert passwords.policy_violations("e\u0301" * 1024) == []
 
 
 @pytest.mark.parametrize("length", [8, 100, 1024])
@@ -82,3 +102,38 @@ async def test_unknown_account_and_corrupt_hash_do_not_verify(hasher: PasswordHa
 def test_empty_pepper_is_refused() -> None:
     with pytest.raises(ValueError, match="pepper"):
         PasswordHasher("", rounds=4)
+
+
+async def test_oversized_password_costs_a_dummy_check_and_never_matches(
+    hasher: PasswordHasher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    oversized = "p" * (passwords.MAX_RAW_LENGTH + 1)
+    stored = await hasher.hash(oversized)  # hash() leaves the policy to its caller
+    checked: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def spy(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(passwords.bcrypt, "checkpw", spy)
+    assert not await hasher.verify(oversized, stored)
+    assert checked == [hasher._dummy_hash]
+
+
+async def test_normalising_runs_off_the_event_loop(
+    hasher: PasswordHasher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[threading.Thread] = []
+    real_normalise = passwords.normalise
+
+    def spy(password: str) -> str:
+        threads.append(threading.current_thread())
+        return real_normalise(password)
+
+    monkeypatch.setattr(passwords, "normalise", spy)
+    stored = await hasher.hash("a long enough password")
+    assert await hasher.verify("a long enough password", stored)
+    assert not await hasher.verify("a long enough password", None)
+    assert len(threads) == 3
+    assert threading.main_thread() not in threads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from auth_svc import tokens
 from auth_svc.tokens import AccessTokenSigner
 from meshkit.access_tokens import AUDIENCE, ISSUER, AccessTokenVerifier
-from meshkit.errors import Unauthenticated
+from meshkit.errors import Unauthenticated, Unavailable
 from meshkit.reasons import Reason
 
 
@@ -83,6 +84,108 @@ async def test_expired_token_fails() -> None:
     with pytest.raises(Unauthenticated) as caught:
         await verifier_for(past).verify(past.issue("account-1", "ann").token)
     assert caught.value.reason == Reason.TOKEN_EXPIRED
+
+
+class Jwks:
+    """A JWKS endpoint under the test's control: which signers it publishes, whether it is down,
+    how often it was asked."""
+
+    def __init__(self, *signers: AccessTokenSigner) -> None:
+        self.signers = list(signers)
+        self.down = False
+        self.calls = 0
+
+    async def fetch(self) -> Iterable[Mapping[str, str]]:
+        self.calls += 1
+        if self.down:
+            raise Unavailable(message="auth_svc is down", reason=Reason.DEPENDENCY_UNAVAILABLE)
+        return [key for s in self.signers for key in s.jwks()]
+
+
+class Clock:
+    """A monotonic clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def new_signer() -> AccessTokenSigner:
+    return AccessTokenSigner(Ed25519PrivateKey.generate(), ttl_seconds=900)
+
+
+async def test_cached_token_is_refused_once_its_key_left_the_jwks() -> None:
+    retired, current = new_signer(), new_signer()
+    jwks = Jwks(retired)
+    clock = Clock()
+    verifier = AccessTokenVerifier(jwks.fetch, min_refetch_seconds=30, monotonic=clock)
+    old_token = retired.issue("account-1", "ann").token
+    await verifier.verify(old_token)  # now cached
+
+    # auth_svc replaces its key; a token of the new key makes the verifier refetch.
+    jwks.signers = [current]
+    clock.now += 31
+    await verifier.verify(current.issue("account-2", "bob").token)
+
+    with pytest.raises(Unauthenticated) as caught:
+        await verifier.verify(old_token)
+    assert caught.value.reason == Reason.TOKEN_INVALID
+
+
+async def test_failed_jwks_fetch_is_rate_limited_and_keeps_the_keys() -> None:
+    known, rotated = new_signer(), new_signer()
+    jwks = Jwks(known)
+    clock = Clock()
+    verifier = AccessTokenVerifier(jwks.fetch, min_refetch_seconds=30, monotonic=clock)
+    cached = known.issue("account-1", "ann").token
+    await verifier.verify(cached)
+    assert jwks.calls == 1
+
+    jwks.down = True
+    clock.now += 31
+    unknown = rotated.issue("account-2", "bob").token
+    with pytest.raises(Unavailable):
+        await verifier.verify(unknown)  # the one refetch, which fails
+    assert jwks.calls == 2
+
+    # Within the interval nobody asks the failing auth_svc again, concurrent callers included;
+    # unknown kids are answered as retryable, not as invalid tokens.
+    results = await asyncio.gather(
+        *(verifier.verify(unknown) for _ in range(10)), return_exceptions=True
+    )
+    assert all(isinstance(r, Unavailable) for r in results)
+    assert jwks.calls == 2
+    # The keys fetched before the outage still verify, from cache and afresh.
+    assert (await verifier.verify(cached)).username == "ann"
+    assert (await verifier.verify(known.issue("account-3", "cy").token)).username == "cy"
+
+    # Once the interval has passed the next unknown kid refetches, and recovery is picked up.
+    jwks.down = False
+    jwks.signers = [known, rotated]
+    clock.now += 31
+    assert (await verifier.verify(unknown)).username == "bob"
+    assert jwks.calls == 3
+
+
+async def test_jwks_unreachable_from_the_start_is_asked_once_per_interval() -> None:
+    signer = new_signer()
+    jwks = Jwks(signer)
+    jwks.down = True
+    clock = Clock()
+    verifier = AccessTokenVerifier(jwks.fetch, min_refetch_seconds=30, monotonic=clock)
+    token = signer.issue("account-1", "ann").token
+
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            await verifier.verify(token)
+    assert jwks.calls == 1
+
+    jwks.down = False
+    clock.now += 31
+    assert (await verifier.verify(token)).username == "ann"
+    assert jwks.calls == 2
 
 
 def test_jwks_shape(signer: AccessTokenSigner) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import random
+import threading
 import uuid
 import warnings
 from dataclasses import asdict
@@ -17,6 +18,7 @@ from PIL import Image as PillowImage
 
 from meshkit.errors import InvalidArgument, NotFound
 from meshkit.reasons import Reason
+from storage_svc import images as images_module
 from storage_svc.blobs import LocalBlobStore
 from storage_svc.images import (
     DOWNLOAD_CHUNK_BYTES,
@@ -231,6 +233,54 @@ async def test_rejected_uploads_store_nothing(tmp_path: Path) -> None:
         await images.store("owner-1", upload)
     assert media.images == {}
     assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+
+
+async def test_at_most_the_allowed_number_of_decodes_run_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock = threading.Lock()
+    running = peak = 0
+    entered, proceed = threading.Semaphore(0), threading.Semaphore(0)
+    real_examine = images_module._examine
+
+    def held_examine(data: bytes, max_pixels: int) -> tuple[object, str]:
+        # Each decode stays running until the test lets it go, so overlaps cannot be missed.
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        entered.release()
+        assert proceed.acquire(timeout=30)
+        with lock:
+            running -= 1
+        return real_examine(data, max_pixels)
+
+    async def next_decode_started() -> None:
+        assert await asyncio.to_thread(entered.acquire, timeout=30)
+
+    monkeypatch.setattr(images_module, "_examine", held_examine)
+    images = ImageService(
+        FakeMedia(),
+        LocalBlobStore(tmp_path),
+        max_bytes=1 << 20,
+        max_pixels=MAX_PIXELS,
+        max_concurrent_decodes=2,
+    )
+    uploads = []
+    for width in range(10, 15):
+        upload = images.new_upload()
+        upload.add(encoded("PNG", (width, 8)))
+        uploads.append(upload)
+    stored = asyncio.gather(*(images.store("owner-1", upload) for upload in uploads))
+    await next_decode_started()
+    await next_decode_started()
+    for _ in range(3):
+        proceed.release()
+        await next_decode_started()
+    proceed.release()
+    proceed.release()
+    assert [image.width for image in await stored] == [10, 11, 12, 13, 14]
+    assert peak == 2
 
 
 async def test_download_streams_the_stored_bytes_in_64_kib_chunks(tmp_path: Path) -> None:

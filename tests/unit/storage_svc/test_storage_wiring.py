@@ -8,7 +8,7 @@ from google.protobuf import timestamp_pb2
 
 from meshgram.dataaccess.v1 import dataaccess_pb2
 from storage_svc.clients import image_from_record
-from storage_svc.server import build_definition
+from storage_svc.server import MAX_UPLOAD_MESSAGE_BYTES, build_definition
 from storage_svc.servicer import image_message
 from storage_svc.settings import StorageSettings
 from tests.helpers import assert_public_definition, free_port, no_keys
@@ -19,10 +19,11 @@ async def test_definition_names_services_and_closes_its_channels(tmp_path: Path)
     settings = StorageSettings(
         data_access_addr=address, auth_addr=address, blob_dir=tmp_path, call_timeout_seconds=0.5
     )
+    definition = build_definition(settings, jwks_fetcher=no_keys)
+    # Upload chunks of up to 1 MiB (more through Envoy) must fit in one message.
+    assert definition.max_message_bytes == MAX_UPLOAD_MESSAGE_BYTES > 2 * 1024 * 1024
     await assert_public_definition(
-        build_definition(settings, jwks_fetcher=no_keys),
-        name="storage_svc",
-        service="meshgram.storage.v1.StorageService",
+        definition, name="storage_svc", service="meshgram.storage.v1.StorageService"
     )
 
 

@@ -56,9 +56,16 @@ def test_malformed_usernames_are_invalid_on_field_username(raw: str) -> None:
     assert caught.value.reason is Reason.INVALID_FIELD
 
 
-def test_empty_mask_updates_both_fields() -> None:
+def test_empty_mask_updates_the_fields_that_are_set() -> None:
     changes = changes_from_mask([], display_name="Ada", bio="Counting machines.")
     assert changes == ProfileChanges(display_name="Ada", bio="Counting machines.")
+
+
+def test_empty_mask_keeps_the_fields_left_empty() -> None:
+    # What REST sends for PATCH {"bio": "new"}: profile is set, display_name is empty.
+    assert changes_from_mask([], display_name="", bio="new") == ProfileChanges(bio="new")
+    assert changes_from_mask([], display_name="Ada", bio="") == ProfileChanges(display_name="Ada")
+    assert changes_from_mask([], display_name="", bio="") == ProfileChanges()
 
 
 def test_mask_limits_the_change_to_the_named_fields() -> None:
@@ -88,10 +95,28 @@ def test_surrounding_whitespace_is_trimmed() -> None:
     assert changes == ProfileChanges(display_name="Ada", bio="line one\nline two")
 
 
-def test_empty_values_clear_the_fields() -> None:
-    assert changes_from_mask([], display_name="   ", bio="") == ProfileChanges(
-        display_name="", bio=""
+def test_empty_values_named_in_the_mask_clear_the_fields() -> None:
+    assert changes_from_mask(["display_name", "bio"], display_name="   ", bio="") == (
+        ProfileChanges(display_name="", bio="")
     )
+
+
+def test_hugely_oversized_values_are_refused_before_any_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_cleaning(value: str) -> str:
+        raise AssertionError("cleaned an oversized value")
+
+    monkeypatch.setattr("user_svc.profiles._clean", no_cleaning)
+    with pytest.raises(InvalidArgument) as caught:
+        changes_from_mask([], display_name="\x00" * 1_000_000, bio="\x07" * 1_000_000)
+    assert fields(caught.value) == ["profile.display_name", "profile.bio"]
+    assert all("at most" in violation.description for violation in caught.value.violations)
+
+
+def test_values_trimmed_down_to_the_limit_are_accepted() -> None:
+    changes = changes_from_mask(["bio"], display_name="", bio=" " * 600 + "b" * BIO_MAX_CHARS)
+    assert changes.bio == "b" * BIO_MAX_CHARS
 
 
 def test_length_limits_are_inclusive() -> None:
@@ -215,6 +240,12 @@ async def test_service_updates_only_what_the_mask_names() -> None:
     assert updated.bio == "Counting machines."
     assert updated.display_name == ""
     assert store.updates == [("a1", ProfileChanges(bio="Counting machines."))]
+
+
+async def test_service_without_a_mask_keeps_what_the_request_leaves_empty() -> None:
+    store = FakeStore(replace(ADA, display_name="Ada Lovelace"))
+    updated = await ProfileService(store).update_my_profile("a1", [], display_name="", bio="new")
+    assert (updated.display_name, updated.bio) == ("Ada Lovelace", "new")
 
 
 async def test_service_does_not_call_the_store_for_invalid_updates() -> None:
