@@ -61,12 +61,16 @@ class RunningServer:
     definition: ServiceDefinition
     _probe: asyncio.Task[None]
 
-    async def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, let in-flight calls finish within grace seconds, then close."""
+    async def stop(self, grace: float, drain: float = 0.0) -> None:
+        """Report NOT_SERVING, keep serving for drain seconds so load balancers notice, let
+        in-flight calls finish within grace seconds, then close."""
         await self.health.enter_graceful_shutdown()
         self._probe.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._probe
+        if drain > 0:
+            # Envoy only stops sending new calls after its next failed health checks.
+            await asyncio.sleep(drain)
         await self.server.stop(grace)
         for closer in self.definition.on_shutdown:
             await closer()
@@ -115,8 +119,14 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("draining", extra={"grace_seconds": settings.shutdown_grace_seconds})
-    await running.stop(settings.shutdown_grace_seconds)
+    log.info(
+        "draining",
+        extra={
+            "drain_seconds": settings.shutdown_drain_seconds,
+            "grace_seconds": settings.shutdown_grace_seconds,
+        },
+    )
+    await running.stop(settings.shutdown_grace_seconds, settings.shutdown_drain_seconds)
     log.info("stopped")
 
 

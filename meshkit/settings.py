@@ -29,6 +29,12 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         5.0, gt=0, description="How long in-flight calls may finish after SIGTERM."
     )
+    shutdown_drain_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="After SIGTERM, seconds to keep serving while reporting NOT_SERVING, so a "
+        "load balancer stops routing first (about 4 behind the edge with several replicas).",
+    )
     environment: Environment = Field(
         "development",
         validation_alias="MESHGRAM_ENV",
