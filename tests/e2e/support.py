@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import struct
 import uuid
 from dataclasses import dataclass
@@ -32,6 +33,13 @@ def png_bytes(width: int = 32, height: int = 24, color: str = "teal") -> bytes:
     """Encode a small solid-colour PNG."""
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def noise_png(width: int, height: int) -> bytes:
+    """Encode random pixels as PNG: large files from small canvases, as photos are."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(buffer, "PNG")
     return buffer.getvalue()
 
 

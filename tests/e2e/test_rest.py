@@ -13,7 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from tests.e2e.support import NewUser, new_user, png_bytes
+from tests.e2e.support import NewUser, new_user, noise_png, png_bytes
 
 
 @pytest.fixture
@@ -276,9 +276,19 @@ def test_oversized_body_is_a_client_error(http: httpx.Client) -> None:
     reply = http.post(
         "/v1/auth:login", json={"email": "big@example.com", "password": "p" * 200_000}
     )
-    # auth_svc refuses the 200 KB message (RESOURCE_EXHAUSTED), which Envoy maps to 429.
-    assert reply.status_code == 429, reply.text
-    assert reply.json()["code"] == 8
+    # The edge refuses JSON bodies over 64 KiB before transcoding (the services' message cap).
+    assert reply.status_code == 413, reply.text
+    assert reply.json()["code"] == 413
+
+
+def test_large_image_uploads_are_not_held_to_the_json_limit(http: httpx.Client) -> None:
+    _, tokens = signed_in(http)
+    # Noise compresses badly: a 600x600 PNG of it is about 1 MiB, far over the JSON body limit.
+    image = noise_png(600, 600)
+    assert len(image) > 512 * 1024
+    reply = http.post("/v1/images", headers=bearer(tokens), content=image)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["image"]["sizeBytes"] == str(len(image))
 
 
 def test_bad_update_mask_and_long_bio_are_400(http: httpx.Client) -> None:
