@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
+from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection
 
 
@@ -34,6 +35,10 @@ def pool_for(service_names: Iterable[str]) -> descriptor_pool.DescriptorPool:
 
     for name in service_names:
         add(default.FindServiceByName(name).file)
+    # Errors carry ErrorInfo and BadRequest details: clients such as grpcurl look their types up
+    # through reflection to print them.
+    add(error_details_pb2.DESCRIPTOR)
+    add(status_pb2.DESCRIPTOR)
     return pool
 
 

@@ -24,7 +24,9 @@ log = logging.getLogger("meshkit.server")
 
 # Requests of most RPCs are a few hundred bytes: a small receive limit makes grpc refuse
 # oversized ones (RESOURCE_EXHAUSTED) before any of our code, or protobuf parsing, sees them.
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+# It sits above the edge's 64 KiB JSON body limit, so REST clients get 413 or a field error
+# rather than a RESOURCE_EXHAUSTED that REST would show as 429.
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
 _MAX_SEND_MESSAGE_BYTES = 16 * 1024 * 1024
 
 

@@ -129,7 +129,13 @@ def sniff(data: bytes, *, max_pixels: int) -> ImageFacts:
 
 
 def canonical_image_id(raw: str) -> str:
-    """Return an image id in canonical UUID form; anything else names no image (NotFound)."""
+    """Return an image id in canonical UUID form; InvalidArgument when it is missing, NotFound
+    for anything else that is not a UUID (it names no image)."""
+    if not raw:
+        raise InvalidArgument(
+            message="invalid request: image_id is required",
+            violations=[FieldViolation("image_id", "is required")],
+        )
     try:
         return str(uuid.UUID(raw))
     except ValueError:

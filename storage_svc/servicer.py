@@ -15,6 +15,9 @@ from storage_svc.images import Image, ImageService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+# Private: images are only served to signed-in accounts, so shared caches must not keep them.
+IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
+
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     """Implements meshgram.storage.v1.StorageService (method names are the proto's, hence N802)."""
@@ -49,6 +52,11 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         """Stream an image's bytes; every chunk names the content type (Envoy's REST header)."""
         await self._verifier.authenticate(context.invocation_metadata())
         image, chunks = await self._images.download(request.image_id)
+        # An image's bytes never change under its id: caches may keep them (REST sees these as
+        # HTTP headers; the ETag is the content's SHA-256).
+        await context.send_initial_metadata(
+            (("etag", f'"{image.sha256}"'), ("cache-control", IMMUTABLE_CACHE_CONTROL))
+        )
         async for chunk in chunks:
             yield httpbody_pb2.HttpBody(content_type=image.content_type, data=chunk)
 

@@ -111,6 +111,8 @@ def test_full_slice_register_login_profile_avatar_download(http: httpx.Client) -
     assert download.status_code == 200
     assert download.headers["content-type"] == "image/png"
     assert download.content == image
+    assert download.headers["etag"] == f'"{meta["sha256"]}"'
+    assert "immutable" in download.headers["cache-control"]
 
 
 def test_refresh_rotates_and_old_refresh_token_is_refused(http: httpx.Client) -> None:
@@ -278,7 +280,7 @@ def test_oversized_body_is_a_client_error(http: httpx.Client) -> None:
     )
     # The edge refuses JSON bodies over 64 KiB before transcoding (the services' message cap).
     assert reply.status_code == 413, reply.text
-    assert reply.json()["code"] == 413
+    assert reply.json()["code"] == 8  # RESOURCE_EXHAUSTED
 
 
 def test_large_image_uploads_are_not_held_to_the_json_limit(http: httpx.Client) -> None:
@@ -326,7 +328,7 @@ def test_unknown_paths_are_404_json(http: httpx.Client, method: str, path: str) 
     reply = http.request(method, path)
     assert reply.status_code == 404
     assert reply.headers["content-type"] == "application/json"
-    assert reply.json()["code"] == 404
+    assert reply.json()["code"] == 12  # UNIMPLEMENTED, as native gRPC would say
 
 
 def test_jwks_is_published(http: httpx.Client) -> None:

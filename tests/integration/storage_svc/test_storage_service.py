@@ -163,7 +163,7 @@ async def test_one_mib_chunks_reach_the_service_and_bigger_messages_are_refused(
     assert await call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-@pytest.mark.parametrize("image_id", [str(uuid.UUID(int=0)), "not-a-uuid", ""])
+@pytest.mark.parametrize("image_id", [str(uuid.UUID(int=0)), "not-a-uuid"])
 async def test_unknown_or_malformed_ids_are_not_found(
     storage: Storage, user: Any, image_id: str
 ) -> None:
@@ -183,6 +183,15 @@ async def test_unknown_or_malformed_ids_are_not_found(
         storage.SetAvatar(storage_pb2.SetAvatarRequest(image_id=image_id), metadata=user.metadata)
     )
     assert avatar.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_missing_image_id_is_invalid_everywhere(storage: Storage, user: Any) -> None:
+    avatar = await failure_of(
+        storage.SetAvatar(storage_pb2.SetAvatarRequest(), metadata=user.metadata)
+    )
+    assert (avatar.code, avatar.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["image_id"])
+    get = await failure_of(storage.GetImage(storage_pb2.GetImageRequest(), metadata=user.metadata))
+    assert (get.code, get.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["image_id"])
 
 
 async def test_own_image_becomes_the_avatar(storage: Storage, users: Users, user: Any) -> None:

@@ -169,11 +169,17 @@ def test_image_ids_are_canonical_uuids(raw: str) -> None:
     assert canonical_image_id(raw) == "6f1c7f0e-2a4b-4c8e-9a8e-0d3c2b1a0f9e"
 
 
-@pytest.mark.parametrize("raw", ["", "not-a-uuid", "../../etc/passwd", "1" * 200])
+@pytest.mark.parametrize("raw", ["not-a-uuid", "../../etc/passwd", "1" * 200])
 def test_malformed_image_ids_are_not_found(raw: str) -> None:
     with pytest.raises(NotFound) as caught:
         canonical_image_id(raw)
     assert caught.value.reason is Reason.IMAGE_NOT_FOUND
+
+
+def test_a_missing_image_id_is_invalid() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        canonical_image_id("")
+    assert [v.field for v in caught.value.violations] == ["image_id"]
 
 
 class FakeMedia:
