@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
 
 import grpc
 
@@ -14,8 +12,6 @@ from meshkit.clients import PeerCaller
 from meshkit.errors import NotFound
 from meshkit.peers import is_serving
 from meshkit.timestamps import to_timestamp
-
-ResponseT = TypeVar("ResponseT")
 
 
 def _account(record: dataaccess_pb2.AccountRecord) -> Account:
@@ -36,14 +32,14 @@ class AccountStoreClient:
         request = dataaccess_pb2.CreateAccountRequest(
             email=email, username=username, password_hash=password_hash
         )
-        response = await self._call(self._stub.CreateAccount, request)
+        response = await self._caller.unary(self._stub.CreateAccount, request)
         return _account(response.account)
 
     async def get_credentials(self, email: str) -> StoredCredentials | None:
         """Return the account and password hash for a normalised email, or None."""
         request = dataaccess_pb2.GetCredentialsRequest(email=email)
         try:
-            response = await self._call(self._stub.GetCredentials, request)
+            response = await self._caller.unary(self._stub.GetCredentials, request)
         except NotFound:
             return None
         return StoredCredentials(
@@ -57,7 +53,7 @@ class AccountStoreClient:
         request = dataaccess_pb2.CreateRefreshTokenRequest(
             account_id=account_id, token_hash=token_hash, expire_time=to_timestamp(expires_at)
         )
-        response = await self._call(self._stub.CreateRefreshToken, request)
+        response = await self._caller.unary(self._stub.CreateRefreshToken, request)
         return response.family_id
 
     async def rotate_refresh_token(
@@ -70,18 +66,14 @@ class AccountStoreClient:
             new_token_hash=new_token_hash,
             new_expire_time=to_timestamp(new_expires_at),
         )
-        response = await self._call(self._stub.RotateRefreshToken, request)
+        response = await self._caller.unary(self._stub.RotateRefreshToken, request)
         return _account(response.account)
 
     async def revoke_refresh_token(self, token_hash: str) -> None:
         """Revoke the family of a token; unknown tokens are not an error."""
         request = dataaccess_pb2.RevokeRefreshTokenRequest(token_hash=token_hash)
-        await self._call(self._stub.RevokeRefreshToken, request)
+        await self._caller.unary(self._stub.RevokeRefreshToken, request)
 
     async def healthy(self) -> bool:
         """Tell whether data_access answers its overall health check with SERVING."""
         return await is_serving(self._channel, self._caller)
-
-    async def _call(self, method: Callable[..., Awaitable[ResponseT]], request: Any) -> ResponseT:
-        """Call data_access through the shared caller (deadline, credentials, error mapping)."""
-        return await self._caller.unary(method, request)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from pydantic import ValidationError
 
@@ -16,7 +18,7 @@ from meshgram.auth.v1 import auth_pb2_grpc
 from meshkit.clients import open_channel
 from meshkit.peers import data_access_caller
 from meshkit.public_api import AUTH_SERVICE, PUBLIC_SERVICES
-from meshkit.server import ServiceDefinition, run, serve
+from meshkit.server import ServiceDefinition, serve
 
 
 def build_definition(settings: AuthSettings) -> ServiceDefinition:
@@ -68,6 +70,6 @@ def main() -> None:
     except ValidationError as exc:
         raise SystemExit(f"auth_svc: invalid settings: {exc}") from None
     try:
-        run(_run(settings))
+        asyncio.run(_run(settings))
     except SigningKeyError as exc:
         raise SystemExit(f"auth_svc: {exc}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from data_access.accounts import AccountStore
@@ -15,7 +17,7 @@ from data_access.servicers import AccountStoreServicer, MediaStoreServicer, Prof
 from data_access.settings import SERVICE_NAME, DataAccessSettings
 from data_access.sweeper import RefreshTokenSweeper
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
-from meshkit.server import ServiceDefinition, run, serve
+from meshkit.server import ServiceDefinition, serve
 
 SERVICE_NAMES = tuple(
     service.full_name for service in dataaccess_pb2.DESCRIPTOR.services_by_name.values()
@@ -63,7 +65,7 @@ def main() -> None:
     running as long as this process) when it is unset."""
     settings = DataAccessSettings()
     with configured_database(settings.database_url, settings.pg_data_dir) as database_url:
-        run(_serve(settings, database_url))
+        asyncio.run(_serve(settings, database_url))
 
 
 async def _serve(settings: DataAccessSettings, database_url: str) -> None:

@@ -50,11 +50,6 @@ class PeerCaller:
         """Metadata for the next outbound call: request id plus caller credentials."""
         return ((REQUEST_ID_HEADER, current_request_id()), *self._static)
 
-    @property
-    def timeout(self) -> float:
-        """Deadline in seconds applied to every call."""
-        return self._timeout
-
     async def unary(self, method: Callable[..., Awaitable[ResponseT]], request: Any) -> ResponseT:
         """Make a unary call; a peer's error comes back as the matching DomainError."""
         try:

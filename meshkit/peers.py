@@ -16,7 +16,7 @@ from meshkit.clients import PeerCaller, open_channel
 from meshkit.errors import DomainError
 from meshkit.jwks import auth_jwks_fetcher
 from meshkit.public_api import PUBLIC_SERVICES
-from meshkit.server import ServiceDefinition
+from meshkit.server import DEFAULT_MAX_MESSAGE_BYTES, ServiceDefinition
 from meshkit.settings import DataAccessClientSettings, TokenVerifyingSettings
 
 HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
@@ -113,10 +113,15 @@ class VerifyingPeers:
         await self.auth.close()
 
     def definition(
-        self, *, name: str, service: str, register: Callable[[grpc.aio.Server], None]
+        self,
+        *,
+        name: str,
+        service: str,
+        register: Callable[[grpc.aio.Server], None],
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> ServiceDefinition:
         """The definition of a public service built on these peers: it implements `service`,
-        reflects the whole public API, is healthy while both peers are, and closes them last."""
+        reflects the whole public API, is healthy while its peers are, and closes them last."""
         return ServiceDefinition(
             name=name,
             register=register,
@@ -124,4 +129,5 @@ class VerifyingPeers:
             reflection_names=PUBLIC_SERVICES,
             check_dependencies=self.serving,
             on_shutdown=[self.close],
+            max_message_bytes=max_message_bytes,
         )

@@ -7,9 +7,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -105,11 +104,6 @@ async def start_server(definition: ServiceDefinition, host: str, port: int) -> R
     return RunningServer(
         server=server, port=bound, health=health, definition=definition, _probe=probe
     )
-
-
-def run(main: Coroutine[Any, Any, None]) -> None:
-    """Run a service's main coroutine to completion on a fresh event loop."""
-    asyncio.run(main)
 
 
 async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> None:

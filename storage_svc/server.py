@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import warnings
 
 import grpc
@@ -12,7 +12,7 @@ from meshgram.storage.v1 import storage_pb2_grpc
 from meshkit.access_tokens import JwksFetcher
 from meshkit.peers import VerifyingPeers
 from meshkit.public_api import STORAGE_SERVICE
-from meshkit.server import ServiceDefinition, run, serve
+from meshkit.server import ServiceDefinition, serve
 from storage_svc.blobs import LocalBlobStore
 from storage_svc.clients import DataAccessMedia
 from storage_svc.images import ImageService
@@ -41,15 +41,19 @@ def build_definition(
     def register(server: grpc.aio.Server) -> None:
         storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
 
-    definition = peers.definition(name=SERVICE_NAME, service=STORAGE_SERVICE, register=register)
-    return dataclasses.replace(definition, max_message_bytes=MAX_UPLOAD_MESSAGE_BYTES)
+    return peers.definition(
+        name=SERVICE_NAME,
+        service=STORAGE_SERVICE,
+        register=register,
+        max_message_bytes=MAX_UPLOAD_MESSAGE_BYTES,
+    )
 
 
 def main() -> None:
     """Run storage_svc until SIGTERM or SIGINT."""
     # Pillow only warns between its limit and twice its limit; here that is a rejected upload.
     warnings.simplefilter("error", PillowImage.DecompressionBombWarning)
-    run(_run(StorageSettings()))
+    asyncio.run(_run(StorageSettings()))
 
 
 async def _run(settings: StorageSettings) -> None:

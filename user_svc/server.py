@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from meshgram.user.v1 import user_pb2_grpc
 from meshkit.access_tokens import JwksFetcher
 from meshkit.peers import VerifyingPeers
 from meshkit.public_api import USER_SERVICE
-from meshkit.server import ServiceDefinition, run, serve
+from meshkit.server import ServiceDefinition, serve
 from user_svc.clients import DataAccessProfiles
 from user_svc.profiles import ProfileService
 from user_svc.servicer import UserServicer
@@ -31,7 +33,7 @@ def build_definition(
 
 def main() -> None:
     """Run user_svc until SIGTERM or SIGINT."""
-    run(_run(UserSettings()))
+    asyncio.run(_run(UserSettings()))
 
 
 async def _run(settings: UserSettings) -> None:
