@@ -76,10 +76,6 @@ class AccountStore(Protocol):
         """Revoke the family of a token; unknown tokens are not an error."""
         ...
 
-    async def healthy(self) -> bool:
-        """Tell whether the store answers its health check with SERVING."""
-        ...
-
 
 def normalise_email(raw: str) -> str:
     """Return the normalised (lower-case) email or raise ValueError with a readable reason."""

@@ -10,7 +10,6 @@ from auth_svc.accounts import Account, StoredCredentials
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
 from meshkit.clients import PeerCaller
 from meshkit.errors import NotFound
-from meshkit.peers import is_serving
 from meshkit.timestamps import to_timestamp
 
 
@@ -24,7 +23,6 @@ class AccountStoreClient:
 
     def __init__(self, channel: grpc.aio.Channel, caller: PeerCaller) -> None:
         self._stub = dataaccess_pb2_grpc.AccountStoreServiceStub(channel)
-        self._channel = channel
         self._caller = caller
 
     async def create_account(self, email: str, username: str, password_hash: str) -> Account:
@@ -73,7 +71,3 @@ class AccountStoreClient:
         """Revoke the family of a token; unknown tokens are not an error."""
         request = dataaccess_pb2.RevokeRefreshTokenRequest(token_hash=token_hash)
         await self._caller.unary(self._stub.RevokeRefreshToken, request)
-
-    async def healthy(self) -> bool:
-        """Tell whether data_access answers its overall health check with SERVING."""
-        return await is_serving(self._channel, self._caller)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from meshkit.files import create_private_file
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +42,5 @@ def _create(path: Path) -> None:
         format=serialization.PrivateFormat.PKCS8,
         encryption_algorithm=serialization.NoEncryption(),
     )
-    # mkstemp creates the file with mode 0600; os.link publishes it atomically and fails when
-    # another process won the race, in which case that process's key is kept.
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".jwt-key-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-            out.flush()
-            os.fsync(out.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(temp, path)
-            log.info("generated a development signing key", extra={"path": str(path)})
-    finally:
-        os.unlink(temp)
+    if create_private_file(path, pem):
+        log.info("generated a development signing key", extra={"path": str(path)})

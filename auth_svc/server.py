@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from pydantic import ValidationError
 
 from auth_svc.authenticator import Authenticator
 from auth_svc.clients import AccountStoreClient
@@ -19,11 +18,13 @@ from meshkit.clients import open_channel
 from meshkit.peers import data_access_caller
 from meshkit.public_api import AUTH_SERVICE, PUBLIC_SERVICES
 from meshkit.server import ServiceDefinition, serve
+from meshkit.settings import load_settings
 
 
 def build_definition(settings: AuthSettings) -> ServiceDefinition:
     """Wire auth_svc for settings; call inside a running event loop (it opens a grpc.aio
-    channel). Health follows data_access's health; shutdown closes the channel."""
+    channel). It is ready as soon as it serves: its signing key is loaded here, so the JWKS
+    and token signing never wait on data_access; shutdown closes the channel."""
     channel = open_channel(settings.data_access_addr)
     store = AccountStoreClient(channel, data_access_caller(settings))
     signing_key = load_signing_key(
@@ -52,9 +53,14 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
         register=register,
         service_names=[AUTH_SERVICE],
         reflection_names=list(PUBLIC_SERVICES),
-        check_dependencies=store.healthy,
+        check_ready=_ready,
         on_shutdown=[close_channel],
     )
+
+
+async def _ready() -> bool:
+    """auth_svc's readiness: everything it needs for every call is loaded before it serves."""
+    return True
 
 
 async def _run(settings: AuthSettings) -> None:
@@ -65,10 +71,7 @@ async def _run(settings: AuthSettings) -> None:
 def main() -> None:
     """Run auth_svc with settings from the environment until SIGTERM or SIGINT; exit with a
     readable message when the settings or the signing key are unusable."""
-    try:
-        settings = AuthSettings()
-    except ValidationError as exc:
-        raise SystemExit(f"auth_svc: invalid settings: {exc}") from None
+    settings = load_settings(AuthSettings, SERVICE_NAME)
     try:
         asyncio.run(_run(settings))
     except SigningKeyError as exc:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from meshkit.settings import DataAccessClientSettings, resolve_secret
+from meshkit.settings import RANDOM_SECRET, DataAccessClientSettings, RequiredSecret
 
 SERVICE_NAME = "auth_svc"
-
-# Development-only stand-in; resolve_secret refuses it when MESHGRAM_ENV=production.
-DEVELOPMENT_PASSWORD_PEPPER = "meshgram-development-password-pepper-not-for-production"
 
 
 class AuthSettings(DataAccessClientSettings):
@@ -26,7 +23,8 @@ class AuthSettings(DataAccessClientSettings):
         None,
         description=(
             "Server-side secret mixed into every password hash (HMAC-SHA256 before bcrypt). "
-            "Required in production; changing it invalidates every stored password."
+            "Required; `make run` keeps one in var/secrets/. Changing it invalidates every "
+            "stored password."
         ),
     )
     bcrypt_rounds: int = Field(
@@ -54,17 +52,19 @@ class AuthSettings(DataAccessClientSettings):
         5.0, gt=0, description="Deadline in seconds of every call to data_access."
     )
 
-    @model_validator(mode="after")
-    def _pepper_resolves(self) -> AuthSettings:
-        """Refuse to load when the production pepper is missing or still a placeholder."""
-        self.pepper()
-        return self
+    def required_secrets(self) -> list[RequiredSecret]:
+        """The password pepper, besides the caller credential."""
+        return [*super().required_secrets(), self._pepper_secret()]
 
     def pepper(self) -> str:
-        """Return the password pepper (development placeholder outside production)."""
-        return resolve_secret(
-            self.password_pepper,
-            name="AUTH_PASSWORD_PEPPER",
-            environment=self.environment,
-            development_default=DEVELOPMENT_PASSWORD_PEPPER,
+        """Return the password pepper (validated when the settings were read)."""
+        return self._pepper_secret().get()
+
+    def _pepper_secret(self) -> RequiredSecret:
+        """The password pepper as a required secret."""
+        return RequiredSecret(
+            variable="AUTH_PASSWORD_PEPPER",
+            value=self.password_pepper,
+            provided_by="`make run` generates one once (var/secrets/) and passes it to auth_svc",
+            expected=f"{RANDOM_SECRET}, and never change it: stored passwords would stop matching",
         )

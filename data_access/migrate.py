@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from data_access.embedded import configured_database, to_asyncpg_url
-from data_access.settings import DataAccessSettings
+from data_access.settings import DatabaseSettings
 from meshkit.logs import configure_logging
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -63,7 +63,7 @@ def _upgrade(connection: Connection, revision: str) -> None:
 
 def main() -> None:
     """Migrate the configured database (embedded when DATABASE_URL is unset) to the latest."""
-    settings = DataAccessSettings()
+    settings = DatabaseSettings()
     configure_logging("data_access.migrate", settings.log_level)
     with configured_database(settings.database_url, settings.pg_data_dir) as database_url:
         upgrade(database_url)

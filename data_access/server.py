@@ -18,6 +18,7 @@ from data_access.settings import SERVICE_NAME, DataAccessSettings
 from data_access.sweeper import RefreshTokenSweeper
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
 from meshkit.server import ServiceDefinition, serve
+from meshkit.settings import load_settings
 
 SERVICE_NAMES = tuple(
     service.full_name for service in dataaccess_pb2.DESCRIPTOR.services_by_name.values()
@@ -54,16 +55,17 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
         register=register,
         service_names=SERVICE_NAMES,
         reflection_names=SERVICE_NAMES,
-        check_dependencies=database.ping,
-        interceptors=[CallerInterceptor(CallerPolicy(settings.resolved_mesh_secret()))],
+        check_ready=database.ping,
+        interceptors=[CallerInterceptor(CallerPolicy(settings.mesh_secret_value()))],
         on_shutdown=[sweeper.stop, database.dispose],
     )
 
 
 def main() -> None:
     """Run data_access until SIGTERM: against DATABASE_URL, or the embedded PostgreSQL (kept
-    running as long as this process) when it is unset."""
-    settings = DataAccessSettings()
+    running as long as this process) when it is unset; exit with a readable message when the
+    settings are unusable (a missing mesh secret, for one)."""
+    settings = load_settings(DataAccessSettings, SERVICE_NAME)
     with configured_database(settings.database_url, settings.pg_data_dir) as database_url:
         asyncio.run(_serve(settings, database_url))
 

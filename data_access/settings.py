@@ -7,18 +7,16 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from meshkit.caller import DEVELOPMENT_MESH_SECRET
-from meshkit.settings import ServiceSettings, resolve_secret
+from meshkit.settings import RequiredSecret, ServiceSettings
 
 SERVICE_NAME = "data_access"
 
 
-class DataAccessSettings(ServiceSettings):
-    """data_access's port, database, mesh secret, pool and refresh-token sweeping."""
+class DatabaseSettings(ServiceSettings):
+    """Where data_access's database is: all that migrations need (they need no secret)."""
 
     model_config = SettingsConfigDict(env_prefix="DATA_ACCESS_")
 
-    port: int = Field(50060, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     database_url: str | None = Field(
         None,
         validation_alias=AliasChoices("DATABASE_URL", "DATA_ACCESS_DATABASE_URL"),
@@ -31,11 +29,25 @@ class DataAccessSettings(ServiceSettings):
         Path("var/pgdata"),
         description="Data folder of the embedded PostgreSQL, relative to the working directory.",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _blank_means_unset(cls, value: str | None) -> str | None:
+        """Treat DATABASE_URL="" like an unset variable (embedded database)."""
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+
+class DataAccessSettings(DatabaseSettings):
+    """data_access's port, database, mesh secret, pool and refresh-token sweeping."""
+
+    port: int = Field(50060, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     mesh_secret: SecretStr | None = Field(
         None,
         description=(
             "Secret from which every caller credential is derived (HMAC-SHA256 of the caller's "
-            "name). Required in production; development uses a built-in placeholder."
+            "name). Required; `make run` keeps one in var/secrets/."
         ),
     )
     pool_size: int = Field(
@@ -48,19 +60,18 @@ class DataAccessSettings(ServiceSettings):
         300.0, gt=0, description="Interval between deletions of expired refresh tokens."
     )
 
-    @field_validator("database_url")
-    @classmethod
-    def _blank_means_unset(cls, value: str | None) -> str | None:
-        """Treat DATABASE_URL="" like an unset variable (embedded database)."""
-        if value is None or not value.strip():
-            return None
-        return value.strip()
+    def required_secrets(self) -> list[RequiredSecret]:
+        """The mesh secret."""
+        return [*super().required_secrets(), self._mesh_secret()]
 
-    def resolved_mesh_secret(self) -> str:
-        """Return the mesh secret (development placeholder outside production)."""
-        return resolve_secret(
-            self.mesh_secret,
-            name="DATA_ACCESS_MESH_SECRET",
-            environment=self.environment,
-            development_default=DEVELOPMENT_MESH_SECRET,
+    def mesh_secret_value(self) -> str:
+        """Return the mesh secret (validated when the settings were read)."""
+        return self._mesh_secret().get()
+
+    def _mesh_secret(self) -> RequiredSecret:
+        """The mesh secret as a required secret."""
+        return RequiredSecret(
+            variable="DATA_ACCESS_MESH_SECRET",
+            value=self.mesh_secret,
+            provided_by="`make run` generates one once (var/secrets/) and passes it to data_access",
         )

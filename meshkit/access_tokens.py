@@ -10,6 +10,7 @@ is still published.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -135,6 +136,16 @@ class AccessTokenVerifier:
             raise _invalid()
         return kid, key
 
+    async def ensure_keys(self) -> bool:
+        """Fetch the JWKS now when no key is held (readiness probes call this every few seconds,
+        so a service holds keys before its first request); return whether keys are held."""
+        if not self._keys:
+            async with self._lock:
+                if not self._keys:
+                    with contextlib.suppress(Exception):
+                        await self._fetch()
+        return bool(self._keys)
+
     async def _refresh(self) -> None:
         """Refetch the JWKS unless that was tried moments ago; a failed fetch keeps the keys."""
         async with self._lock:
@@ -142,17 +153,21 @@ class AccessTokenVerifier:
             # Only a successful but empty answer is retried at once: auth_svc may be starting.
             if recent and (self._keys or self._fetch_failed):
                 return
-            # Stamped before the fetch, so a failing auth_svc is asked once per interval, not
-            # once per request with an unknown kid.
-            self._attempted_at = self._monotonic()
-            self._fetch_failed = True
-            keys = {}
-            for jwk in await self._fetch_jwks():
-                kid = jwk.get("kid")
-                if kid:
-                    keys[kid] = jwt.PyJWK(dict(jwk), algorithm=ALGORITHM)
-            self._keys = keys
-            self._fetch_failed = False
+            await self._fetch()
+
+    async def _fetch(self) -> None:
+        """Fetch the JWKS and keep its keys (callers hold the lock); a failure keeps the old."""
+        # Stamped before the fetch, so a failing auth_svc is asked once per interval, not once
+        # per request with an unknown kid.
+        self._attempted_at = self._monotonic()
+        self._fetch_failed = True
+        keys = {}
+        for jwk in await self._fetch_jwks():
+            kid = jwk.get("kid")
+            if kid:
+                keys[kid] = jwt.PyJWK(dict(jwk), algorithm=ALGORITHM)
+        self._keys = keys
+        self._fetch_failed = False
 
     def _remember(self, token: str, principal: Principal, expires_at: float, kid: str) -> None:
         """Cache a verified token, evicting the least recently used beyond the size bound."""

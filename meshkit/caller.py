@@ -14,9 +14,6 @@ import hmac
 CALLER_HEADER = "x-mesh-caller"
 CALLER_TOKEN_HEADER = "x-mesh-caller-token"
 
-# Used only when MESHGRAM_ENV=development and no secret is configured; refused in production.
-DEVELOPMENT_MESH_SECRET = "meshgram-development-mesh-secret-not-for-production"
-
 
 def derive_caller_token(mesh_secret: str, caller: str) -> str:
     """Return the credential that proves to data_access that the caller is `caller`."""

@@ -42,14 +42,26 @@ def rewrap(
     unary: Callable[[Behavior], Behavior],
     stream: Callable[[Behavior], Behavior],
     request_deserializer: Callable[[bytes], Any] | None = None,
+    stream_requests: bool = False,
 ) -> Handler:
     """A handler of the same RPC kind and serializers as handler (or the given request
     deserializer), whose behaviour is unary(old) where one response is returned and stream(old)
-    where responses are streamed."""
+    where responses are streamed; with stream_requests the new behaviour always receives the
+    request stream, also for methods declared with a single request."""
     shape = {
         "request_deserializer": request_deserializer or handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
+    if stream_requests:
+        # The wire format of one request and of a request stream is the same; only the server's
+        # handling differs, so a unary method can be served by a stream handler.
+        one: Behavior | None = handler.unary_unary or handler.stream_unary
+        if one is not None:
+            return grpc.stream_unary_rpc_method_handler(unary(one), **shape)
+        many: Behavior | None = handler.unary_stream or handler.stream_stream
+        if many is not None:
+            return grpc.stream_stream_rpc_method_handler(stream(many), **shape)
+        return handler
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **shape)
     if handler.stream_unary:

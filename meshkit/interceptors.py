@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -23,9 +25,25 @@ _QUIET_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # Calls slower than this are logged even when they succeed.
 SLOW_CALL_MS = 250.0
 
+# How long a call may keep the server waiting for its request message, and for each next
+# message of a request stream. grpc-python would wait forever (a unary call whose stream ends
+# without a message is never answered at all), so every call reads its requests through these
+# bounds; docs/architecture.md lists them with the edge's limits.
+REQUEST_WAIT_SECONDS = 10.0
+STREAM_IDLE_SECONDS = 30.0
+
 
 class ServiceInterceptor(HandlerInterceptor):
-    """Bind the request id, log one access line per call, map DomainError to a status."""
+    """Bind the request id, read requests within bounds, log one access line per call, map
+    DomainError to a status."""
+
+    def __init__(
+        self,
+        *,
+        request_wait_seconds: float = REQUEST_WAIT_SECONDS,
+        stream_idle_seconds: float = STREAM_IDLE_SECONDS,
+    ) -> None:
+        self._waits = _Waits(first=request_wait_seconds, idle=stream_idle_seconds)
 
     def intercept_handler(
         self, handler: Handler, handler_call_details: grpc.HandlerCallDetails
@@ -37,14 +55,33 @@ class ServiceInterceptor(HandlerInterceptor):
             if key == REQUEST_ID_HEADER and isinstance(value, str):
                 request_id = value
                 break
-        quiet = method.startswith(_QUIET_PREFIXES)
+        call = _Call(method, request_id, method.startswith(_QUIET_PREFIXES), self._waits)
         streaming_in = bool(handler.request_streaming)
         return rewrap(
             handler,
-            unary=lambda behavior: _wrap_unary(behavior, method, request_id, quiet, streaming_in),
-            stream=lambda behavior: _wrap_stream(behavior, method, request_id, quiet, streaming_in),
+            unary=lambda behavior: _wrap_unary(behavior, call, streaming_in),
+            stream=lambda behavior: _wrap_stream(behavior, call, streaming_in),
             request_deserializer=_tolerant(handler.request_deserializer),
+            stream_requests=True,
         )
+
+
+@dataclass(frozen=True)
+class _Waits:
+    """Bounds on waiting for request messages, in seconds."""
+
+    first: float
+    idle: float
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What the wrappers need to know about one call."""
+
+    method: str
+    request_id: str
+    quiet: bool
+    waits: _Waits
 
 
 class _Malformed:
@@ -72,20 +109,42 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
-def _checked(request: Any, streaming_in: bool) -> Any:
-    """Raise InvalidArgument for a malformed request; wrap a request stream to do the same."""
-    if not streaming_in:
-        if request is _MALFORMED:
+async def _request(requests: AsyncIterator[Any], call: _Call, streaming_in: bool) -> Any:
+    """Return what the servicer expects: the one request message, read within the wait bound,
+    or the request stream, each message checked and read within the idle bound."""
+    if streaming_in:
+        return _checked_stream(requests, call.waits)
+    try:
+        # asyncio.timeout, not wait_for: no extra task per call on this hot path.
+        async with asyncio.timeout(call.waits.first):
+            message = await anext(requests)
+    except StopAsyncIteration:
+        raise errors.InvalidArgument(message="the call carried no request message") from None
+    except TimeoutError:
+        raise errors.InvalidArgument(
+            message=f"no request message arrived within {call.waits.first:g} s"
+        ) from None
+    if message is _MALFORMED:
+        raise _malformed_error()
+    return message
+
+
+async def _checked_stream(requests: AsyncIterator[Any], waits: _Waits) -> AsyncIterator[Any]:
+    """Yield the messages of a request stream; a corrupt one or a stalled stream ends the call
+    with INVALID_ARGUMENT."""
+    while True:
+        try:
+            async with asyncio.timeout(waits.idle):
+                message = await anext(requests)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise errors.InvalidArgument(
+                message=f"the request stream stalled for {waits.idle:g} s"
+            ) from None
+        if message is _MALFORMED:
             raise _malformed_error()
-        return request
-
-    async def messages() -> AsyncIterator[Any]:
-        async for message in request:
-            if message is _MALFORMED:
-                raise _malformed_error()
-            yield message
-
-    return messages()
+        yield message
 
 
 def _malformed_error() -> errors.InvalidArgument:
@@ -93,47 +152,46 @@ def _malformed_error() -> errors.InvalidArgument:
     return errors.InvalidArgument(message="the request is not a valid protobuf message")
 
 
-def _wrap_unary(
-    behavior: Behavior, method: str, request_id: str, quiet: bool, streaming_in: bool
-) -> Behavior:
-    """Wrap a handler that returns one response."""
+def _wrap_unary(behavior: Behavior, call: _Call, streaming_in: bool) -> Behavior:
+    """Wrap a handler that returns one response; it is served from the request stream."""
 
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        bind_request_id(request_id)
+    async def wrapper(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        bind_request_id(call.request_id)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return await behavior(_checked(request, streaming_in), context)
+            return await behavior(await _request(requests, call, streaming_in), context)
         except BaseException as exc:
             code = _code_for(exc, context)
-            await _abort(exc, code, context, method)
+            await _abort(exc, code, context, call.method)
             raise
         finally:
-            _access(method, code, started, quiet)
+            _access(call.method, code, started, call.quiet)
 
     return wrapper
 
 
-def _wrap_stream(
-    behavior: Behavior, method: str, request_id: str, quiet: bool, streaming_in: bool
-) -> Behavior:
-    """Wrap a handler that yields a stream of responses."""
+def _wrap_stream(behavior: Behavior, call: _Call, streaming_in: bool) -> Behavior:
+    """Wrap a handler that yields a stream of responses; it is served from the request stream."""
 
     async def wrapper(
-        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        bind_request_id(request_id)
+        bind_request_id(call.request_id)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            async for response in behavior(_checked(request, streaming_in), context):
+            request = await _request(requests, call, streaming_in)
+            async for response in behavior(request, context):
                 yield response
         except BaseException as exc:
             code = _code_for(exc, context)
-            await _abort(exc, code, context, method)
+            await _abort(exc, code, context, call.method)
             raise
         finally:
-            _access(method, code, started, quiet)
+            _access(call.method, code, started, call.quiet)
 
     return wrapper
 

@@ -3,7 +3,6 @@ services that verify access tokens (data_access for their data, auth_svc for the
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import overload
@@ -13,7 +12,6 @@ from grpc_health.v1 import health_pb2
 
 from meshkit.access_tokens import AccessTokenVerifier, JwksFetcher
 from meshkit.clients import PeerCaller, open_channel
-from meshkit.errors import DomainError
 from meshkit.jwks import auth_jwks_fetcher
 from meshkit.public_api import PUBLIC_SERVICES
 from meshkit.server import DEFAULT_MAX_MESSAGE_BYTES, ServiceDefinition
@@ -49,15 +47,6 @@ def health_check(
     )
 
 
-async def is_serving(channel: grpc.aio.Channel, peer: PeerCaller) -> bool:
-    """Tell whether the peer behind channel reports SERVING on its overall health."""
-    try:
-        response = await peer.unary(health_check(channel), HealthRequest(service=""))
-    except DomainError:
-        return False
-    return response.status == HealthResponse.SERVING
-
-
 def data_access_caller(settings: DataAccessClientSettings) -> PeerCaller:
     """Return the caller for data_access: the settings' deadline and the service's credentials."""
     return PeerCaller(
@@ -74,7 +63,6 @@ class VerifyingPeers:
     data_access: grpc.aio.Channel
     data_access_caller: PeerCaller
     auth: grpc.aio.Channel
-    auth_caller: PeerCaller
     verifier: AccessTokenVerifier
 
     @classmethod
@@ -90,22 +78,16 @@ class VerifyingPeers:
             data_access=data_access,
             data_access_caller=data_access_caller(settings),
             auth=auth,
-            auth_caller=auth_caller,
             verifier=AccessTokenVerifier(jwks_fetcher or auth_jwks_fetcher(auth, auth_caller)),
         )
 
     async def serving(self) -> bool:
-        """The dependency probe: data_access reports SERVING, and the verifier holds keys or
-        auth_svc reports SERVING (so it can fetch them)."""
-        # Once the JWKS is cached, auth_svc being slow or down must not take this service (and
-        # with it the whole API) out of the edge's rotation: tokens still verify.
-        if self.verifier.has_keys:
-            return await is_serving(self.data_access, self.data_access_caller)
-        answers = await asyncio.gather(
-            is_serving(self.data_access, self.data_access_caller),
-            is_serving(self.auth, self.auth_caller),
-        )
-        return all(answers)
+        """The readiness probe: the verifier holds the JWKS, fetched from auth_svc by this probe
+        when it does not yet, so tokens can be verified."""
+        # Only the keys matter. data_access is left out on purpose: while it is down, calls that
+        # need it answer UNAVAILABLE themselves, and everything else (token checks) still works.
+        # Once the keys are held, auth_svc being slow or down does not matter either.
+        return await self.verifier.ensure_keys()
 
     async def close(self) -> None:
         """Close both channels once in-flight calls have drained."""
@@ -121,13 +103,14 @@ class VerifyingPeers:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> ServiceDefinition:
         """The definition of a public service built on these peers: it implements `service`,
-        reflects the whole public API, is healthy while its peers are, and closes them last."""
+        reflects the whole public API, is ready while it can verify tokens, and closes its
+        channels last."""
         return ServiceDefinition(
             name=name,
             register=register,
             service_names=[service],
             reflection_names=PUBLIC_SERVICES,
-            check_dependencies=self.serving,
+            check_ready=self.serving,
             on_shutdown=[self.close],
             max_message_bytes=max_message_bytes,
         )

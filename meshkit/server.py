@@ -1,5 +1,5 @@
 """Composition helpers shared by every service: start a grpc.aio server with health, reflection,
-the service interceptor and a dependency probe; drain gracefully on SIGTERM."""
+the service interceptor and a readiness probe; drain gracefully on SIGTERM."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ log = logging.getLogger("meshkit.server")
 # rather than a RESOURCE_EXHAUSTED that REST would show as 429.
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
 _MAX_SEND_MESSAGE_BYTES = 16 * 1024 * 1024
+# Request metadata a service accepts: above the 60 KiB the edge's codec can forward at all (plus
+# what the edge adds), with the soft and hard limits equal. So only the edge refuses oversized
+# headers, and whatever it forwards is judged by the service (a long garbage token is
+# UNAUTHENTICATED). Between grpc's default 8 KiB soft and 16 KiB hard limit the answer was
+# random: sometimes RESOURCE_EXHAUSTED with internal header names in the message.
+MAX_METADATA_BYTES = 128 * 1024
 
 
 @dataclass
@@ -38,11 +44,15 @@ class ServiceDefinition:
     register: Callable[[grpc.aio.Server], None]
     """Adds the servicers to the server."""
     service_names: Sequence[str]
-    """Full names of the services implemented here; their health follows the dependency probe."""
+    """Full names of the services implemented here; their health follows the readiness probe."""
     reflection_names: Sequence[str]
     """Full names listed by server reflection (may include peers' public services)."""
-    check_dependencies: Callable[[], Awaitable[bool]]
-    """Returns True when every dependency answers; drives the health status."""
+    check_ready: Callable[[], Awaitable[bool]]
+    """Returns True while the process can answer calls; drives the health status.
+
+    Only what every call needs belongs here. A dependency that some RPCs need (data_access for
+    profiles, but not for the JWKS) must stay out: those RPCs answer UNAVAILABLE by themselves,
+    while a NOT_SERVING status would make the edge refuse every RPC of the service."""
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
     """Extra server interceptors, run after the shared ServiceInterceptor."""
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -82,6 +92,8 @@ async def start_server(definition: ServiceDefinition, host: str, port: int) -> R
     options = [
         ("grpc.max_receive_message_length", definition.max_message_bytes),
         ("grpc.max_send_message_length", _MAX_SEND_MESSAGE_BYTES),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(
@@ -127,24 +139,24 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
 
 
 async def _probe_once(definition: ServiceDefinition) -> bool:
-    """Run the dependency probe, treating errors and slowness as 'not ready'."""
+    """Run the readiness probe, treating errors and slowness as 'not ready'."""
     try:
         return await asyncio.wait_for(
-            definition.check_dependencies(), timeout=definition.health_interval_seconds
+            definition.check_ready(), timeout=definition.health_interval_seconds
         )
     except Exception:  # any failure of a probe means "not serving"
         return False
 
 
 async def _probe_forever(health: health_aio.HealthServicer, definition: ServiceDefinition) -> None:
-    """Keep the health status in line with the dependency probe."""
+    """Keep the health status in line with the readiness probe."""
     last: bool | None = None
     while True:
         ok = await _probe_once(definition)
         if ok != last:
             await _set_health(health, definition, ok)
             if last is not None:
-                log.warning("dependencies %s", "reachable" if ok else "unreachable")
+                log.warning("readiness %s", "regained" if ok else "lost")
             last = ok
         await asyncio.sleep(definition.health_interval_seconds)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Self
+from dataclasses import dataclass, field
+from typing import Annotated, ClassVar, Literal, Self, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from meshkit.caller import DEVELOPMENT_MESH_SECRET, derive_caller_token
 
 Environment = Literal["development", "production"]
 # Accepted in any case ("debug" works); anything else stops the service with a clear message.
@@ -15,6 +14,59 @@ LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
 ]
+
+MIN_SECRET_LENGTH = 32
+# A long value made of a handful of characters ("changemechangeme...") is no secret either.
+MIN_SECRET_DISTINCT_CHARACTERS = 8
+NEW_SECRET_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+RANDOM_SECRET = (
+    f"at least {MIN_SECRET_LENGTH} random characters, e.g. the output of {NEW_SECRET_COMMAND}"
+)
+
+
+class SecretError(ValueError):
+    """A required secret is missing or weak; the message names its variable, never its value."""
+
+
+def secret_weakness(secret: str) -> str | None:
+    """Say why secret is obviously weak (too short, too few distinct characters), else None."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        return f"fewer than {MIN_SECRET_LENGTH} characters"
+    if len(set(secret)) < MIN_SECRET_DISTINCT_CHARACTERS:
+        return f"fewer than {MIN_SECRET_DISTINCT_CHARACTERS} distinct characters"
+    return None
+
+
+@dataclass(frozen=True)
+class RequiredSecret:
+    """A secret a service cannot start without, and what to tell whoever forgot to set it."""
+
+    variable: str
+    value: SecretStr | None = field(repr=False)
+    provided_by: str
+    """How `make run` provides it, e.g. "`make run` generates one (var/secrets/) and ..."."""
+    expected: str = RANDOM_SECRET
+    """What a good value is, for the refusal message."""
+
+    def problem(self) -> str | None:
+        """Say why the secret is unusable (unset or weak), else None; never quotes the value."""
+        secret = "" if self.value is None else self.value.get_secret_value()
+        if not secret:
+            return (
+                f"{self.variable} is not set. {self.provided_by}; to start the service any "
+                f"other way, set {self.variable} to {self.expected}."
+            )
+        weakness = secret_weakness(secret)
+        if weakness is not None:
+            return f"{self.variable} is too weak ({weakness}); set it to {self.expected}."
+        return None
+
+    def get(self) -> str:
+        """Return the secret; SecretError when it is unset or weak."""
+        problem = self.problem()
+        if problem is not None or self.value is None:
+            raise SecretError(problem)
+        return self.value.get_secret_value()
 
 
 class ServiceSettings(BaseSettings):
@@ -38,26 +90,42 @@ class ServiceSettings(BaseSettings):
     environment: Environment = Field(
         "development",
         validation_alias="MESHGRAM_ENV",
-        description="development allows built-in placeholder secrets; production refuses them.",
+        description="production turns off development conveniences: auth_svc never creates a "
+        "missing signing key and `make run` generates no secrets. Secrets are required in both.",
     )
 
+    def required_secrets(self) -> list[RequiredSecret]:
+        """The secrets this service refuses to start without (subclasses add theirs)."""
+        return []
 
-class PlaceholderSecretError(ValueError):
-    """A development placeholder secret was configured outside development."""
+    @model_validator(mode="after")
+    def _secrets_are_usable(self) -> Self:
+        # Refuse at startup, not on the first request, and name every problem at once.
+        problems = [p for s in self.required_secrets() if (p := s.problem()) is not None]
+        if problems:
+            raise SecretError("\n".join(problems))
+        return self
 
 
-def resolve_secret(
-    value: SecretStr | None, *, name: str, environment: Environment, development_default: str
-) -> str:
-    """Return the configured secret, the placeholder in development, or refuse to start."""
-    if value is not None and value.get_secret_value():
-        secret = value.get_secret_value()
-        if environment == "production" and secret == development_default:
-            raise PlaceholderSecretError(f"{name} is the development placeholder; set a real one")
-        return secret
-    if environment == "production":
-        raise PlaceholderSecretError(f"{name} must be set when MESHGRAM_ENV=production")
-    return development_default
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def load_settings(settings_class: type[SettingsT], service: str) -> SettingsT:
+    """Read settings_class from the environment; SystemExit with a readable message naming each
+    invalid variable (never its value) when they are unusable."""
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        prefix = settings_class.model_config.get("env_prefix", "")
+        lines = [f"{service}: cannot start, invalid settings:"]
+        for error in exc.errors(include_url=False, include_input=False):
+            loc = [str(part) for part in error["loc"]]
+            # Name the variable an operator sets, not the Python field behind it.
+            if loc and loc[0] in settings_class.model_fields:
+                loc[0] = f"{prefix}{loc[0]}".upper()
+            message = error["msg"].removeprefix("Value error, ").replace("\n", "\n  ")
+            lines.append(f"  {'.'.join(loc)}: {message}" if loc else f"  {message}")
+        raise SystemExit("\n".join(lines)) from None
 
 
 class DataAccessClientSettings(ServiceSettings):
@@ -77,28 +145,34 @@ class DataAccessClientSettings(ServiceSettings):
         None,
         description=(
             "Caller credential presented to data_access as this service: base64url(HMAC-SHA256("
-            "mesh secret, service name)). Required in production; development derives it from "
-            "the development mesh secret."
+            "mesh secret, service name)). Required; `make run` derives it from its mesh secret."
         ),
     )
     call_timeout_seconds: float = Field(
         3.0, gt=0, description="Deadline in seconds of every outbound call to a peer service."
     )
 
-    @model_validator(mode="after")
-    def _caller_token_resolves(self) -> Self:
-        # Fail at startup, not on the first request, when production lacks its credential.
-        self.caller_token()
-        return self
+    def required_secrets(self) -> list[RequiredSecret]:
+        """The caller credential, besides what the base class requires."""
+        return [*super().required_secrets(), self._caller_token_secret()]
 
     def caller_token(self) -> str:
-        """Return the data_access caller credential (the development one only in development)."""
+        """Return the data_access caller credential (validated when the settings were read)."""
+        return self._caller_token_secret().get()
+
+    def _caller_token_secret(self) -> RequiredSecret:
+        """The caller credential as a required secret."""
         prefix = self.model_config.get("env_prefix", "")
-        return resolve_secret(
-            self.data_access_token,
-            name=f"{prefix}DATA_ACCESS_TOKEN",
-            environment=self.environment,
-            development_default=derive_caller_token(DEVELOPMENT_MESH_SECRET, self.service_name),
+        return RequiredSecret(
+            variable=f"{prefix}DATA_ACCESS_TOKEN",
+            value=self.data_access_token,
+            provided_by=(
+                f"`make run` derives it from its mesh secret and passes it to {self.service_name}"
+            ),
+            expected=(
+                f'base64url(HMAC-SHA256(DATA_ACCESS_MESH_SECRET, "{self.service_name}")), '
+                "as meshkit.caller.derive_caller_token computes it"
+            ),
         )
 
 

@@ -65,6 +65,20 @@ class Image(NewImage):
     id: str
     create_time: datetime
 
+    @property
+    def entity_tag(self) -> str:
+        """The HTTP ETag of the image's bytes: a strong tag, their SHA-256 (they never change)."""
+        return f'"{self.sha256}"'
+
+
+def none_match(if_none_match: str, entity_tag: str) -> bool:
+    """Whether an If-None-Match header value names entity_tag (RFC 9110 13.1.2: "*" or any
+    listed tag, compared weakly), i.e. the client's copy is current."""
+    if if_none_match.strip() == "*":
+        return True
+    wanted = entity_tag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
+
 
 class MediaStore(Protocol):
     """Where image metadata and avatar choices live (data_access, or a fake in unit tests)."""
@@ -187,9 +201,14 @@ class ImageService:
         """Return any image's metadata (every authenticated account may read every image)."""
         return await self._media.get_image(canonical_image_id(image_id))
 
-    async def download(self, image_id: str) -> tuple[Image, AsyncIterator[bytes]]:
-        """Return an image's metadata and an iterator over its bytes in download chunks."""
+    async def download(
+        self, image_id: str, if_none_match: str = ""
+    ) -> tuple[Image, AsyncIterator[bytes] | None]:
+        """Return an image's metadata and an iterator over its bytes in download chunks, or
+        None instead of the iterator when if_none_match says the client has them already."""
         image = await self.describe(image_id)
+        if if_none_match and none_match(if_none_match, image.entity_tag):
+            return image, None
         return image, self._blobs.chunks(image.sha256, DOWNLOAD_CHUNK_BYTES)
 
     async def set_avatar(self, account_id: str, image_id: str) -> Image:

@@ -13,6 +13,7 @@ from meshkit.access_tokens import JwksFetcher
 from meshkit.peers import VerifyingPeers
 from meshkit.public_api import STORAGE_SERVICE
 from meshkit.server import ServiceDefinition, serve
+from meshkit.settings import load_settings
 from storage_svc.blobs import LocalBlobStore
 from storage_svc.clients import DataAccessMedia
 from storage_svc.images import ImageService
@@ -50,10 +51,11 @@ def build_definition(
 
 
 def main() -> None:
-    """Run storage_svc until SIGTERM or SIGINT."""
+    """Run storage_svc until SIGTERM or SIGINT; exit with a readable message when the settings are
+    unusable (a missing caller credential, for one)."""
     # Pillow only warns between its limit and twice its limit; here that is a rejected upload.
     warnings.simplefilter("error", PillowImage.DecompressionBombWarning)
-    asyncio.run(_run(StorageSettings()))
+    asyncio.run(_run(load_settings(StorageSettings, SERVICE_NAME)))
 
 
 async def _run(settings: StorageSettings) -> None:

@@ -17,6 +17,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 # Private: images are only served to signed-in accounts, so shared caches must not keep them.
 IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
+# Sent instead of the bytes when the client's If-None-Match names the image (envoy/lua).
+NOT_MODIFIED_HEADER = "meshgram-not-modified"
 
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
@@ -49,14 +51,23 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def DownloadImage(  # noqa: N802
         self, request: storage_pb2.DownloadImageRequest, context: Context
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        """Stream an image's bytes; every chunk names the content type (Envoy's REST header)."""
-        await self._verifier.authenticate(context.invocation_metadata())
-        image, chunks = await self._images.download(request.image_id)
-        # An image's bytes never change under its id: caches may keep them (REST sees these as
-        # HTTP headers; the ETag is the content's SHA-256).
-        await context.send_initial_metadata(
-            (("etag", f'"{image.sha256}"'), ("cache-control", IMMUTABLE_CACHE_CONTROL))
+        """Stream an image's bytes; every chunk names the content type (Envoy's REST header).
+        A matching If-None-Match gets no bytes and the not-modified header instead."""
+        metadata = context.invocation_metadata() or ()
+        await self._verifier.authenticate(metadata)
+        if_none_match = next(
+            (value for key, value in metadata if key == "if-none-match" and isinstance(value, str)),
+            "",
         )
+        image, chunks = await self._images.download(request.image_id, if_none_match)
+        # An image's bytes never change under its id: caches may keep them (REST sees these as
+        # HTTP headers).
+        headers = [("etag", image.entity_tag), ("cache-control", IMMUTABLE_CACHE_CONTROL)]
+        if chunks is None:
+            # The edge turns this into 304 Not Modified for REST clients.
+            await context.send_initial_metadata((*headers, (NOT_MODIFIED_HEADER, "1")))
+            return
+        await context.send_initial_metadata(headers)
         async for chunk in chunks:
             yield httpbody_pb2.HttpBody(content_type=image.content_type, data=chunk)
 

@@ -149,8 +149,8 @@ async def assert_public_definition(
         "meshgram.user.v1.UserService",
         "meshgram.storage.v1.StorageService",
     }
-    # Nothing answers on the dependencies' addresses: the service must not claim to serve.
-    assert await definition.check_dependencies() is False
+    # No keys and no auth_svc to fetch them from: no token can be verified, so not ready.
+    assert await definition.check_ready() is False
     for closer in definition.on_shutdown:
         await closer()
 

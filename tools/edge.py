@@ -3,14 +3,58 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from google.api import annotations_pb2
+from google.protobuf.descriptor import MethodDescriptor
+
+from meshgram.auth.v1 import auth_pb2
+from meshgram.storage.v1 import storage_pb2
+from meshgram.user.v1 import user_pb2
+from meshkit.reasons import ERROR_DOMAIN, Reason
+
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_DIR = ROOT / "envoy"
+LUA_DIR = ENVOY_DIR / "lua"
 DESCRIPTOR = ENVOY_DIR / "api_descriptor.pb"
+
+# Largest request header block the edge accepts (envoy/lua/answers.lua answers 431 past it, as
+# RESOURCE_EXHAUSTED for gRPC), and the hard limit of Envoy's codec above it. The services accept
+# more than the codec lets through (meshkit.server), so a request is refused in one place only.
+MAX_HEADER_BYTES = 16 * 1024
+CODEC_MAX_HEADERS_KB = 60
+
+
+@dataclass(frozen=True)
+class LocalReply:
+    """How the edge labels one of its own HTTP answers: a gRPC code and an ErrorInfo reason."""
+
+    code: int
+    reason: Reason
+
+
+# The edge's own answers (unknown path, bad JSON, too large, no upstream...): gRPC clients get
+# the code as grpc-status, REST clients in the JSON body with the reason in an ErrorInfo. Any
+# other status gets UNKNOWN (2). Envoy's default for gRPC would say INTERNAL for a bad request.
+LOCAL_REPLIES = {
+    400: LocalReply(3, Reason.MALFORMED_REQUEST),  # unreadable body, unknown query parameter
+    403: LocalReply(7, Reason.ORIGIN_NOT_ALLOWED),
+    404: LocalReply(12, Reason.ROUTE_NOT_FOUND),  # also a gRPC method called without POST
+    408: LocalReply(4, Reason.REQUEST_TIMEOUT),  # the request did not arrive in time
+    413: LocalReply(8, Reason.REQUEST_TOO_LARGE),
+    429: LocalReply(8, Reason.RATE_LIMITED),
+    431: LocalReply(8, Reason.HEADERS_TOO_LARGE),
+    500: LocalReply(13, Reason.EDGE_ERROR),
+    502: LocalReply(14, Reason.SERVICE_UNAVAILABLE),  # the service hung up or answered garbage
+    503: LocalReply(14, Reason.SERVICE_UNAVAILABLE),  # no healthy service
+    504: LocalReply(4, Reason.SERVICE_TIMEOUT),
+}
+
+_PUBLIC_FILES = (auth_pb2.DESCRIPTOR, user_pb2.DESCRIPTOR, storage_pb2.DESCRIPTOR)
 
 # Cluster name -> the gRPC service whose health decides whether Envoy routes to an endpoint.
 HEALTH_SERVICES = {
@@ -37,16 +81,145 @@ def render(config: EdgeConfig) -> str:
     """Return the Envoy YAML for config."""
     clusters = [_cluster(name, config.upstreams[name]) for name in HEALTH_SERVICES]
     origins = [{"exact": origin} for origin in config.cors_origins]
+    upstream_lua = Template((LUA_DIR / "upstream.lua").read_text()).substitute(
+        BOUND=_lua_table(_bound_lua(query_bound_fields()))
+    )
+    answers_lua = Template((LUA_DIR / "answers.lua").read_text()).substitute(
+        CODES=_lua_table({f"[{status}]": f'"{r.code}"' for status, r in LOCAL_REPLIES.items()}),
+        MAX_HEADER_BYTES=MAX_HEADER_BYTES,
+    )
     template = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
     return template.substitute(
         ADMIN_PORT=config.admin_port,
         MAX_CONNECTIONS=config.max_connections,
+        CODEC_MAX_HEADERS_KB=CODEC_MAX_HEADERS_KB,
         LISTEN_HOST=config.listen_host,
         LISTEN_PORT=config.listen_port,
         CORS_ORIGINS=json.dumps(origins),
         DESCRIPTOR=str(DESCRIPTOR),
+        STATUS_MAPPERS=_status_mappers(),
+        ANSWERS_LUA=json.dumps(answers_lua),
+        UPSTREAM_LUA=json.dumps(upstream_lua),
         CLUSTERS="".join(clusters),
     )
+
+
+def query_bound_fields(files: Iterable[object] = _PUBLIC_FILES) -> dict[str, set[str] | None]:
+    """Map each REST-mapped method's gRPC path to the top-level request fields its path or body
+    binds (proto and JSON names), or None when the body binds them all."""
+    bound: dict[str, set[str] | None] = {}
+    for file in files:
+        for service in file.services_by_name.values():  # type: ignore[attr-defined]
+            for method in service.methods:
+                fields = _bound_by_rules(method)
+                if fields is None or fields:
+                    bound[f"/{service.full_name}/{method.name}"] = fields
+    return bound
+
+
+def _bound_by_rules(method: MethodDescriptor) -> set[str] | None:
+    """Top-level fields bound by a method's http rules (additional bindings included)."""
+    rule = method.GetOptions().Extensions[annotations_pb2.http]
+    names: set[str] = set()
+    for each in (rule, *rule.additional_bindings):
+        if each.body == "*":
+            return None
+        template = getattr(each, each.WhichOneof("pattern") or "get", "")
+        tops = {variable.split(".")[0] for variable in re.findall(r"{([^}=]+)", template)}
+        if each.body:
+            tops.add(each.body.split(".")[0])
+        for top in tops:
+            field = method.input_type.fields_by_name[top]
+            names.update({field.name, field.json_name})
+    return names
+
+
+def _bound_lua(bound: Mapping[str, set[str] | None]) -> dict[str, str]:
+    """query_bound_fields() as Lua table entries: path -> "*" or a set of names."""
+    entries = {}
+    for path, names in bound.items():
+        members = ", ".join(f"[{json.dumps(name)}] = true" for name in sorted(names or ()))
+        entries[f"[{json.dumps(path)}]"] = '"*"' if names is None else f"{{{members}}}"
+    return entries
+
+
+def _lua_table(entries: Mapping[str, str]) -> str:
+    """A Lua table literal from keys and values already written in Lua."""
+    lines = [f"  {key} = {value}," for key, value in sorted(entries.items())]
+    return "{\n" + "\n".join(lines) + "\n}"
+
+
+# Local replies to gRPC and gRPC-web clients. A REST request is gRPC too once transcoded, but
+# it still carries the path it came with.
+_GRPC_CLIENT = [
+    {
+        "header_filter": {
+            "header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
+        }
+    },
+    {
+        "header_filter": {
+            "header": {"name": "x-envoy-original-path", "present_match": True, "invert_match": True}
+        }
+    },
+]
+
+
+def _status_mappers() -> str:
+    """local_reply_config mappers giving each of the edge's own answers its gRPC code: as
+    grpc-status with a plain grpc-message for gRPC clients, as JSON for everyone else."""
+    mappers: list[dict[str, object]] = []
+    for status, reply in LOCAL_REPLIES.items():
+        same_status = {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": status, "runtime_key": f"edge.reply.{status}"},
+                }
+            }
+        }
+        mappers.append(
+            {
+                "filter": {"and_filter": {"filters": [*_GRPC_CLIENT, same_status]}},
+                "body_format_override": {
+                    "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}
+                },
+                "headers_to_add": [
+                    {
+                        "header": {"key": "grpc-status", "value": str(reply.code)},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+            }
+        )
+        mappers.append(
+            {
+                "filter": same_status,
+                "body_format_override": {
+                    "json_format": _json_error(reply.code, reply.reason),
+                    "content_type": "application/json",
+                },
+            }
+        )
+    # Any other answer to a gRPC client: Envoy's own code, with a plain message.
+    mappers.append(
+        {
+            "filter": {"and_filter": {"filters": _GRPC_CLIENT}},
+            "body_format_override": {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}},
+        }
+    )
+    # JSON is YAML: one mapper a line, indented under "mappers:".
+    return "\n".join(f"                    - {json.dumps(mapper)}" for mapper in mappers)
+
+
+def _json_error(code: int, reason: Reason) -> dict[str, object]:
+    """The JSON body of an edge answer, shaped like a transcoded google.rpc.Status."""
+    info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": str(reason)}
+    return {
+        "code": code,
+        "message": "%LOCAL_REPLY_BODY%",
+        "details": [{**info, "domain": ERROR_DOMAIN, "metadata": {}}],
+    }
 
 
 def write(config: EdgeConfig, path: Path) -> Path:

@@ -1,11 +1,10 @@
 """Start and stop the whole mesh as local processes: data_access, the three public services and
-the Envoy edge. Used by `make run` / `make dev` (tools/run.py) and by the end-to-end tests."""
+the Envoy edge, each restarted by a tools.supervisor.Supervisor when it exits unexpectedly.
+Used by `make run` / `make dev` (tools/run.py) and by the end-to-end tests."""
 
 from __future__ import annotations
 
 import os
-import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -15,14 +14,15 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import grpc
 from grpc_health.v1 import health_pb2
 
 from meshkit.caller import derive_caller_token
 from meshkit.peers import health_check
+from tools.dev_secrets import stored_secret
 from tools.edge import EdgeConfig, write
+from tools.supervisor import ChildSpec, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_BIN = Path(sys.executable).parent / "envoy"
@@ -35,6 +35,8 @@ PREFIX = {
     "user_svc": "USER_",
     "storage_svc": "STORAGE_",
 }
+MESH_SECRET_FILE = "mesh-secret"
+PASSWORD_PEPPER_FILE = "password-pepper"
 
 
 @dataclass(frozen=True)
@@ -76,20 +78,48 @@ class MeshPorts:
         return int(getattr(self, service))
 
 
+@dataclass(frozen=True)
+class MeshSecrets:
+    """The secrets the runner hands out; None leaves a service to refuse to start."""
+
+    mesh_secret: str | None
+    password_pepper: str | None
+
+
+def mesh_secrets(env: Mapping[str, str], state_dir: Path) -> MeshSecrets:
+    """The mesh secret and password pepper for the mesh: from env when set there, else (outside
+    MESHGRAM_ENV=production) the ones kept in state_dir/secrets, generated on first use."""
+    generate = env.get("MESHGRAM_ENV", "development") != "production"
+
+    def secret(variable: str, file_name: str) -> str | None:
+        """The variable's value, else the stored development secret (or None in production)."""
+        value = env.get(variable)
+        if value or not generate:
+            return value or None
+        return stored_secret(state_dir / "secrets", file_name)
+
+    return MeshSecrets(
+        mesh_secret=secret("DATA_ACCESS_MESH_SECRET", MESH_SECRET_FILE),
+        password_pepper=secret("AUTH_PASSWORD_PEPPER", PASSWORD_PEPPER_FILE),
+    )
+
+
 @dataclass
 class Mesh:
-    """A running (or startable) mesh; start() blocks until every part is healthy."""
+    """A running (or startable) mesh; start() blocks until every part is healthy, and until
+    stop() every part that exits is restarted by the supervisor."""
 
     database_url: str
     ports: MeshPorts = field(default_factory=MeshPorts)
     state_dir: Path = ROOT / "var"
+    """Keys, blobs, development secrets and the rendered Envoy configuration live here."""
     cors_origins: tuple[str, ...] = ("http://localhost:5173", "http://127.0.0.1:5173")
     extra_env: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     """When set, each process writes to <log_dir>/<name>.log instead of this terminal."""
-    _mesh_secret: str | None = None
-    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _logs: list[IO[bytes]] = field(default_factory=list)
+    supervisor: Supervisor = field(default_factory=Supervisor)
+    """Starts and restarts every process; may be shared with the caller (make run's database)."""
+    _secrets: MeshSecrets | None = None
 
     @property
     def edge_address(self) -> str:
@@ -111,9 +141,9 @@ class Mesh:
             self.start_service(service, timeout)
 
     def start_service(self, service: str, timeout: float = 60.0) -> None:
-        """Start one Python service and wait until it reports SERVING."""
-        self._spawn(service, [sys.executable, "-m", service], self._service_env(service))
-        _wait_serving(f"127.0.0.1:{self.ports.of(service)}", timeout, self._procs[service])
+        """Start one Python service under supervision and wait until it reports SERVING."""
+        process = self._spawn(service, [sys.executable, "-m", service], self.service_env(service))
+        _wait_serving(f"127.0.0.1:{self.ports.of(service)}", timeout, process)
 
     def stop_services(self) -> None:
         """Stop the Python services (SIGTERM, then SIGKILL after their grace period)."""
@@ -121,26 +151,25 @@ class Mesh:
             self.stop_service(service)
 
     def stop_service(self, service: str) -> None:
-        """Stop one service gracefully (SIGTERM, SIGKILL only if it outlives its grace)."""
-        self._terminate(service)
+        """Stop one service on purpose (it is not restarted): SIGTERM, SIGKILL only if it
+        outlives its grace."""
+        self.supervisor.stop(service)
 
     def stop(self) -> None:
         """Stop everything this mesh started, edge first so clients see a clean refusal."""
-        self._terminate("envoy")
+        self.supervisor.stop("envoy")
         self.stop_services()
-        for log in self._logs:
-            log.close()
-        self._logs.clear()
 
-    def _service_env(self, service: str) -> dict[str, str]:
+    def service_env(self, service: str) -> dict[str, str]:
         """Environment of one service process: its own settings and credential, nobody else's.
 
         Each service sees only variables with its own prefix (plus shared ones such as
         MESHGRAM_ENV); DATABASE_URL and the mesh secret reach data_access alone.
         """
         shared = {**os.environ, **self.extra_env}
-        if self._mesh_secret is None:
-            self._mesh_secret = shared.get("DATA_ACCESS_MESH_SECRET") or secrets.token_urlsafe(32)
+        if self._secrets is None:
+            self._secrets = mesh_secrets(shared, self.state_dir)
+        mesh_secret = self._secrets.mesh_secret
         others = tuple(prefix for name, prefix in PREFIX.items() if name != service)
         env = {
             key: value
@@ -153,13 +182,17 @@ class Mesh:
         env.setdefault(f"{prefix}HOST", "127.0.0.1")
         if service == "data_access":
             env["DATABASE_URL"] = self.database_url
-            env["DATA_ACCESS_MESH_SECRET"] = self._mesh_secret
+            if mesh_secret is not None:
+                env["DATA_ACCESS_MESH_SECRET"] = mesh_secret
             return env
         env[f"{prefix}DATA_ACCESS_ADDR"] = f"127.0.0.1:{self.ports.data_access}"
-        env[f"{prefix}DATA_ACCESS_TOKEN"] = derive_caller_token(self._mesh_secret, service)
+        if mesh_secret is not None:
+            env[f"{prefix}DATA_ACCESS_TOKEN"] = derive_caller_token(mesh_secret, service)
         if service in ("user_svc", "storage_svc"):
             env[f"{prefix}AUTH_ADDR"] = f"127.0.0.1:{self.ports.auth_svc}"
         if service == "auth_svc":
+            if self._secrets.password_pepper is not None:
+                env["AUTH_PASSWORD_PEPPER"] = self._secrets.password_pepper
             env.setdefault(
                 "AUTH_JWT_PRIVATE_KEY_FILE", str(self.state_dir / "keys" / "jwt-ed25519.pem")
             )
@@ -186,6 +219,8 @@ class Mesh:
             str(path),
             "--log-level",
             "warn",
+            # A restart after a crash reuses the same base id: Envoy's hot-restart epoch 0
+            # takes over the shared memory the dead process left behind.
             "--base-id",
             str(self.ports.edge),
             "--drain-time-s",
@@ -194,37 +229,27 @@ class Mesh:
             "--file-flush-interval-msec",
             "500",
         ]
-        # Envoy needs none of the services' settings or secrets.
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(tuple(PREFIX.values())) and key != "DATABASE_URL"
-        }
-        self._spawn("envoy", command, env)
-        _wait_edge_healthy(self.ports.admin, timeout, self._procs["envoy"])
+        process = self._spawn("envoy", command, without_service_settings(os.environ))
+        _wait_edge_healthy(self.ports.admin, timeout, process)
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        """Start one child process, logging to this terminal or to log_dir."""
-        out: IO[bytes] | None = None
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start one supervised child, logging to this terminal or to log_dir."""
+        output = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = (self.log_dir / f"{name}.log").open("ab")
-            self._logs.append(out)
-        self._procs[name] = subprocess.Popen(  # noqa: S603 - fixed commands, no user input
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT if out else None
-        )
+            output = self.log_dir / f"{name}.log"
+        spec = ChildSpec(name=name, command=command, env=env, cwd=ROOT, output=output)
+        return self.supervisor.start(spec)
 
-    def _terminate(self, name: str, grace: float = 10.0) -> None:
-        """SIGTERM one child and wait; SIGKILL it if it outlives the grace period."""
-        proc = self._procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+
+def without_service_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """env minus every service's settings and secrets and DATABASE_URL, for the processes that
+    need none of them (Envoy, PostgreSQL)."""
+    return {
+        key: value
+        for key, value in env.items()
+        if not key.startswith(tuple(PREFIX.values())) and key != "DATABASE_URL"
+    }
 
 
 def _wait_serving(address: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:

@@ -2,7 +2,8 @@
 
 Starts an embedded PostgreSQL (unless DATABASE_URL is set), applies migrations, starts
 data_access, auth_svc, user_svc, storage_svc and the Envoy edge, and keeps them running until
-Ctrl-C. With --reload the Python services restart whenever their code changes.
+Ctrl-C or SIGTERM: any of them that exits is restarted (tools.supervisor), and all of them stop
+with the runner. With --reload the Python services restart whenever their code changes.
 """
 
 from __future__ import annotations
@@ -13,31 +14,42 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
 from dotenv import load_dotenv
 
-from tools.mesh import ROOT, Mesh, MeshPorts
+from tools.mesh import ROOT, Mesh, MeshPorts, without_service_settings
+from tools.supervisor import ChildSpec, Supervisor
 
 WATCHED = ("auth_svc", "user_svc", "storage_svc", "data_access", "meshkit", "meshgram")
 
 
-@contextmanager
-def database() -> Iterator[str]:
-    """Yield the database URL: DATABASE_URL, or an embedded PostgreSQL kept in var/pgdata."""
+def database(supervisor: Supervisor, timeout: float = 60.0) -> str:
+    """Return the database URL: DATABASE_URL, or that of an embedded PostgreSQL kept in
+    var/pgdata and run by supervisor (restarted if it dies, stopped with the others)."""
     url = os.environ.get("DATABASE_URL")
     if url:
-        yield url
-        return
-    from data_access.embedded import EmbeddedPostgres
+        return url
+    from data_access.embedded import ForegroundPostgres
 
     data_dir = Path(os.environ.get("DATA_ACCESS_PG_DATA_DIR", ROOT / "var" / "pgdata"))
-    with EmbeddedPostgres(data_dir) as embedded:
-        print(f"meshgram: embedded PostgreSQL in {data_dir}", flush=True)
-        yield embedded.url
+    server = ForegroundPostgres.prepare(data_dir)
+    process = supervisor.start(
+        ChildSpec(
+            name="postgres",
+            command=server.command,
+            env=without_service_settings(os.environ),
+            cwd=server.data_dir,
+            # SIGINT is PostgreSQL's fast shutdown: SIGTERM would wait for every client to leave.
+            stop_signal=signal.SIGINT,
+            user=server.user,
+            before_start=server.clear_stale_lock,
+        )
+    )
+    server.wait_ready(process, timeout)
+    print(f"meshgram: embedded PostgreSQL in {data_dir}", flush=True)
+    return server.ensure_database()
 
 
 def migrate(url: str) -> None:
@@ -77,7 +89,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    with database() as url:
+    supervisor = Supervisor()
+    mesh: Mesh | None = None
+    try:
+        url = database(supervisor)
         migrate(url)
         cors = tuple(
             origin.strip()
@@ -86,17 +101,24 @@ def main() -> None:
             ).split(",")
             if origin.strip()
         )
-        mesh = Mesh(database_url=url, ports=MeshPorts.from_env(os.environ), cors_origins=cors)
+        mesh = Mesh(
+            database_url=url,
+            ports=MeshPorts.from_env(os.environ),
+            cors_origins=cors,
+            supervisor=supervisor,
+        )
         mesh.start()
         print(banner(mesh), flush=True)
-        try:
-            if args.reload:
-                _reload_until(stop, mesh)
-            else:
-                stop.wait()
-        finally:
-            print("meshgram: stopping", flush=True)
+        if args.reload:
+            _reload_until(stop, mesh)
+        else:
+            stop.wait()
+    finally:
+        print("meshgram: stopping", flush=True)
+        if mesh is not None:
             mesh.stop()
+        # The database last, once nothing uses it.
+        supervisor.stop_all()
 
 
 def _reload_until(stop: threading.Event, mesh: Mesh) -> None:

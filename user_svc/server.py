@@ -11,6 +11,7 @@ from meshkit.access_tokens import JwksFetcher
 from meshkit.peers import VerifyingPeers
 from meshkit.public_api import USER_SERVICE
 from meshkit.server import ServiceDefinition, serve
+from meshkit.settings import load_settings
 from user_svc.clients import DataAccessProfiles
 from user_svc.profiles import ProfileService
 from user_svc.servicer import UserServicer
@@ -32,8 +33,9 @@ def build_definition(
 
 
 def main() -> None:
-    """Run user_svc until SIGTERM or SIGINT."""
-    asyncio.run(_run(UserSettings()))
+    """Run user_svc until SIGTERM or SIGINT; exit with a readable message when the settings are
+    unusable (a missing caller credential, for one)."""
+    asyncio.run(_run(load_settings(UserSettings, SERVICE_NAME)))
 
 
 async def _run(settings: UserSettings) -> None:

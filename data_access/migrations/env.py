@@ -12,7 +12,7 @@ from sqlalchemy.pool import NullPool
 
 from data_access.embedded import configured_database
 from data_access.models import Base
-from data_access.settings import DataAccessSettings
+from data_access.settings import DatabaseSettings
 
 config = context.config
 target_metadata = Base.metadata
@@ -41,7 +41,7 @@ def run_online() -> None:
     if connection is not None:
         run_on(connection)
         return
-    settings = DataAccessSettings()
+    settings = DatabaseSettings()
     with configured_database(settings.database_url, settings.pg_data_dir) as url:
         asyncio.run(run_on_url(url))
 

@@ -1,7 +1,9 @@
 """End-to-end fixtures: the whole mesh as real processes behind the real Envoy.
 
 - `mesh`: data_access, auth_svc, user_svc, storage_svc and Envoy started by tools.mesh on free
-  loopback ports against the test database; logs go to <tmp>/logs/<process>.log.
+  loopback ports against the test database, each restarted if it dies (`mesh.supervisor`); logs
+  go to <tmp>/logs/<process>.log, and the mesh secret and password pepper are generated into
+  <tmp>/secrets/ as `make run` does into var/secrets/ (unless the environment sets them).
 - `edge_url`: "http://127.0.0.1:PORT" of the Envoy listener (REST and gRPC-web).
 - `edge_channel`: a native gRPC channel to the Envoy listener.
 - `signing_key_file`: the Ed25519 key auth_svc signs with (to forge expired tokens in tests).
@@ -34,7 +36,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def e2e_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Folder for the mesh's keys, blobs, Envoy config and logs."""
+    """Folder for the mesh's keys, blobs, development secrets, Envoy config and logs (never the
+    developer's var/)."""
     return tmp_path_factory.mktemp("mesh")
 
 

@@ -1,15 +1,20 @@
-"""Helpers shared by the end-to-end tests: unique users, test images, gRPC-web framing."""
+"""Helpers shared by the end-to-end tests: unique users, test images, gRPC-web framing, logs."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import struct
+import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
+
+from tools.mesh import Mesh
 
 
 @dataclass(frozen=True)
@@ -73,3 +78,23 @@ def grpc_web_text_decode(body: bytes) -> bytes:
     # Every run is a whole number of 4-character groups, so decoding group by group is exact.
     compact = b"".join(body.split())
     return b"".join(base64.b64decode(compact[i : i + 4]) for i in range(0, len(compact), 4))
+
+
+def log_lines(mesh: Mesh, process: str) -> list[dict[str, Any]]:
+    """The JSON lines a process has logged so far."""
+    assert mesh.log_dir is not None
+    lines = []
+    for raw in (mesh.log_dir / f"{process}.log").read_text().splitlines():
+        if raw.startswith("{"):
+            lines.append(json.loads(raw))
+    return lines
+
+
+def wait_for_request(mesh: Mesh, process: str, request_id: str) -> list[dict[str, Any]]:
+    """Lines a process logged for one request id, waiting briefly for them to be flushed."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = [line for line in log_lines(mesh, process) if line.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)

@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from tests.e2e.support import new_user
+from tests.e2e.support import new_user, wait_for_request
 from tools.mesh import Mesh
-
-
-def log_lines(mesh: Mesh, process: str) -> list[dict[str, Any]]:
-    """The JSON lines a process has logged so far."""
-    assert mesh.log_dir is not None
-    lines = []
-    for raw in (mesh.log_dir / f"{process}.log").read_text().splitlines():
-        if raw.startswith("{"):
-            lines.append(json.loads(raw))
-    return lines
-
-
-def wait_for_request(mesh: Mesh, process: str, request_id: str) -> list[dict[str, Any]]:
-    """Lines a process logged for one request id, waiting briefly for them to be flushed."""
-    deadline = time.monotonic() + 5
-    while True:
-        found = [line for line in log_lines(mesh, process) if line.get("request_id") == request_id]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
 
 
 def test_one_request_id_follows_a_call_through_every_hop(mesh: Mesh, edge_url: str) -> None:
@@ -83,3 +60,23 @@ def test_passwords_and_tokens_never_reach_the_logs(mesh: Mesh, edge_url: str) ->
     everything = "\n".join(path.read_text() for path in Path(mesh.log_dir).glob("*.log"))
     for secret in (user.password, wrong, tokens["accessToken"], tokens["refreshToken"]):
         assert secret not in everything
+
+
+def test_a_token_with_bytes_that_are_not_utf8_never_reaches_the_logs(
+    mesh: Mesh, edge_url: str
+) -> None:
+    secret = "abc-secret-token-tail"
+    raw = b"Bearer \xff\xfe" + secret.encode()
+    with httpx.Client(base_url=edge_url, timeout=30) as http:
+        replies = [
+            http.get("/v1/profiles/me", headers={"authorization": raw}),
+            http.get("/v1/images/abc", headers={"authorization": raw}),
+        ]
+    assert [reply.status_code for reply in replies] == [401, 401]
+    for reply in replies:
+        # Flushed once the call's own lines are there (the edge logs every request).
+        assert wait_for_request(mesh, "envoy", reply.headers["x-request-id"])
+    assert mesh.log_dir is not None
+    everything = "\n".join(path.read_text() for path in Path(mesh.log_dir).glob("*.log"))
+    assert secret not in everything
+    assert "Traceback" not in everything

@@ -66,6 +66,19 @@ def test_database_service_outage_is_503_and_heals(own_mesh: Mesh) -> None:
         reply = http.get("/v1/profiles/me", headers={"authorization": f"Bearer {token}"})
         assert reply.status_code == 503
         assert reply.headers["content-type"] == "application/json"
+        # ... from the service itself, which stays in the edge's rotation: not "no healthy
+        # upstream" from the edge.
+        assert reply.json()["details"][0]["reason"] == "DEPENDENCY_UNAVAILABLE"
+        time.sleep(5)  # past two of the edge's health checks
+        # What needs neither data_access nor PostgreSQL keeps working: the JWKS, and token
+        # checks with the cached keys (a bad token is still told apart from an outage).
+        assert http.get("/.well-known/jwks.json").status_code == 200
+        garbage = http.get("/v1/profiles/me", headers={"authorization": "Bearer nonsense"})
+        assert garbage.status_code == 401
+        missing = http.get("/v1/images/some-image-id")
+        assert missing.status_code == 401
+        still_down = http.get("/v1/profiles/me", headers={"authorization": f"Bearer {token}"})
+        assert still_down.json()["details"][0]["reason"] == "DEPENDENCY_UNAVAILABLE"
 
         own_mesh.start_service("data_access")
         healed = statuses_until(http, token, 200, 15)

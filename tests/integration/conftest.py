@@ -24,6 +24,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ async def auth_address(
         mesh_secret,
         data_access_address,
         MESHGRAM_ENV="development",  # the signing key is generated in the temporary folder
-        password_pepper=SecretStr("integration-test-pepper"),
+        password_pepper=SecretStr(secrets.token_urlsafe(32)),
         bcrypt_rounds=4,  # the minimum: hashing speed, not strength, matters in tests
         jwt_private_key_file=tmp_path_factory.mktemp("auth-keys") / "jwt-ed25519.pem",
     )

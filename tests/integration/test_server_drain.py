@@ -21,7 +21,7 @@ async def test_drain_reports_not_serving_while_still_answering() -> None:
         register=lambda server: None,
         service_names=[],
         reflection_names=[],
-        check_dependencies=_always_ready,
+        check_ready=_always_ready,
     )
     running = await start_server(definition, "127.0.0.1", 0)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

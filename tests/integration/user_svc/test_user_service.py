@@ -211,19 +211,43 @@ async def test_health_is_serving_when_data_access_and_auth_are(user_address: str
             assert status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_auth_outage_does_not_take_a_service_with_keys_out_of_rotation(
+async def test_readiness_fetches_the_keys_and_outlives_auth_outages(
     user_settings: UserSettings, issuer: LocalIssuer
 ) -> None:
-    # auth_svc is unreachable; only the JWKS (already fetched) is needed to verify tokens.
-    settings = user_settings.model_copy(update={"auth_addr": f"127.0.0.1:{free_port()}"})
+    # Keys come from auth_svc once (here a fetcher that answers, then fails, as an auth_svc
+    # that went down would); after that neither auth_svc nor data_access is needed to be ready.
+    settings = user_settings.model_copy(
+        update={
+            "auth_addr": f"127.0.0.1:{free_port()}",
+            "data_access_addr": f"127.0.0.1:{free_port()}",
+        }
+    )
+    answers = [issuer.jwks()]
 
     async def fetch() -> list[dict[str, str]]:
-        return issuer.jwks()
+        if not answers:
+            raise ConnectionError("auth_svc is down")
+        return answers.pop()
 
     peers = VerifyingPeers.open(settings, jwks_fetcher=fetch)
     try:
-        assert await peers.serving() is False
-        await peers.verifier.verify(issuer.token(str(uuid.uuid4()), "someone"))
+        assert peers.verifier.has_keys is False
         assert await peers.serving() is True
+        assert await peers.serving() is True  # the fetcher now fails: keys are kept
+        principal = await peers.verifier.verify(issuer.token(str(uuid.uuid4()), "someone"))
+        assert principal.username == "someone"
+    finally:
+        await peers.close()
+
+
+async def test_without_keys_and_without_auth_a_service_is_not_ready(
+    user_settings: UserSettings,
+) -> None:
+    async def down() -> list[dict[str, str]]:
+        raise ConnectionError("auth_svc is down")
+
+    peers = VerifyingPeers.open(user_settings, jwks_fetcher=down)
+    try:
+        assert await peers.serving() is False
     finally:
         await peers.close()

@@ -1,15 +1,18 @@
-"""AuthSettings: defaults, development placeholders, production refusals."""
+"""AuthSettings: defaults, and refusal of missing or weak secrets in every environment."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from auth_svc.settings import DEVELOPMENT_PASSWORD_PEPPER, AuthSettings
-from meshkit.caller import DEVELOPMENT_MESH_SECRET, derive_caller_token
+from auth_svc.settings import AuthSettings
 from tests.helpers import clear_environment
+
+TOKEN = secrets.token_urlsafe(32)
+PEPPER = secrets.token_urlsafe(32)
 
 
 @pytest.fixture(autouse=True)
@@ -18,16 +21,17 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     clear_environment(monkeypatch, "AUTH_")
 
 
-def test_development_defaults() -> None:
-    settings = AuthSettings()
+def test_defaults() -> None:
+    settings = AuthSettings(data_access_token=TOKEN, password_pepper=PEPPER)
     assert settings.port == 50051
     assert settings.data_access_addr == "127.0.0.1:50060"
     assert settings.bcrypt_rounds == 12
     assert settings.access_token_ttl_seconds == 900
     assert settings.refresh_token_ttl_seconds == 30 * 24 * 3600
     assert settings.jwt_private_key_file == Path("var/keys/jwt-ed25519.pem")
-    assert settings.caller_token() == derive_caller_token(DEVELOPMENT_MESH_SECRET, "auth_svc")
-    assert settings.pepper() == DEVELOPMENT_PASSWORD_PEPPER
+    assert settings.environment == "development"
+    assert settings.caller_token() == TOKEN
+    assert settings.pepper() == PEPPER
 
 
 def test_every_field_is_described() -> None:
@@ -38,34 +42,50 @@ def test_every_field_is_described() -> None:
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTH_PORT", "6000")
     monkeypatch.setenv("AUTH_BCRYPT_ROUNDS", "5")
-    monkeypatch.setenv("AUTH_PASSWORD_PEPPER", "pepper-from-env")
+    monkeypatch.setenv("AUTH_DATA_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("AUTH_PASSWORD_PEPPER", PEPPER)
     settings = AuthSettings()
     assert settings.port == 6000
     assert settings.bcrypt_rounds == 5
-    assert settings.pepper() == "pepper-from-env"
+    assert settings.caller_token() == TOKEN
+    assert settings.pepper() == PEPPER
 
 
 def test_bcrypt_rounds_below_four_are_refused() -> None:
     with pytest.raises(ValidationError):
-        AuthSettings(bcrypt_rounds=3)
+        AuthSettings(data_access_token=TOKEN, password_pepper=PEPPER, bcrypt_rounds=3)
 
 
-def test_production_requires_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MESHGRAM_ENV", "production")
-    with pytest.raises(ValidationError, match="AUTH_DATA_ACCESS_TOKEN"):
-        AuthSettings(password_pepper="a-real-pepper")
-    with pytest.raises(ValidationError, match="AUTH_PASSWORD_PEPPER"):
-        AuthSettings(data_access_token="a-real-token")
-    settings = AuthSettings(data_access_token="a-real-token", password_pepper="a-real-pepper")
-    assert settings.caller_token() == "a-real-token"
+@pytest.mark.parametrize("environment", ["development", "production"])
+def test_missing_secrets_are_refused_naming_each_variable(
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    monkeypatch.setenv("MESHGRAM_ENV", environment)
+    with pytest.raises(ValidationError) as caught:
+        AuthSettings()
+    message = str(caught.value)
+    assert "AUTH_DATA_ACCESS_TOKEN is not set" in message
+    assert "AUTH_PASSWORD_PEPPER is not set" in message
+    assert "`make run` generates one once (var/secrets/) and passes it to auth_svc" in message
 
 
-def test_production_refuses_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MESHGRAM_ENV", "production")
-    with pytest.raises(ValidationError, match="placeholder"):
-        AuthSettings(
-            data_access_token=derive_caller_token(DEVELOPMENT_MESH_SECRET, "auth_svc"),
-            password_pepper="a-real-pepper",
-        )
-    with pytest.raises(ValidationError, match="placeholder"):
-        AuthSettings(data_access_token="a-real-token", password_pepper=DEVELOPMENT_PASSWORD_PEPPER)
+def test_each_missing_secret_is_named() -> None:
+    with pytest.raises(ValidationError, match="AUTH_PASSWORD_PEPPER is not set"):
+        AuthSettings(data_access_token=TOKEN)
+    with pytest.raises(ValidationError, match="AUTH_DATA_ACCESS_TOKEN is not set"):
+        AuthSettings(password_pepper=PEPPER)
+    with pytest.raises(ValidationError, match="AUTH_PASSWORD_PEPPER is not set"):
+        AuthSettings(data_access_token=TOKEN, password_pepper="")
+
+
+@pytest.mark.parametrize("weak", ["pepper-of-31-characters-exactly", "changeme" * 5])
+def test_a_weak_pepper_is_refused_without_being_shown(weak: str) -> None:
+    with pytest.raises(ValidationError, match="AUTH_PASSWORD_PEPPER is too weak") as caught:
+        AuthSettings(data_access_token=TOKEN, password_pepper=weak)
+    assert weak not in str(caught.value)
+
+
+def test_a_weak_caller_token_is_refused_without_being_shown() -> None:
+    with pytest.raises(ValidationError, match="AUTH_DATA_ACCESS_TOKEN is too weak") as caught:
+        AuthSettings(data_access_token="a-real-token", password_pepper=PEPPER)
+    assert "a-real-token" not in str(caught.value)

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from data_access.settings import DataAccessSettings
-from meshkit.caller import DEVELOPMENT_MESH_SECRET
-from meshkit.settings import PlaceholderSecretError
+from data_access.settings import DataAccessSettings, DatabaseSettings
+from tests.helpers import clear_environment
+
+MESH_SECRET = secrets.token_urlsafe(32)
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DATABASE_URL", "DATA_ACCESS_DATABASE_URL", "MESHGRAM_ENV"):
-        monkeypatch.delenv(name, raising=False)
+    """Keep the machine's database, DATA_ACCESS_* and MESHGRAM_ENV variables out; every test
+    but the refusals runs with a mesh secret in the environment."""
+    clear_environment(monkeypatch, "DATA_ACCESS_")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("DATA_ACCESS_MESH_SECRET", MESH_SECRET)
 
 
 def test_defaults_listen_on_50060_with_the_embedded_database() -> None:
@@ -44,7 +50,6 @@ def test_prefixed_variables_configure_the_service(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("DATA_ACCESS_PORT", "6000")
     monkeypatch.setenv("DATA_ACCESS_POOL_SIZE", "3")
     monkeypatch.setenv("DATA_ACCESS_REFRESH_TOKEN_SWEEP_SECONDS", "30")
-    monkeypatch.setenv("DATA_ACCESS_MESH_SECRET", "from-the-environment")
 
     settings = DataAccessSettings()
 
@@ -53,20 +58,36 @@ def test_prefixed_variables_configure_the_service(monkeypatch: pytest.MonkeyPatc
         3,
         30.0,
     )
-    assert settings.resolved_mesh_secret() == "from-the-environment"
+    assert settings.mesh_secret_value() == MESH_SECRET
 
 
-def test_development_falls_back_to_the_development_mesh_secret() -> None:
-    assert DataAccessSettings().resolved_mesh_secret() == DEVELOPMENT_MESH_SECRET
-
-
-@pytest.mark.parametrize("secret", [None, DEVELOPMENT_MESH_SECRET])
-def test_production_refuses_a_missing_or_placeholder_mesh_secret(
-    monkeypatch: pytest.MonkeyPatch, secret: str | None
+@pytest.mark.parametrize("environment", ["development", "production"])
+def test_a_missing_mesh_secret_is_refused(
+    monkeypatch: pytest.MonkeyPatch, environment: str
 ) -> None:
-    monkeypatch.setenv("MESHGRAM_ENV", "production")
-    if secret is not None:
-        monkeypatch.setenv("DATA_ACCESS_MESH_SECRET", secret)
+    monkeypatch.setenv("MESHGRAM_ENV", environment)
+    monkeypatch.delenv("DATA_ACCESS_MESH_SECRET")
 
-    with pytest.raises(PlaceholderSecretError):
-        DataAccessSettings().resolved_mesh_secret()
+    with pytest.raises(ValidationError, match="DATA_ACCESS_MESH_SECRET is not set") as caught:
+        DataAccessSettings()
+    assert "`make run` generates one once (var/secrets/) and passes it to data_access" in str(
+        caught.value
+    )
+
+
+@pytest.mark.parametrize("weak", ["from-the-environment", "x" * 64])
+def test_a_weak_mesh_secret_is_refused_without_being_shown(
+    monkeypatch: pytest.MonkeyPatch, weak: str
+) -> None:
+    monkeypatch.setenv("DATA_ACCESS_MESH_SECRET", weak)
+
+    with pytest.raises(ValidationError, match="DATA_ACCESS_MESH_SECRET is too weak") as caught:
+        DataAccessSettings()
+    assert weak not in str(caught.value)
+
+
+def test_migrations_need_no_mesh_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATA_ACCESS_MESH_SECRET")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+    assert DatabaseSettings().database_url == "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -297,6 +297,7 @@ async def test_download_streams_the_stored_bytes_in_64_kib_chunks(tmp_path: Path
     stored = await images.store("owner-1", upload)
     image, chunks = await images.download(stored.id.upper())
     assert image == stored
+    assert chunks is not None
     parts = [chunk async for chunk in chunks]
     assert len(parts) > 1
     assert all(len(part) == DOWNLOAD_CHUNK_BYTES for part in parts[:-1])
@@ -324,3 +325,18 @@ async def test_only_the_owner_can_make_an_image_their_avatar(tmp_path: Path) -> 
         await images.set_avatar("bob", image.id)
     assert await images.set_avatar("alice", image.id) == image
     assert media.avatars == {"alice": image.id}
+
+
+async def test_a_current_copy_gets_no_bytes(tmp_path: Path) -> None:
+    images = service(tmp_path, FakeMedia())
+    upload = images.new_upload()
+    upload.add(encoded("PNG", (8, 8)))
+    stored = await images.store("owner-1", upload)
+    tag = stored.entity_tag
+    assert tag == f'"{stored.sha256}"'
+    for header in (tag, f"W/{tag}", f'"other", {tag}', "*"):
+        image, chunks = await images.download(stored.id, header)
+        assert (image, chunks) == (stored, None)
+    for header in ('"other"', tag.strip('"'), ""):
+        _, chunks = await images.download(stored.id, header)
+        assert chunks is not None

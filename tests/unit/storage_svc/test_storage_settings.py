@@ -1,16 +1,18 @@
-"""StorageSettings: defaults, environment variables, production refusals."""
+"""StorageSettings: defaults, environment variables, refusal of a missing or weak credential."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from meshkit.caller import DEVELOPMENT_MESH_SECRET, derive_caller_token
 from meshkit.settings import ServiceSettings
 from storage_svc.settings import StorageSettings
 from tests.helpers import clear_environment
+
+TOKEN = SecretStr(secrets.token_urlsafe(32))
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +21,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     clear_environment(monkeypatch, "STORAGE_")
 
 
-def test_development_defaults() -> None:
-    settings = StorageSettings()
+def test_defaults() -> None:
+    settings = StorageSettings(data_access_token=TOKEN)
     assert isinstance(settings, ServiceSettings)
     assert settings.port == 50053
     assert settings.data_access_addr == "127.0.0.1:50060"
@@ -28,7 +30,7 @@ def test_development_defaults() -> None:
     assert settings.blob_dir == Path("var/blobs")
     assert settings.max_image_bytes == 10 * 1024 * 1024
     assert 0 < settings.max_image_pixels <= 89_478_485  # within Pillow's own guard
-    assert settings.caller_token() == derive_caller_token(DEVELOPMENT_MESH_SECRET, "storage_svc")
+    assert settings.caller_token() == TOKEN.get_secret_value()
 
 
 def test_every_field_is_described() -> None:
@@ -41,26 +43,34 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("STORAGE_BLOB_DIR", str(tmp_path))
     monkeypatch.setenv("STORAGE_MAX_IMAGE_BYTES", "2097152")
     monkeypatch.setenv("STORAGE_MAX_IMAGE_PIXELS", "1000000")
-    monkeypatch.setenv("STORAGE_DATA_ACCESS_TOKEN", "token-from-env")
+    monkeypatch.setenv("STORAGE_DATA_ACCESS_TOKEN", TOKEN.get_secret_value())
     settings = StorageSettings()
     assert settings.port == 6003
     assert settings.blob_dir == tmp_path
     assert settings.max_image_bytes == 2 * 1024 * 1024
     assert settings.max_image_pixels == 1_000_000
-    assert settings.caller_token() == "token-from-env"
+    assert settings.caller_token() == TOKEN.get_secret_value()
 
 
 @pytest.mark.parametrize("field", ["max_image_bytes", "max_image_pixels", "call_timeout_seconds"])
 def test_limits_must_be_positive(field: str) -> None:
     with pytest.raises(ValidationError):
-        StorageSettings(**{field: 0})
+        StorageSettings(data_access_token=TOKEN, **{field: 0})
 
 
-def test_production_requires_the_caller_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MESHGRAM_ENV", "production")
-    with pytest.raises(ValidationError, match="STORAGE_DATA_ACCESS_TOKEN"):
+@pytest.mark.parametrize("environment", ["development", "production"])
+def test_a_missing_caller_token_is_refused(
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    monkeypatch.setenv("MESHGRAM_ENV", environment)
+    with pytest.raises(ValidationError, match="STORAGE_DATA_ACCESS_TOKEN is not set") as caught:
         StorageSettings()
-    placeholder = derive_caller_token(DEVELOPMENT_MESH_SECRET, "storage_svc")
-    with pytest.raises(ValidationError, match="placeholder"):
-        StorageSettings(data_access_token=SecretStr(placeholder))
-    assert StorageSettings(data_access_token=SecretStr("real")).caller_token() == "real"
+    assert "`make run` derives it from its mesh secret and passes it to storage_svc" in str(
+        caught.value
+    )
+
+
+def test_a_weak_caller_token_is_refused_without_being_shown() -> None:
+    with pytest.raises(ValidationError, match="STORAGE_DATA_ACCESS_TOKEN is too weak") as caught:
+        StorageSettings(data_access_token=SecretStr("weak-storage-token-1234"))
+    assert "weak-storage-token-1234" not in str(caught.value)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from google.protobuf import timestamp_pb2
+from pydantic import SecretStr
 
 from meshgram.dataaccess.v1 import dataaccess_pb2
 from storage_svc.clients import image_from_record
@@ -17,7 +19,11 @@ from tests.helpers import assert_public_definition, free_port, no_keys
 async def test_definition_names_services_and_closes_its_channels(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     settings = StorageSettings(
-        data_access_addr=address, auth_addr=address, blob_dir=tmp_path, call_timeout_seconds=0.5
+        data_access_addr=address,
+        data_access_token=SecretStr(secrets.token_urlsafe(32)),
+        auth_addr=address,
+        blob_dir=tmp_path,
+        call_timeout_seconds=0.5,
     )
     definition = build_definition(settings, jwks_fetcher=no_keys)
     # Upload chunks of up to 1 MiB (more through Envoy) must fit in one message.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
+from pydantic import SecretStr
 
 from meshgram.dataaccess.v1 import dataaccess_pb2
 from tests.helpers import assert_public_definition, free_port, no_keys
@@ -16,7 +18,12 @@ from user_svc.settings import UserSettings
 
 async def test_definition_names_services_and_closes_its_channels() -> None:
     address = f"127.0.0.1:{free_port()}"
-    settings = UserSettings(data_access_addr=address, auth_addr=address, call_timeout_seconds=0.5)
+    settings = UserSettings(
+        data_access_addr=address,
+        data_access_token=SecretStr(secrets.token_urlsafe(32)),
+        auth_addr=address,
+        call_timeout_seconds=0.5,
+    )
     await assert_public_definition(
         build_definition(settings, jwks_fetcher=no_keys),
         name="user_svc",

@@ -1,0 +1,70 @@
+-- The edge filter closest to the services: after the JSON transcoder, before the router, so
+-- every call looks like gRPC here, whichever protocol the client spoke.
+--
+-- 1. A REST query parameter may not set a field that the path or the body already binds
+--    (`GET /v1/profiles/ada?username=bob` would otherwise read bob). BOUND lists, per gRPC
+--    method, the top-level request fields so bound ("*" when the body binds every field); it is
+--    generated from the google.api.http annotations by tools/edge.py.
+-- 2. It records the gRPC status the service answered with, for the access log: the client gets
+--    that same code whether it reads it from a trailer (gRPC, gRPC-web) or from JSON (REST).
+
+local BOUND = ${BOUND}
+
+local METADATA = "meshgram.edge"
+
+local function unescape(text)
+  text = text:gsub("+", " ")
+  return (text:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
+local function bound_parameter(bound, query)
+  for pair in query:gmatch("[^&]+") do
+    local name = unescape(pair:match("^[^=]*"))
+    if bound == "*" or bound[name:match("^[^.]*")] then
+      return name
+    end
+  end
+  return nil
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local original = headers:get("x-envoy-original-path")
+  if original == nil then
+    return
+  end
+  local bound = BOUND[headers:get(":path")]
+  local query = original:match("%?(.*)")
+  if bound == nil or query == nil then
+    return
+  end
+  local name = bound_parameter(bound, query)
+  if name ~= nil then
+    handle:respond(
+      {[":status"] = "400"},
+      "query parameter " .. string.format("%q", name)
+        .. " cannot set a field that the path or the body already sets"
+    )
+  end
+end
+
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  -- Envoy runs its own answers through every filter too; only a service's answer counts here.
+  if headers:get("x-envoy-upstream-service-time") == nil then
+    return
+  end
+  local status = headers:get("grpc-status")
+  if status == nil then
+    -- Not trailers-only: the status comes in the trailers, after the messages.
+    for _ in handle:bodyChunks() do
+    end
+    local trailers = handle:trailers()
+    if trailers ~= nil then
+      status = trailers:get("grpc-status")
+    end
+  end
+  if status ~= nil then
+    handle:streamInfo():dynamicMetadata():set(METADATA, "grpc_status", status)
+  end
+end
