@@ -8,7 +8,7 @@ STAMP := .venv/.meshgram-synced
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := meshgram/__init__.py envoy/api_descriptor.pb
 
-.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load chromium
+.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load chromium docs-ui fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,10 +26,10 @@ $(GENERATED) &: $(PROTOS) $(STAMP) tools/gen_protos.py
 
 install: $(STAMP) $(GENERATED)
 
-run: install ## run everything: embedded Postgres (unless DATABASE_URL), migrations, services, Envoy
+run: install docs-ui ## run everything: embedded Postgres (unless DATABASE_URL), migrations, services, Envoy
 	$(PY) -m tools.run
 
-dev: install ## like run, restarting the services when code changes
+dev: install docs-ui ## like run, restarting the services when code changes
 	$(PY) -m tools.run --reload
 
 CHROMIUM := $(firstword $(wildcard /usr/bin/chromium /usr/lib/chromium/chromium))
@@ -40,8 +40,11 @@ ifeq ($(CHROMIUM),)
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 endif
 
-test: install chromium ## run the whole test suite (unit, integration, end-to-end incl. a real browser)
+test: install chromium docs-ui ## run the whole test suite (unit, integration, end-to-end incl. a real browser)
 	$(PY) -m pytest
+
+fuzz: install docs-ui ## fuzz every public RPC through the edge with many examples; counts per RPC at the end
+	MESHGRAM_FUZZ_PROFILE=long $(PY) -m pytest tests/e2e/fuzz
 
 lint: install ## the pre-commit checks on every file (ruff, format, mypy --strict, buf) + lock file in sync
 	$(UV) lock --check
@@ -51,8 +54,9 @@ fmt: install ## apply ruff fixes and formatting
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-proto: $(STAMP) ## regenerate stubs, typing stubs and Envoy's descriptor set
+proto: $(STAMP) ## regenerate stubs, typing stubs, Envoy's descriptor set and docs/openapi.json
 	$(PY) -m tools.gen_protos
+	$(PY) -m tools.gen_openapi
 
 migrate: install ## apply database migrations (embedded Postgres unless DATABASE_URL)
 	$(PY) -m data_access.migrate
@@ -71,9 +75,23 @@ bench: install h2load ## benchmark the running mesh through Envoy (start it with
 profile: install h2load ## run the benchmark under py-spy; flame graphs + summary in var/profiles
 	$(PY) -m tools.profile
 
-docs: install ## regenerate docs/api.md from the proto comments
+docs: install ## regenerate docs/api.md and docs/openapi.json from the protos
 	$(PY) -m tools.gen_api_docs
+	$(PY) -m tools.gen_openapi
+
+# Swagger UI for the edge's API reference page at /docs, fetched once with npm (version and
+# sha512 pinned in tools/docs_ui.py); npm comes from Debian when missing, as Chromium does.
+SWAGGER_UI := .build/docs-ui/swagger-ui-bundle.js
+
+$(SWAGGER_UI): tools/docs_ui.py | $(STAMP)
+	@command -v npm >/dev/null || { \
+	  echo "installing npm (Debian package) to fetch Swagger UI for the page at /docs"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	$(PY) -m tools.docs_ui
+
+docs-ui: $(SWAGGER_UI) ## fetch Swagger UI (npm) for the API reference page the edge serves at /docs
 
 clean: ## remove the venv, generated code and caches (keeps var/ data)
 	rm -rf .venv .tools meshgram envoy/api_descriptor.pb .build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf clients/python/build clients/python/dist clients/python/src/meshgram clients/python/src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -17,6 +17,14 @@ from meshkit.reasons import ERROR_DOMAIN, Reason
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
+# An error travels in trailers, which grpc clients cap at 8 KiB by default: texts that echo a
+# client's input (an unknown mask path, a rejected email) are cut so that any error, its
+# details base64-encoded and its message percent-encoded, stays below that.
+MESSAGE_MAX_BYTES = 512
+VIOLATIONS_MAX = 8
+FIELD_MAX_BYTES = 100
+DESCRIPTION_MAX_BYTES = 200
+
 _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
@@ -48,13 +56,28 @@ def to_status_proto(error: errors.DomainError) -> status_pb2.Status:
         bad = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+                    field=shortened(v.field, FIELD_MAX_BYTES),
+                    description=shortened(v.description, DESCRIPTION_MAX_BYTES),
                 )
-                for v in error.violations
+                for v in error.violations[:VIOLATIONS_MAX]
             ]
         )
         details.append(_pack(bad))
-    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    return status_pb2.Status(code=code.value[0], message=message_for(error), details=details)
+
+
+def message_for(error: errors.DomainError) -> str:
+    """The error's message as the client receives it (grpc-message and Status.message)."""
+    return shortened(error.message, MESSAGE_MAX_BYTES)
+
+
+def shortened(text: str, limit: int) -> str:
+    """text, cut to at most limit UTF-8 bytes (ending in "...") when it is longer."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    # A character cut in half is dropped rather than left broken.
+    return encoded[: limit - 3].decode(errors="ignore") + "..."
 
 
 def trailing_metadata_for(error: errors.DomainError) -> tuple[tuple[str, bytes], ...]:

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from meshkit import errors
-from meshkit.grpc_errors import status_code_for, trailing_metadata_for
+from meshkit.grpc_errors import message_for, status_code_for, trailing_metadata_for
 from meshkit.handlers import Behavior, Handler, HandlerInterceptor, rewrap
 from meshkit.request_context import REQUEST_ID_HEADER, bind_request_id
 
@@ -219,7 +219,7 @@ async def _abort(
     if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
         return
     if isinstance(exc, errors.DomainError):
-        await context.abort(code, exc.message, trailing_metadata_for(exc))
+        await context.abort(code, message_for(exc), trailing_metadata_for(exc))
     if code == grpc.StatusCode.UNIMPLEMENTED:
         await context.abort(code, "method not implemented")
     # The client sees a generic message; the details stay in our logs only.

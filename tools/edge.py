@@ -16,11 +16,22 @@ from meshgram.auth.v1 import auth_pb2
 from meshgram.storage.v1 import storage_pb2
 from meshgram.user.v1 import user_pb2
 from meshkit.reasons import ERROR_DOMAIN, Reason
+from tools.docs_ui import SWAGGER_UI_BUNDLE, SWAGGER_UI_CSS
+from tools.http_rules import bindings, bound_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_DIR = ROOT / "envoy"
 LUA_DIR = ENVOY_DIR / "lua"
 DESCRIPTOR = ENVOY_DIR / "api_descriptor.pb"
+# The files of the API reference page at /docs, by template placeholder: ours, the generated
+# OpenAPI document and Swagger UI's (unpacked by `make docs-ui`). Envoy reads them when it starts.
+DOCS_FILES = {
+    "DOCS_PAGE": ENVOY_DIR / "docs-ui" / "index.html",
+    "DOCS_INITIALIZER": ENVOY_DIR / "docs-ui" / "swagger-initializer.js",
+    "DOCS_OPENAPI": ROOT / "docs" / "openapi.json",
+    "SWAGGER_UI_BUNDLE": SWAGGER_UI_BUNDLE,
+    "SWAGGER_UI_CSS": SWAGGER_UI_CSS,
+}
 
 # Largest request header block the edge accepts (envoy/lua/answers.lua answers 431 past it, as
 # RESOURCE_EXHAUSTED for gRPC), and the hard limit of Envoy's codec above it. The services accept
@@ -42,7 +53,6 @@ class LocalReply:
 # other status gets UNKNOWN (2). Envoy's default for gRPC would say INTERNAL for a bad request.
 LOCAL_REPLIES = {
     400: LocalReply(3, Reason.MALFORMED_REQUEST),  # unreadable body, unknown query parameter
-    403: LocalReply(7, Reason.ORIGIN_NOT_ALLOWED),
     404: LocalReply(12, Reason.ROUTE_NOT_FOUND),  # also a gRPC method called without POST
     408: LocalReply(4, Reason.REQUEST_TIMEOUT),  # the request did not arrive in time
     413: LocalReply(8, Reason.REQUEST_TOO_LARGE),
@@ -86,8 +96,12 @@ def render(config: EdgeConfig) -> str:
     )
     answers_lua = Template((LUA_DIR / "answers.lua").read_text()).substitute(
         CODES=_lua_table({f"[{status}]": f'"{r.code}"' for status, r in LOCAL_REPLIES.items()}),
+        ROUTES=_routes_lua(rest_routes()),
         MAX_HEADER_BYTES=MAX_HEADER_BYTES,
     )
+    missing = [str(path) for path in DOCS_FILES.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"run `make docs-ui` first; missing: {', '.join(missing)}")
     template = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
     return template.substitute(
         ADMIN_PORT=config.admin_port,
@@ -101,6 +115,7 @@ def render(config: EdgeConfig) -> str:
         ANSWERS_LUA=json.dumps(answers_lua),
         UPSTREAM_LUA=json.dumps(upstream_lua),
         CLUSTERS="".join(clusters),
+        **{name: json.dumps(str(path)) for name, path in DOCS_FILES.items()},
     )
 
 
@@ -117,21 +132,40 @@ def query_bound_fields(files: Iterable[object] = _PUBLIC_FILES) -> dict[str, set
     return bound
 
 
+def rest_routes(files: Iterable[object] = _PUBLIC_FILES) -> dict[str, set[str]]:
+    """Map each REST path template of the public API to the HTTP verbs it is served with."""
+    routes: dict[str, set[str]] = {}
+    for file in files:
+        for service in file.services_by_name.values():  # type: ignore[attr-defined]
+            for method in service.methods:
+                for binding in bindings(method.GetOptions().Extensions[annotations_pb2.http]):
+                    routes.setdefault(binding.path, set()).add(binding.verb)
+    return routes
+
+
+def _routes_lua(routes: Mapping[str, set[str]]) -> str:
+    """rest_routes() as a Lua list of {pattern, verbs}: each template as an anchored Lua pattern
+    in which a variable matches one path segment short of a custom verb (":download")."""
+    entries = []
+    for template, verbs in sorted(routes.items()):
+        parts = re.split(r"(\{[^}]*\})", template)
+        pattern = "".join(
+            "[^/:]+" if part.startswith("{") else re.sub(r"([^A-Za-z0-9/_:])", r"%\1", part)
+            for part in parts
+        )
+        listed = ", ".join(json.dumps(verb) for verb in sorted(verbs))
+        entries.append(f"  {{pattern = {json.dumps(f'^{pattern}$')}, verbs = {{{listed}}}}},")
+    return "{\n" + "\n".join(entries) + "\n}"
+
+
 def _bound_by_rules(method: MethodDescriptor) -> set[str] | None:
-    """Top-level fields bound by a method's http rules (additional bindings included)."""
-    rule = method.GetOptions().Extensions[annotations_pb2.http]
-    names: set[str] = set()
-    for each in (rule, *rule.additional_bindings):
-        if each.body == "*":
-            return None
-        template = getattr(each, each.WhichOneof("pattern") or "get", "")
-        tops = {variable.split(".")[0] for variable in re.findall(r"{([^}=]+)", template)}
-        if each.body:
-            tops.add(each.body.split(".")[0])
-        for top in tops:
-            field = method.input_type.fields_by_name[top]
-            names.update({field.name, field.json_name})
-    return names
+    """Top-level fields bound by a method's http rules (additional bindings included), by proto
+    and JSON name."""
+    tops = bound_fields(method.GetOptions().Extensions[annotations_pb2.http])
+    if tops is None:
+        return None
+    fields = [method.input_type.fields_by_name[top] for top in tops]
+    return {name for field in fields for name in (field.name, field.json_name)}
 
 
 def _bound_lua(bound: Mapping[str, set[str] | None]) -> dict[str, str]:

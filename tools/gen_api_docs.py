@@ -15,187 +15,48 @@ header.
 
 from __future__ import annotations
 
-import argparse
-import difflib
-import re
 import sys
-import tempfile
-import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
-import grpc
-from google.api import annotations_pb2, field_behavior_pb2
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
-from grpc_tools import protoc
 
 from meshkit.reasons import ERROR_DOMAIN
-from tools.gen_protos import PROTO_ROOT, PUBLIC_PROTOS
+from tools import generated
+from tools.descriptors import (
+    BASELINE_ERRORS,
+    ENUM_VALUE,
+    FILE_SERVICE,
+    HTTP_BODY,
+    HTTP_STATUS,
+    JSON_STRING_TYPES,
+    MESSAGE_FIELD,
+    SERVICE_METHOD,
+    STATUS_CODES,
+    WELL_KNOWN,
+    Element,
+    Index,
+    compile_descriptors,
+    errors,
+    escape,
+    field_behaviors,
+    oneof_name,
+)
+from tools.gen_protos import PUBLIC_PROTOS
+from tools.generated import ROOT
+from tools.http_rules import Binding, bindings, path_variables
 
-ROOT = Path(__file__).resolve().parent.parent
 API_DOC = ROOT / "docs" / "api.md"
 COMMAND = "python -m tools.gen_api_docs"
-
-# Field numbers in descriptor.proto that make up SourceCodeInfo.Location paths.
-_FILE_MESSAGE = 4
-_FILE_ENUM = 5
-_FILE_SERVICE = 6
-_MESSAGE_FIELD = 2
-_MESSAGE_NESTED = 3
-_MESSAGE_ENUM = 4
-_ENUM_VALUE = 2
-_SERVICE_METHOD = 2
-
-# A service whose comment asks for this header authenticates every RPC.
-_AUTH_MARKER = "authorization: Bearer"
-_HTTP_BODY = "google.api.HttpBody"
-_STATUS_CODES = {code.name: int(code.value[0]) for code in grpc.StatusCode}
-# What Envoy's REST transcoding answers for each gRPC status (Envoy's grpcToHttpStatus).
-_HTTP_STATUS = {
-    "OK": 200,
-    "CANCELLED": 499,
-    "UNKNOWN": 500,
-    "INVALID_ARGUMENT": 400,
-    "DEADLINE_EXCEEDED": 504,
-    "NOT_FOUND": 404,
-    "ALREADY_EXISTS": 409,
-    "PERMISSION_DENIED": 403,
-    "RESOURCE_EXHAUSTED": 429,
-    "FAILED_PRECONDITION": 400,
-    "ABORTED": 409,
-    "OUT_OF_RANGE": 400,
-    "UNIMPLEMENTED": 501,
-    "INTERNAL": 500,
-    "UNAVAILABLE": 503,
-    "DATA_LOSS": 500,
-    "UNAUTHENTICATED": 401,
-}
-# Codes every RPC may end with, and when, unless its own comment says more.
-_BASELINE_ERRORS = {
-    "INVALID_ARGUMENT": (
-        "The request is malformed or a field breaks its documented rules; a "
-        "`google.rpc.BadRequest` detail names each offending field."
-    ),
-    "UNAVAILABLE": (
-        "The service, or a service it depends on, cannot be reached right now; retrying later "
-        "may succeed."
-    ),
-}
-_UNAUTHENTICATED = (
-    "The access token is missing, malformed, signed by an unknown key or expired; log in or "
-    "refresh, then retry."
-)
-# Well-known types are described by their JSON form rather than their fields.
-_WELL_KNOWN = {
-    "google.protobuf.Timestamp": (
-        "A point in time, in UTC with nanosecond resolution.",
-        'an RFC 3339 string, e.g. `"2026-01-31T12:00:00Z"`.',
-    ),
-    "google.protobuf.FieldMask": (
-        "A set of field paths naming the fields an update touches.",
-        'one string of comma-separated lowerCamelCase paths, e.g. `"displayName,bio"`.',
-    ),
-}
-_JSON_STRING_TYPES = {"int64", "uint64", "fixed64", "sfixed64", "sint64"}
-_PATH_VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_LONE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
-
-
-@dataclass(frozen=True)
-class _Element:
-    """A message or enum of the descriptor set, with what its comments are looked up by."""
-
-    full_name: str
-    file: descriptor_pb2.FileDescriptorProto
-    path: tuple[int, ...]
-    message: descriptor_pb2.DescriptorProto | None = None
-    enum: descriptor_pb2.EnumDescriptorProto | None = None
-
-    @property
-    def public(self) -> bool:
-        """Tell whether the element belongs to one of meshgram's public protos."""
-        return self.file.name in PUBLIC_PROTOS
-
-
-@dataclass
-class _Index:
-    """Every message and enum by full name, and the comment of every commented element."""
-
-    elements: dict[str, _Element] = field(default_factory=dict)
-    comments: dict[tuple[str, tuple[int, ...]], str] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> _Index:
-        """Index the files of a descriptor set."""
-        index = cls()
-        for file in files:
-            for location in file.source_code_info.location:
-                text = location.leading_comments or location.trailing_comments
-                if text:
-                    index.comments[(file.name, tuple(location.path))] = text
-            prefix = f"{file.package}." if file.package else ""
-            for i, message in enumerate(file.message_type):
-                index._add_message(file, prefix + message.name, message, (_FILE_MESSAGE, i))
-            for i, enum in enumerate(file.enum_type):
-                index._add_enum(file, prefix + enum.name, enum, (_FILE_ENUM, i))
-        return index
-
-    def _add_message(
-        self,
-        file: descriptor_pb2.FileDescriptorProto,
-        name: str,
-        message: descriptor_pb2.DescriptorProto,
-        path: tuple[int, ...],
-    ) -> None:
-        """Index a message and everything nested in it."""
-        self.elements[name] = _Element(name, file, path, message=message)
-        for i, nested in enumerate(message.nested_type):
-            self._add_message(file, f"{name}.{nested.name}", nested, (*path, _MESSAGE_NESTED, i))
-        for i, enum in enumerate(message.enum_type):
-            self._add_enum(file, f"{name}.{enum.name}", enum, (*path, _MESSAGE_ENUM, i))
-
-    def _add_enum(
-        self,
-        file: descriptor_pb2.FileDescriptorProto,
-        name: str,
-        enum: descriptor_pb2.EnumDescriptorProto,
-        path: tuple[int, ...],
-    ) -> None:
-        """Index an enum."""
-        self.elements[name] = _Element(name, file, path, enum=enum)
-
-    def paragraphs(
-        self, file: descriptor_pb2.FileDescriptorProto, path: tuple[int, ...]
-    ) -> list[str]:
-        """Return an element's comment as paragraphs, without buf directives."""
-        raw = textwrap.dedent(self.comments.get((file.name, path), ""))
-        paragraphs: list[str] = []
-        lines: list[str] = []
-        for line in [*raw.splitlines(), ""]:
-            text = line.strip()
-            if text.startswith("buf:"):
-                continue
-            if text:
-                lines.append(text)
-            elif lines:
-                paragraphs.append(" ".join(lines))
-                lines = []
-        return paragraphs
-
-    def element(self, type_name: str) -> _Element:
-        """Return the message or enum a field's type_name (".pkg.Name") refers to."""
-        return self.elements[type_name.lstrip(".")]
 
 
 @dataclass
 class _Page:
     """The state of one rendering: lines written and anchors already placed."""
 
-    index: _Index
+    index: Index
     lines: list[str] = field(default_factory=list)
     anchored: set[str] = field(default_factory=set)
     documented: set[str] = field(default_factory=set)
@@ -212,32 +73,9 @@ class _Page:
             self.add(f'<a id="{name}"></a>', "")
 
 
-def compile_descriptors() -> descriptor_pb2.FileDescriptorSet:
-    """Compile the public protos with imports and comments into a descriptor set."""
-    googleapis = Path(annotations_pb2.__file__).resolve().parent.parent.parent
-    wellknown = Path(str(resources.files("grpc_tools"))) / "_proto"
-    with tempfile.TemporaryDirectory(prefix="meshgram-api-docs-") as folder:
-        out = Path(folder) / "api.pb"
-        code = protoc.main(
-            [
-                "grpc_tools.protoc",
-                f"-I{PROTO_ROOT}",
-                f"-I{googleapis}",
-                f"-I{wellknown}",
-                "--include_imports",
-                "--include_source_info",
-                f"--descriptor_set_out={out}",
-                *PUBLIC_PROTOS,
-            ]
-        )
-        if code != 0:
-            raise RuntimeError(f"protoc failed ({code}) on {', '.join(PUBLIC_PROTOS)}")
-        return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-
-
 def render(descriptors: descriptor_pb2.FileDescriptorSet) -> str:
     """Return the Markdown reference of the public services in a descriptor set."""
-    index = _Index.of(descriptors.file)
+    index = Index.of(descriptors.file)
     files = {file.name: file for file in descriptors.file}
     public = [files[name] for name in PUBLIC_PROTOS]
     page = _Page(index)
@@ -268,48 +106,18 @@ def generate() -> str:
 
 def check(path: Path = API_DOC) -> str:
     """Return a unified diff from path to the generated page; empty when path is up to date."""
-    current = path.read_text(encoding="utf-8") if path.exists() else ""
-    wanted = generate()
-    if current == wanted:
-        return ""
-    name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-    return "".join(
-        difflib.unified_diff(
-            current.splitlines(keepends=True),
-            wanted.splitlines(keepends=True),
-            fromfile=f"{name} (on disk)",
-            tofile=f"{name} (generated)",
-        )
-    )
-
-
-def write(path: Path = API_DOC) -> None:
-    """Write the generated page to path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(generate(), encoding="utf-8")
+    return generated.stale_diff(path, generate())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Rewrite docs/api.md, or with --check report whether it is up to date."""
-    parser = argparse.ArgumentParser(description="Generate docs/api.md from the proto comments.")
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="change nothing; exit 1 and print a diff when docs/api.md is out of date",
+    return generated.main(
+        argv,
+        path=API_DOC,
+        generate=generate,
+        command=COMMAND,
+        description="Generate docs/api.md from the proto comments.",
     )
-    args = parser.parse_args(argv)
-    shown = API_DOC.relative_to(ROOT)
-    if args.check:
-        diff = check()
-        if diff:
-            sys.stderr.write(diff)
-            print(f"{shown} is out of date; regenerate it with `{COMMAND}`", file=sys.stderr)
-            return 1
-        print(f"{shown} is up to date")
-        return 0
-    write()
-    print(f"wrote {shown}")
-    return 0
 
 
 def _header(page: _Page, files: Sequence[descriptor_pb2.FileDescriptorProto]) -> None:
@@ -343,8 +151,8 @@ def _header(page: _Page, files: Sequence[descriptor_pb2.FileDescriptorProto]) ->
             page.add(f"- [{service.name}](#{full}): {rpcs}")
     page.add("- [Errors](#errors)", "- [Other types](#other-types)", "")
     used = sorted(
-        {"INTERNAL", *_BASELINE_ERRORS, *_codes_named_in(page.index, files)},
-        key=_STATUS_CODES.__getitem__,
+        {"INTERNAL", *BASELINE_ERRORS, *_codes_named_in(page.index, files)},
+        key=STATUS_CODES.__getitem__,
     )
     page.add(
         '<a id="errors"></a>',
@@ -361,7 +169,7 @@ def _header(page: _Page, files: Sequence[descriptor_pb2.FileDescriptorProto]) ->
         "| --- | --- | --- |",
     )
     for code in used:
-        page.add(f"| `{code}` | {_STATUS_CODES[code]} | {_HTTP_STATUS[code]} |")
+        page.add(f"| `{code}` | {STATUS_CODES[code]} | {HTTP_STATUS[code]} |")
     page.add(
         "",
         "Each RPC lists the codes it can return. `INTERNAL` is left out of those lists: it means "
@@ -381,9 +189,9 @@ def _service(
     """Write one service: its comment, every RPC, then the other meshgram types they use."""
     index = page.index
     full = f"{file.package}.{service.name}"
-    path = (_FILE_SERVICE, number)
+    path = (FILE_SERVICE, number)
     comment = index.paragraphs(file, path)
-    authenticated = _AUTH_MARKER in " ".join(comment)
+    authenticated = index.requires_token(file, number)
     page.anchor(full)
     page.add(f"## {service.name}", "")
     page.add(*_prose(comment))
@@ -394,7 +202,7 @@ def _service(
         "",
     )
     for i, method in enumerate(service.method):
-        _method(page, file, (*path, _SERVICE_METHOD, i), full, method, authenticated)
+        _method(page, file, (*path, SERVICE_METHOD, i), full, method, authenticated)
     requests = {t.lstrip(".") for m in service.method for t in (m.input_type, m.output_type)}
     listed = [name for name in own if name not in requests and name not in page.documented]
     if listed:
@@ -416,8 +224,7 @@ def _method(
     comment = index.paragraphs(file, path)
     request = index.element(method.input_type)
     response = index.element(method.output_type)
-    rule: Any = method.options.Extensions[annotations_pb2.http]
-    bindings = _bindings(rule) if method.options.HasExtension(annotations_pb2.http) else []
+    rules = bindings(method.options.Extensions[annotations_pb2.http])
     page.anchor(f"{service}.{method.name}")
     page.add(f"### {method.name}", "")
     page.add(*_prose(comment))
@@ -429,23 +236,23 @@ def _method(
         f"| gRPC | `rpc {method.name}({streamed_in}{_short(request)}) returns "
         f"({streamed_out}{_short(response)})` |",
     )
-    for verb, rest_path, body in bindings:
-        page.add(f"| REST | `{verb} {rest_path}` {_body_note(request, body)} |")
-    if bindings:
-        page.add(f"| REST response | {_response_note(response, rule)} |")
+    for rule in rules:
+        page.add(f"| REST | `{rule.verb} {rule.path}` {_body_note(request, rule.body)} |")
+    if rules:
+        page.add(f"| REST response | {_response_note(response, rules[0])} |")
     page.add("")
-    request_where = _request_locations(request, bindings)
+    request_where = _request_locations(request, rules)
     page.add(f"**Request** {_type_link(page, request)}", "")
     _message_body(page, request, request_where)
     page.add(f"**Response** {_type_link(page, response)}", "")
     _message_body(page, response, None)
     page.add("**Errors**", "", "| code | HTTP | when |", "| --- | --- | --- |")
-    for code, when in _errors(comment, authenticated):
-        page.add(f"| `{code}` | {_HTTP_STATUS[code]} | {_cell(when)} |")
+    for code, when in errors(comment, authenticated):
+        page.add(f"| `{code}` | {HTTP_STATUS[code]} | {_cell(when)} |")
     page.add("")
 
 
-def _message_body(page: _Page, element: _Element, where: dict[str, str] | None) -> None:
+def _message_body(page: _Page, element: Element, where: dict[str, str] | None) -> None:
     """Write a request or response message in place (once; later mentions link to it)."""
     if element.full_name in page.documented:
         page.add(f"See {_type_link(page, element)} above.", "")
@@ -459,7 +266,7 @@ def _message_body(page: _Page, element: _Element, where: dict[str, str] | None) 
     _fields(page, element, where)
 
 
-def _element(page: _Page, element: _Element, *, level: str) -> None:
+def _element(page: _Page, element: Element, *, level: str) -> None:
     """Write a message or enum that is not itself a request or response."""
     page.documented.add(element.full_name)
     page.anchor(element.full_name)
@@ -468,15 +275,15 @@ def _element(page: _Page, element: _Element, *, level: str) -> None:
         page.add(*_prose(page.index.paragraphs(element.file, element.path)))
     else:
         page.add(*_prose(_summary(page.index, element)))
-    if element.full_name in _WELL_KNOWN:
-        page.add(f"JSON form: {_WELL_KNOWN[element.full_name][1]}", "")
+    if element.full_name in WELL_KNOWN:
+        page.add(f"JSON form: {WELL_KNOWN[element.full_name][1]}", "")
     elif element.enum is not None:
         _enum_values(page, element)
     else:
         _fields(page, element, None)
 
 
-def _fields(page: _Page, element: _Element, where: dict[str, str] | None) -> None:
+def _fields(page: _Page, element: Element, where: dict[str, str] | None) -> None:
     """Write the field table of a message; `where` adds the REST location of request fields."""
     message = element.message
     assert message is not None
@@ -491,9 +298,9 @@ def _fields(page: _Page, element: _Element, where: dict[str, str] | None) -> Non
         name = f"`{item.name}`"
         if item.json_name and item.json_name != item.name:
             name += f" (`{item.json_name}`)"
-        comment = page.index.paragraphs(element.file, (*element.path, _MESSAGE_FIELD, i))
+        comment = page.index.paragraphs(element.file, (*element.path, MESSAGE_FIELD, i))
         description = " ".join(
-            [*_behaviours(item), *map(_escape, comment), *_oneof_note(message, item)]
+            [*_behaviours(item), *map(escape, comment), *_oneof_note(message, item)]
         )
         cells = [name, _field_type(page, item)]
         if where is not None:
@@ -503,14 +310,14 @@ def _fields(page: _Page, element: _Element, where: dict[str, str] | None) -> Non
     page.add("")
 
 
-def _enum_values(page: _Page, element: _Element) -> None:
+def _enum_values(page: _Page, element: Element) -> None:
     """Write the value table of an enum."""
     enum = element.enum
     assert enum is not None
     page.add("| value | number | description |", "| --- | --- | --- |")
     for i, value in enumerate(enum.value):
-        comment = page.index.paragraphs(element.file, (*element.path, _ENUM_VALUE, i))
-        page.add(f"| `{value.name}` | {value.number} | {_cell(_escape(' '.join(comment)))} |")
+        comment = page.index.paragraphs(element.file, (*element.path, ENUM_VALUE, i))
+        page.add(f"| `{value.name}` | {value.number} | {_cell(escape(' '.join(comment)))} |")
     page.add("")
 
 
@@ -524,7 +331,7 @@ def _other_types(page: _Page, external: Sequence[str]) -> None:
         _element(page, page.index.elements[name], level="###")
 
 
-def _collect(index: _Index, element: _Element, own: list[str], external: list[str]) -> None:
+def _collect(index: Index, element: Element, own: list[str], external: list[str]) -> None:
     """Add element and, for meshgram messages, every type its fields use, in first-use order."""
     bucket = own if element.public else external
     if element.full_name in bucket:
@@ -541,62 +348,25 @@ def _collect(index: _Index, element: _Element, own: list[str], external: list[st
                 _collect(index, index.element(item.type_name), own, external)
 
 
-def _codes_named_in(index: _Index, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> set[str]:
+def _codes_named_in(index: Index, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> set[str]:
     """Return every status code an RPC comment names, across the public services."""
     codes: set[str] = set()
     for file in files:
         for s, service in enumerate(file.service):
-            comment = index.paragraphs(file, (_FILE_SERVICE, s))
-            if _AUTH_MARKER in " ".join(comment):
+            if index.requires_token(file, s):
                 codes.add("UNAUTHENTICATED")
             for m in range(len(service.method)):
-                path = (_FILE_SERVICE, s, _SERVICE_METHOD, m)
-                codes.update(code for code, _ in _errors(index.paragraphs(file, path), False))
+                path = (FILE_SERVICE, s, SERVICE_METHOD, m)
+                codes.update(code for code, _ in errors(index.paragraphs(file, path), False))
     return codes
 
 
-def _errors(comment: Sequence[str], authenticated: bool) -> list[tuple[str, str]]:
-    """Return (code, when in Markdown) for every code an RPC can end with, in code order."""
-    sentences = [s for paragraph in comment for s in _SENTENCE_END.split(paragraph)]
-    named = {
-        word
-        for sentence in sentences
-        for word in re.findall(r"\b[A-Z][A-Z_]+\b", sentence)
-        if word in _STATUS_CODES and word != "OK"
-    }
-    generic = dict(_BASELINE_ERRORS)
-    if authenticated:
-        generic["UNAUTHENTICATED"] = _UNAUTHENTICATED
-    result = []
-    for code in sorted(named | set(generic), key=_STATUS_CODES.__getitem__):
-        said = [s for s in sentences if re.search(rf"\b{code}\b", s)]
-        result.append((code, _escape(" ".join(said)) if said else generic[code]))
-    return result
-
-
-def _bindings(rule: Any) -> list[tuple[str, str, str]]:
-    """Return (verb, path, body) for an HttpRule and its additional bindings."""
-    pattern = rule.WhichOneof("pattern")
-    if pattern is None:
-        return []
-    if pattern == "custom":
-        verb, path = str(rule.custom.kind), str(rule.custom.path)
-    else:
-        verb, path = pattern.upper(), str(getattr(rule, pattern))
-    found = [(verb, path, str(rule.body))]
-    for extra in rule.additional_bindings:
-        found.extend(_bindings(extra))
-    return found
-
-
-def _request_locations(
-    request: _Element, bindings: Sequence[tuple[str, str, str]]
-) -> dict[str, str] | None:
+def _request_locations(request: Element, rules: Sequence[Binding]) -> dict[str, str] | None:
     """Return where each request field travels over REST (path, body or query)."""
-    if not bindings or request.message is None:
+    if not rules or request.message is None:
         return None
-    _, path, body = bindings[0]
-    in_path = {variable.split(".")[0] for variable in _PATH_VARIABLE.findall(path)}
+    body = rules[0].body
+    in_path = {name.split(".")[0] for name, _ in path_variables(rules[0].path)}
     where: dict[str, str] = {}
     for item in request.message.field:
         if item.name in in_path:
@@ -604,14 +374,14 @@ def _request_locations(
         elif body == "*":
             where[item.name] = "body"
         elif body == item.name:
-            raw = item.type_name.lstrip(".") == _HTTP_BODY
+            raw = item.type_name.lstrip(".") == HTTP_BODY
             where[item.name] = "raw body" if raw else "body"
         else:
             where[item.name] = f"query `{item.json_name or item.name}`"
     return where
 
 
-def _body_note(request: _Element, body: str) -> str:
+def _body_note(request: Element, body: str) -> str:
     """Describe what the REST request body carries."""
     if not body:
         return "(no body)"
@@ -619,14 +389,14 @@ def _body_note(request: _Element, body: str) -> str:
         return "(body: the request message as JSON)"
     message = request.message
     item = next((f for f in message.field if f.name == body), None) if message else None
-    if item is not None and item.type_name.lstrip(".") == _HTTP_BODY:
+    if item is not None and item.type_name.lstrip(".") == HTTP_BODY:
         return f"(body: the raw bytes, as `{body}`)"
     return f"(body: the `{body}` field as JSON)"
 
 
-def _response_note(response: _Element, rule: Any) -> str:
+def _response_note(response: Element, rule: Binding) -> str:
     """Describe what a REST response body carries."""
-    if response.full_name == _HTTP_BODY:
+    if response.full_name == HTTP_BODY:
         return "the raw bytes, with the content type the RPC reports"
     if rule.response_body:
         return f"the `{rule.response_body}` field of {_short(response)} as JSON"
@@ -647,68 +417,58 @@ def _field_type(page: _Page, item: descriptor_pb2.FieldDescriptorProto) -> str:
             return f"map&lt;{_field_type(page, key)}, {_field_type(page, value)}&gt;"
         return label + _type_link(page, element)
     scalar = descriptor_pb2.FieldDescriptorProto.Type.Name(item.type).removeprefix("TYPE_").lower()
-    note = " (JSON string)" if scalar in _JSON_STRING_TYPES and not label else ""
+    note = " (JSON string)" if scalar in JSON_STRING_TYPES and not label else ""
     if scalar == "bytes":
         note = " (base64 in JSON)"
     return f"{label}`{scalar}`{note}"
 
 
-def _type_link(page: _Page, element: _Element) -> str:
+def _type_link(page: _Page, element: Element) -> str:
     """Link a message or enum to where the page documents it (when the page does)."""
     if element.full_name not in page.linkable:
         return f"`{_short(element)}`"
     return f"[`{_short(element)}`](#{element.full_name})"
 
 
-def _short(element: _Element) -> str:
+def _short(element: Element) -> str:
     """Return the name to show: bare for meshgram types, full for others."""
     if element.public:
         return element.full_name.removeprefix(f"{element.file.package}.")
     return element.full_name
 
 
-def _summary(index: _Index, element: _Element) -> list[str]:
+def _summary(index: Index, element: Element) -> list[str]:
     """Return the one-paragraph description of a type from outside meshgram."""
-    if element.full_name in _WELL_KNOWN:
-        return [_WELL_KNOWN[element.full_name][0]]
+    if element.full_name in WELL_KNOWN:
+        return [WELL_KNOWN[element.full_name][0]]
     paragraphs = index.paragraphs(element.file, element.path)
     return paragraphs[:1]
 
 
 def _behaviours(item: descriptor_pb2.FieldDescriptorProto) -> list[str]:
     """Return the field_behavior annotations of a field as short sentences."""
-    values = item.options.Extensions[field_behavior_pb2.field_behavior]
-    words = [field_behavior_pb2.FieldBehavior.Name(value) for value in values]
-    return [f"*{word.replace('_', ' ').capitalize()}.*" for word in words]
+    return [f"*{word.replace('_', ' ').capitalize()}.*" for word in field_behaviors(item)]
 
 
 def _oneof_note(
     message: descriptor_pb2.DescriptorProto, item: descriptor_pb2.FieldDescriptorProto
 ) -> list[str]:
     """Return a note naming a field's oneof (synthetic proto3 optional ones excepted)."""
-    if not item.HasField("oneof_index") or item.proto3_optional:
-        return []
-    return [f"Member of the oneof `{message.oneof_decl[item.oneof_index].name}`."]
+    name = oneof_name(message, item)
+    return [] if name is None else [f"Member of the oneof `{name}`."]
 
 
 def _prose(paragraphs: Sequence[str]) -> list[str]:
     """Render comment paragraphs as Markdown paragraphs."""
     lines: list[str] = []
     for paragraph in paragraphs:
-        lines.extend([_escape(paragraph), ""])
+        lines.extend([escape(paragraph), ""])
     return lines
 
 
 def _cell(markdown: str) -> str:
     """Fit Markdown into a table cell."""
     return markdown.replace("|", "\\|")
-
-
-def _escape(text: str) -> str:
-    """Keep comment text literal in Markdown (no HTML, emphasis or code spans by accident)."""
-    text = text.replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;")
-    text = text.replace(">", "&gt;").replace("*", "\\*").replace("`", "\\`")
-    return _LONE_UNDERSCORE.sub("\\_", text)
 
 
 if __name__ == "__main__":

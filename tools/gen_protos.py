@@ -4,12 +4,17 @@ Run as `python -m tools.gen_protos` (what `make proto` does). Output is never ha
 - meshgram/**/*_pb2.py, *_pb2_grpc.py, *.pyi   Python stubs and typing stubs
 - envoy/api_descriptor.pb                       descriptor set for REST transcoding
 - .build/proto-deps/google/{api,rpc}/*.proto    third-party protos for `buf lint`
+
+clients/python's build loads this file by path and calls `generate_stubs` with PUBLIC_PROTOS, so
+the meshgram-client distribution carries the same stubs; keep its imports to grpc_tools,
+googleapis-common-protos and the standard library, which are all that build has.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -45,8 +50,16 @@ def _wellknown_root() -> Path:
 
 
 def _venv_tool(name: str) -> Path:
-    """Return a console script installed beside the running interpreter."""
-    return Path(sys.executable).parent / name
+    """Return a console script installed beside the running interpreter, else found on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return beside
+    # pip installs a build's requirements outside the interpreter's folder, with their scripts
+    # on PATH.
+    found = shutil.which(name)
+    if found is None:
+        sys.exit(f"{name} is neither beside {sys.executable} nor on PATH")
+    return Path(found)
 
 
 def _protoc(args: list[str]) -> None:
@@ -57,19 +70,32 @@ def _protoc(args: list[str]) -> None:
         sys.exit(f"protoc failed ({code}): {' '.join(args)}")
 
 
-def _clean_generated() -> None:
-    """Remove earlier output so renamed or deleted protos leave nothing behind."""
-    gen = OUT_ROOT / "meshgram"
-    if gen.exists():
-        shutil.rmtree(gen)
-
-
-def _mark_packages() -> None:
+def _mark_packages(gen: Path) -> None:
     """Add empty __init__.py files so tools that dislike namespace packages are happy."""
-    for folder in (OUT_ROOT / "meshgram").rglob("*"):
+    for folder in gen.rglob("*"):
         if folder.is_dir():
             (folder / "__init__.py").touch()
-    (OUT_ROOT / "meshgram" / "__init__.py").touch()
+    (gen / "__init__.py").touch()
+
+
+def generate_stubs(out_root: Path, sources: Sequence[str]) -> None:
+    """Write the stubs and typing stubs of `sources` (paths under protos/) to out_root/meshgram."""
+    gen = out_root / "meshgram"
+    # Start empty so renamed or deleted protos leave nothing behind.
+    if gen.exists():
+        shutil.rmtree(gen)
+    _protoc(
+        [
+            f"--python_out={out_root}",
+            f"--grpc_python_out={out_root}",
+            f"--plugin=protoc-gen-mypy={_venv_tool('protoc-gen-mypy')}",
+            f"--plugin=protoc-gen-mypy_grpc={_venv_tool('protoc-gen-mypy_grpc')}",
+            f"--mypy_out={out_root}",
+            f"--mypy_grpc_out={out_root}",
+            *sources,
+        ]
+    )
+    _mark_packages(gen)
 
 
 def _copy_buf_deps() -> None:
@@ -86,20 +112,7 @@ def _copy_buf_deps() -> None:
 
 def main() -> None:
     """Generate every artefact derived from protos/."""
-    _clean_generated()
-    sources = PUBLIC_PROTOS + INTERNAL_PROTOS
-    _protoc(
-        [
-            f"--python_out={OUT_ROOT}",
-            f"--grpc_python_out={OUT_ROOT}",
-            f"--plugin=protoc-gen-mypy={_venv_tool('protoc-gen-mypy')}",
-            f"--plugin=protoc-gen-mypy_grpc={_venv_tool('protoc-gen-mypy_grpc')}",
-            f"--mypy_out={OUT_ROOT}",
-            f"--mypy_grpc_out={OUT_ROOT}",
-            *sources,
-        ]
-    )
-    _mark_packages()
+    generate_stubs(OUT_ROOT, PUBLIC_PROTOS + INTERNAL_PROTOS)
     DESCRIPTOR.parent.mkdir(parents=True, exist_ok=True)
     _protoc(
         [

@@ -67,6 +67,7 @@ def banner(mesh: Mesh) -> str:
             f"meshgram is up: edge http://{edge} (native gRPC, gRPC-web and REST/JSON)",
             f"  grpcurl -plaintext {edge} list",
             f"  curl -s http://{edge}/.well-known/jwks.json",
+            f"  API reference: http://{edge}/docs",
             f"  Envoy admin: http://127.0.0.1:{mesh.ports.admin}/ (loopback only)",
             "Ctrl-C stops everything.",
             "",

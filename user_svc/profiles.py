@@ -18,6 +18,12 @@ UPDATABLE_PATHS = ("display_name", "bio")
 # this many times over it cannot, and is refused before any per-character work.
 _RAW_LENGTH_FACTOR = 4
 
+# An error names this many unknown mask paths at most, each cut to this many characters. Named
+# in full, a mask filling the 256 KiB message limit made an error as large, which the edge and
+# clients cannot carry (the caller saw UNAVAILABLE or RESOURCE_EXHAUSTED instead).
+_REPORTED_PATHS = 3
+_REPORTED_PATH_CHARS = 64
+
 # The handle rule auth_svc enforces at registration; anything else cannot name a profile.
 _USERNAME = re.compile(r"[a-z0-9._]{3,30}")
 
@@ -86,15 +92,7 @@ def changes_from_mask(paths: Iterable[str], *, display_name: str, bio: str) -> P
     selected = set(paths) or _populated(display_name=display_name, bio=bio)
     unknown = sorted(selected.difference(UPDATABLE_PATHS))
     if unknown:
-        raise invalid(
-            [
-                FieldViolation(
-                    "update_mask",
-                    f"unsupported path {path!r}; allowed: {', '.join(UPDATABLE_PATHS)}",
-                )
-                for path in unknown
-            ]
-        )
+        raise invalid(_unsupported(unknown))
     violations: list[FieldViolation] = []
     new_display_name = new_bio = None
     if "display_name" in selected:
@@ -141,6 +139,26 @@ def _populated(*, display_name: str, bio: str) -> set[str]:
     # keep their stored values.
     values = {"display_name": display_name, "bio": bio}
     return {path for path, value in values.items() if value}
+
+
+def _unsupported(paths: list[str]) -> list[FieldViolation]:
+    """The violations for unknown mask paths: the first few, shortened, and how many more."""
+    allowed = ", ".join(UPDATABLE_PATHS)
+    violations = [
+        FieldViolation("update_mask", f"unsupported path {_shortened(path)}; allowed: {allowed}")
+        for path in paths[:_REPORTED_PATHS]
+    ]
+    if len(paths) > _REPORTED_PATHS:
+        more = len(paths) - _REPORTED_PATHS
+        violations.append(FieldViolation("update_mask", f"and {more} more unsupported paths"))
+    return violations
+
+
+def _shortened(path: str) -> str:
+    """A path as an error shows it: quoted, and cut to _REPORTED_PATH_CHARS characters."""
+    if len(path) <= _REPORTED_PATH_CHARS:
+        return repr(path)
+    return f"{path[:_REPORTED_PATH_CHARS]!r}... ({len(path)} characters)"
 
 
 def _text(

@@ -1,19 +1,26 @@
 -- The edge filter closest to the client: it finishes the answers the edge composes by itself,
 -- and records the gRPC status the client received for the access log.
 --
--- * Headers: a request whose header block is over the limit gets 431 / RESOURCE_EXHAUSTED.
+-- * Headers: a request whose header block is over the limit gets 431 / RESOURCE_EXHAUSTED; one
+--   with a header name gRPC metadata cannot carry gets 400 / INVALID_ARGUMENT.
 -- * Not modified: a download whose ETag matches the request's If-None-Match comes back from
 --   storage_svc without bytes and with a `meshgram-not-modified` header; REST clients get 304.
 -- * gRPC-web clients of an edge answer get the same code as everyone else: Envoy's gRPC-web
 --   filter derives grpc-status from the HTTP status with the gRPC spec's mapping for proxies
 --   (a bad request would read INTERNAL). CODES maps the edge's HTTP statuses to gRPC codes; it
 --   is generated from tools/edge.py's LOCAL_REPLIES, which also label the JSON answers.
+-- * A REST path asked with a method it is not served with gets 405 and an Allow header (the
+--   transcoder answers 404, as for a path that does not exist).
 -- * The JSON parser's messages quote the offending input over several lines with a caret under
 --   it; REST clients get the first line, which says what is wrong.
 -- * The access log's grpc_status is what this client received: the service's status when the
 --   call reached one (recorded by upstream.lua), else the code of the edge's own answer.
 
 local CODES = ${CODES}
+
+-- The REST routes: an anchored Lua pattern per path template and the verbs it is served with
+-- (generated from the google.api.http rules by tools/edge.py).
+local ROUTES = ${ROUTES}
 
 local METADATA = "meshgram.edge"
 
@@ -25,8 +32,20 @@ local MAX_HEADER_BYTES = ${MAX_HEADER_BYTES}
 function envoy_on_request(handle)
   local headers = handle:headers()
   local size = 0
+  local bad_name = nil
   for key, value in pairs(headers) do
     size = size + #key + #value
+    -- HTTP allows names gRPC metadata does not (a service would fail the call as INTERNAL).
+    if bad_name == nil and (key == "" or key:find("[^a-z0-9_.%-]", key:sub(1, 1) == ":" and 2 or 1)) then
+      bad_name = key
+    end
+  end
+  if bad_name ~= nil then
+    handle:respond(
+      {[":status"] = "400"},
+      "header name " .. string.format("%q", bad_name) .. " has characters other than a-z 0-9 - _ ."
+    )
+    return
   end
   if size > MAX_HEADER_BYTES then
     handle:respond(
@@ -37,8 +56,33 @@ function envoy_on_request(handle)
   end
   local meta = handle:streamInfo():dynamicMetadata()
   meta:set(METADATA, "method", headers:get(":method") or "")
+  meta:set(METADATA, "path", (headers:get(":path") or ""):match("^[^?]*"))
   local content_type = headers:get("content-type") or ""
   meta:set(METADATA, "grpc_web", content_type:find("^application/grpc%-web") ~= nil)
+end
+
+-- The verbs a REST path is served with (none when no route has that path), sorted.
+local function allowed_verbs(path)
+  local seen, verbs = {}, {}
+  for _, route in ipairs(ROUTES) do
+    if path:find(route.pattern) then
+      for _, verb in ipairs(route.verbs) do
+        if not seen[verb] then
+          seen[verb] = true
+          verbs[#verbs + 1] = verb
+        end
+      end
+    end
+  end
+  table.sort(verbs)
+  return verbs
+end
+
+-- The JSON answer to a method that a REST path is not served with.
+local function method_not_allowed(verbs)
+  return '{"code":12,"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo",'
+    .. '"domain":"meshgram.dev","metadata":{},"reason":"METHOD_NOT_ALLOWED"}],'
+    .. '"message":"this path is served with ' .. verbs .. ' only"}'
 end
 
 -- The edge's JSON error with its message cut at the first (JSON-escaped) line break.
@@ -77,16 +121,35 @@ function envoy_on_response(handle)
     headers:replace("grpc-status", code)
     status = code
   end
-  if status == nil and (headers:get("content-type") or ""):find("^application/json") then
+  local failed = (tonumber(headers:get(":status")) or 0) >= 400
+  if status == nil and failed and (headers:get("content-type") or ""):find("^application/json") then
     -- body() waits for the whole (small) body; objects taken before it are stale after it.
+    local verbs = ""
+    -- 404 from the transcoder; 400 (with no message) for methods it cannot parse, e.g. QUERY.
+    local code = headers:get(":status")
+    if code == "404" or code == "400" then
+      local allowed = allowed_verbs(request.path or "")
+      local listed = table.concat(allowed, ", ")
+      if #allowed > 0 and not (", " .. listed .. ", "):find(", " .. request.method .. ", ", 1, true) then
+        verbs = listed
+      end
+    end
     local body = handle:body()
     if body ~= nil then
       local json = body:getBytes(0, body:length())
-      status = json:match('^{"code":(%d+)')
-      local trimmed = first_line(json)
-      if trimmed ~= json then
-        body:setBytes(trimmed)
+      if verbs ~= "" then
+        -- A known path asked with another method: 405 with Allow, as HTTP wants.
+        json = method_not_allowed(verbs)
+        handle:headers():replace(":status", "405")
+        handle:headers():replace("allow", verbs)
+      else
+        -- Refusals from the codec (a method it will not take, broken framing) have no text.
+        json = first_line(json):gsub(
+          '"message":""', '"message":"the edge cannot read this request (HTTP ' .. code .. ')"'
+        )
       end
+      status = json:match('^{"code":(%d+)')
+      body:setBytes(json)
     end
   end
   if status ~= nil then

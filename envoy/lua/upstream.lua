@@ -5,7 +5,8 @@
 --    (`GET /v1/profiles/ada?username=bob` would otherwise read bob). BOUND lists, per gRPC
 --    method, the top-level request fields so bound ("*" when the body binds every field); it is
 --    generated from the google.api.http annotations by tools/edge.py.
--- 2. It records the gRPC status the service answered with, for the access log: the client gets
+-- 2. A message flagged compressed without a grpc-encoding is refused as INVALID_ARGUMENT.
+-- 3. It records the gRPC status the service answered with, for the access log: the client gets
 --    that same code whether it reads it from a trailer (gRPC, gRPC-web) or from JSON (REST).
 
 local BOUND = ${BOUND}
@@ -27,8 +28,31 @@ local function bound_parameter(bound, query)
   return nil
 end
 
+-- A gRPC message flagged compressed in a request that names no compression: grpcio would fail
+-- the call as INTERNAL ("Compression bit set but no encoding configured"). Only requests the
+-- buffer filter holds whole are looked at (it gives them a content-length); streams pass.
+local function compressed_without_encoding(handle, headers)
+  local encoding = headers:get("grpc-encoding")
+  if headers:get("content-length") == nil or (encoding ~= nil and encoding ~= "identity") then
+    return false
+  end
+  local body = handle:body()
+  if body == nil or body:length() == 0 then
+    return false
+  end
+  return string.byte(body:getBytes(0, 1)) % 2 == 1
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
+  if compressed_without_encoding(handle, headers) then
+    handle:respond(
+      {[":status"] = "400"},
+      "the message is flagged compressed but the request names no grpc-encoding"
+    )
+    return
+  end
+  headers = handle:headers()
   local original = headers:get("x-envoy-original-path")
   if original == nil then
     return

@@ -6,6 +6,8 @@
   <tmp>/secrets/ as `make run` does into var/secrets/ (unless the environment sets them).
 - `edge_url`: "http://127.0.0.1:PORT" of the Envoy listener (REST and gRPC-web).
 - `edge_channel`: a native gRPC channel to the Envoy listener.
+- `client`: a Python client session (`meshgram_client.aio.Session`) on the Envoy listener, not
+  logged in; `tests.e2e.support.sign_up(client)` registers a fresh user and logs it in.
 - `signing_key_file`: the Ed25519 key auth_svc signs with (to forge expired tokens in tests).
 - `web_origin`: "http://127.0.0.1:PORT" of a static server for tests/e2e/web (the browser test's
   page), started before the mesh so that the edge's CORS allow-list can name it.
@@ -22,6 +24,7 @@ from typing import Any
 
 import grpc
 import pytest
+from meshgram_client import aio
 
 from tools.mesh import Mesh, MeshPorts
 
@@ -109,3 +112,10 @@ async def edge_channel(mesh: Mesh) -> AsyncIterator[grpc.aio.Channel]:
     """A native gRPC channel to the edge."""
     async with grpc.aio.insecure_channel(mesh.edge_address) as channel:
         yield channel
+
+
+@pytest.fixture
+async def client(mesh: Mesh) -> AsyncIterator[aio.Session]:
+    """A Python client session on the edge, not logged in."""
+    async with aio.Session(mesh.edge_address) as session:
+        yield session

@@ -1,4 +1,5 @@
-"""Helpers shared by the end-to-end tests: unique users, test images, gRPC-web framing, logs."""
+"""Helpers shared by the end-to-end tests: unique users, test images, gRPC-web framing, logs,
+expired tokens."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from meshgram_client import aio
 from PIL import Image
 
+from meshgram.auth.v1 import auth_pb2
 from tools.mesh import Mesh
 
 
@@ -31,6 +37,30 @@ def new_user() -> NewUser:
     tag = uuid.uuid4().hex[:10]
     return NewUser(
         email=f"E2E.{tag}@Example.com", username=f"e2e_{tag}", password=f"pw-{tag}-long enough"
+    )
+
+
+async def sign_up(client: aio.Session) -> NewUser:
+    """Register a fresh user through a Python client session and log the session in as it."""
+    user = new_user()
+    await client.auth.Register(
+        auth_pb2.RegisterRequest(email=user.email, username=user.username, password=user.password)
+    )
+    await client.login(user.email, user.password)
+    return user
+
+
+def expired_copy(access_token: str, signing_key_file: Path) -> str:
+    """The same access token signed again with auth_svc's key, but expired half an hour ago."""
+    header = jwt.get_unverified_header(access_token)
+    claims = jwt.decode(access_token, options={"verify_signature": False})
+    key = load_pem_private_key(signing_key_file.read_bytes(), password=None)
+    now = int(time.time())
+    return jwt.encode(
+        {**claims, "iat": now - 3600, "exp": now - 1800},
+        key,  # type: ignore[arg-type]
+        algorithm="EdDSA",
+        headers={"kid": header["kid"]},
     )
 
 

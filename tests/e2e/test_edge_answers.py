@@ -130,7 +130,23 @@ async def test_native_grpc_with_oversized_metadata_is_refused_not_random(
     }
 
 
+def test_a_header_name_grpc_cannot_carry_is_invalid_argument(http: httpx.Client) -> None:
+    # "|" is a legal HTTP header-name character but not a gRPC metadata one: a service would
+    # fail such a call as INTERNAL.
+    reply = http.get("/.well-known/jwks.json", headers={"|": "x"})
+    assert reply.status_code == 400
+    body = reply.json()
+    assert body["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert '"|"' in body["message"]
+
+
 # --- the edge's own JSON answers carry a gRPC code and a readable message
+
+
+def test_a_method_the_codec_refuses_still_gets_a_message(http: httpx.Client) -> None:
+    reply = http.request("QUERY", "/.well-known/jwks.json")
+    assert reply.status_code == 400
+    assert reply.json()["message"]
 
 
 def test_bad_json_gets_a_readable_message_and_details(http: httpx.Client) -> None:
@@ -158,6 +174,30 @@ def test_http_1_0_clients_are_served(mesh: Mesh) -> None:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split(b" ")[1] == b"200", head
     assert b'"keys"' in body
+
+
+# --- a REST path asked with a method it does not serve
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/v1/profiles/me", "GET, PATCH"),
+        ("PUT", "/v1/auth:login", "POST"),
+        ("TRACE", "/.well-known/jwks.json", "GET"),
+        ("POST", "/v1/images/abc:download", "GET"),
+    ],
+)
+def test_a_known_path_with_another_method_is_405_with_allow(
+    http: httpx.Client, method: str, path: str, allow: str
+) -> None:
+    reply = http.request(method, path)
+    assert reply.status_code == 405
+    assert reply.headers["allow"] == allow
+    body = reply.json()
+    assert body["code"] == grpc.StatusCode.UNIMPLEMENTED.value[0]
+    assert reason(body) == "METHOD_NOT_ALLOWED"
+    assert allow in body["message"]
 
 
 # --- gRPC and gRPC-web paths take POST only

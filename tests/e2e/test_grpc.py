@@ -1,4 +1,5 @@
-"""The slice in native gRPC through Envoy with generated stubs, plus grpcurl as a user runs it."""
+"""The slice in native gRPC through Envoy with generated stubs (signed in with the Python
+client, which sends the access token), plus grpcurl as a user runs it."""
 
 from __future__ import annotations
 
@@ -14,30 +15,15 @@ import grpc
 import pytest
 from google.api import httpbody_pb2
 from google.rpc import error_details_pb2, status_pb2
+from meshgram_client import aio
 
 from meshgram.auth.v1 import auth_pb2, auth_pb2_grpc
-from meshgram.storage.v1 import storage_pb2, storage_pb2_grpc
+from meshgram.storage.v1 import storage_pb2
 from meshgram.user.v1 import user_pb2, user_pb2_grpc
-from tests.e2e.support import new_user, png_bytes
+from tests.e2e.support import new_user, png_bytes, sign_up
 from tools.mesh import Mesh
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
-
-
-async def sign_in(channel: grpc.aio.Channel) -> tuple[str, auth_pb2.TokenPair]:
-    """Register and log in a fresh user; return its username and tokens."""
-    auth = auth_pb2_grpc.AuthServiceStub(channel)
-    user = new_user()
-    await auth.Register(
-        auth_pb2.RegisterRequest(email=user.email, username=user.username, password=user.password)
-    )
-    reply = await auth.Login(auth_pb2.LoginRequest(email=user.email, password=user.password))
-    return user.username, reply.tokens
-
-
-def bearer(tokens: auth_pb2.TokenPair) -> tuple[tuple[str, str]]:
-    """Call metadata carrying the access token."""
-    return (("authorization", f"Bearer {tokens.access_token}"),)
 
 
 def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
@@ -48,13 +34,11 @@ def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     raise AssertionError("no status details")
 
 
-async def test_slice_over_native_grpc(edge_channel: grpc.aio.Channel) -> None:
-    username, tokens = await sign_in(edge_channel)
-    users = user_pb2_grpc.UserServiceStub(edge_channel)
-    me = await users.GetMyProfile(user_pb2.GetMyProfileRequest(), metadata=bearer(tokens))
-    assert me.profile.username == username
+async def test_slice_over_native_grpc(client: aio.Session) -> None:
+    user = await sign_up(client)
+    me = await client.users.GetMyProfile(user_pb2.GetMyProfileRequest())
+    assert me.profile.username == user.username
 
-    storage = storage_pb2_grpc.StorageServiceStub(edge_channel)
     image = png_bytes(64, 48)
 
     async def chunks() -> AsyncIterator[storage_pb2.UploadImageRequest]:
@@ -65,22 +49,20 @@ async def test_slice_over_native_grpc(edge_channel: grpc.aio.Channel) -> None:
                 )
             )
 
-    uploaded = await storage.UploadImage(chunks(), metadata=bearer(tokens))
+    uploaded = await client.storage.UploadImage(chunks())
     assert uploaded.image.content_type == "image/png"
     assert uploaded.image.size_bytes == len(image)
 
     received = b""
-    async for part in storage.DownloadImage(
-        storage_pb2.DownloadImageRequest(image_id=uploaded.image.id), metadata=bearer(tokens)
+    async for part in client.storage.DownloadImage(
+        storage_pb2.DownloadImageRequest(image_id=uploaded.image.id)
     ):
         assert part.content_type == "image/png"
         received += part.data
     assert received == image
 
-    await storage.SetAvatar(
-        storage_pb2.SetAvatarRequest(image_id=uploaded.image.id), metadata=bearer(tokens)
-    )
-    again = await users.GetMyProfile(user_pb2.GetMyProfileRequest(), metadata=bearer(tokens))
+    await client.storage.SetAvatar(storage_pb2.SetAvatarRequest(image_id=uploaded.image.id))
+    again = await client.users.GetMyProfile(user_pb2.GetMyProfileRequest())
     assert again.profile.avatar_image_id == uploaded.image.id
 
 
@@ -140,9 +122,8 @@ async def test_calls_without_a_token_are_unauthenticated(edge_channel: grpc.aio.
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_non_image_upload_is_invalid_argument(edge_channel: grpc.aio.Channel) -> None:
-    _, tokens = await sign_in(edge_channel)
-    storage = storage_pb2_grpc.StorageServiceStub(edge_channel)
+async def test_non_image_upload_is_invalid_argument(client: aio.Session) -> None:
+    await sign_up(client)
 
     async def chunks() -> AsyncIterator[storage_pb2.UploadImageRequest]:
         yield storage_pb2.UploadImageRequest(
@@ -150,7 +131,7 @@ async def test_non_image_upload_is_invalid_argument(edge_channel: grpc.aio.Chann
         )
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await storage.UploadImage(chunks(), metadata=bearer(tokens))
+        await client.storage.UploadImage(chunks())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -230,9 +211,10 @@ async def test_corrupt_protobuf_is_invalid_argument(edge_channel: grpc.aio.Chann
     assert "DecodeError" not in (caught.value.details() or "")
 
 
-async def test_corrupt_upload_chunk_is_invalid_argument(edge_channel: grpc.aio.Channel) -> None:
-    _, tokens = await sign_in(edge_channel)
-    upload = edge_channel.stream_unary("/meshgram.storage.v1.StorageService/UploadImage")
+async def test_corrupt_upload_chunk_is_invalid_argument(client: aio.Session) -> None:
+    await sign_up(client)
+    # A raw call on the session's channel still carries the access token.
+    upload = client.channel.stream_unary("/meshgram.storage.v1.StorageService/UploadImage")
 
     async def chunks() -> AsyncIterator[bytes]:
         yield storage_pb2.UploadImageRequest(
@@ -241,7 +223,7 @@ async def test_corrupt_upload_chunk_is_invalid_argument(edge_channel: grpc.aio.C
         yield b"\x0a\x7f\x01"
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await upload(chunks(), metadata=bearer(tokens))
+        await upload(chunks())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from tests.e2e.support import NewUser, new_user, noise_png, png_bytes
+from tests.e2e.support import NewUser, expired_copy, new_user, noise_png, png_bytes
 
 
 @pytest.fixture
@@ -205,16 +202,7 @@ def test_missing_garbage_tampered_and_expired_tokens_are_401(
         == 401
     )
 
-    header = jwt.get_unverified_header(access)
-    claims = jwt.decode(access, options={"verify_signature": False})
-    key = load_pem_private_key(signing_key_file.read_bytes(), password=None)
-    now = int(time.time())
-    expired = jwt.encode(
-        {**claims, "iat": now - 3600, "exp": now - 1800},
-        key,  # type: ignore[arg-type]
-        algorithm="EdDSA",
-        headers={"kid": header["kid"]},
-    )
+    expired = expired_copy(access, signing_key_file)
     reply = http.get("/v1/profiles/me", headers={"authorization": f"Bearer {expired}"})
     assert reply.status_code == 401
     assert error_reason(reply) == "TOKEN_EXPIRED"
@@ -322,7 +310,7 @@ def test_malformed_json_is_400_never_5xx(
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/nope"), ("GET", "/v2/profiles/me"), ("DELETE", "/v1/profiles/me"), ("GET", "/")],
+    [("GET", "/nope"), ("GET", "/v2/profiles/me"), ("DELETE", "/v1/profile"), ("GET", "/")],
 )
 def test_unknown_paths_are_404_json(http: httpx.Client, method: str, path: str) -> None:
     reply = http.request(method, path)

@@ -90,6 +90,16 @@ def test_other_mask_paths_are_invalid_on_field_update_mask(paths: list[str]) -> 
     assert set(fields(caught.value)) == {"update_mask"}
 
 
+def test_errors_name_few_unknown_mask_paths_and_shortened() -> None:
+    # Found by fuzzing: every path in full made the error as large as a 256 KiB request.
+    with pytest.raises(InvalidArgument) as caught:
+        changes_from_mask(["0" * 200_000, *map(str, range(10_000))], display_name="", bio="")
+    assert len(caught.value.violations) == 4
+    assert "(200000 characters)" in caught.value.message
+    assert "and 9998 more unsupported paths" in caught.value.message
+    assert len(caught.value.message) < 1_000
+
+
 def test_surrounding_whitespace_is_trimmed() -> None:
     changes = changes_from_mask([], display_name="  Ada \t", bio="\n  line one\nline two \n")
     assert changes == ProfileChanges(display_name="Ada", bio="line one\nline two")
