@@ -59,6 +59,7 @@ LOCAL_REPLIES = {
     429: LocalReply(8, Reason.RATE_LIMITED),
     431: LocalReply(8, Reason.HEADERS_TOO_LARGE),
     500: LocalReply(13, Reason.EDGE_ERROR),
+    501: LocalReply(12, Reason.MALFORMED_REQUEST),  # a transfer coding the edge does not know
     502: LocalReply(14, Reason.SERVICE_UNAVAILABLE),  # the service hung up or answered garbage
     503: LocalReply(14, Reason.SERVICE_UNAVAILABLE),  # no healthy service
     504: LocalReply(4, Reason.SERVICE_TIMEOUT),

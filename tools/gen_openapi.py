@@ -92,6 +92,10 @@ _RAW_MEDIA_TYPES = {
 }
 _RAW_DEFAULT = ("application/octet-stream",)
 
+# RPCs whose REST answer carries an ETag and honours If-None-Match with 304 (storage_svc sends
+# the tag; the edge's answers.lua turns a current copy into 304).
+_CONDITIONAL = frozenset({"meshgram.storage.v1.StorageService.DownloadImage"})
+
 # The edge's own answers (tools/edge.py LOCAL_REPLIES gives their code and reason) that a REST
 # call can get: (HTTP status, when, only where a JSON body is read).
 _EDGE_ANSWERS = (
@@ -451,9 +455,39 @@ def _operations(
             **_failures(comment, authenticated, json_body),
             "default": {"$ref": "#/components/responses/Error"},
         }
+        if f"{full}.{method.name}" in _CONDITIONAL:
+            _conditional(operation)
         if authenticated:
             operation["security"] = [{BEARER: []}]
         yield openapi_path(binding.path), binding.verb.lower(), operation
+
+
+def _conditional(operation: dict[str, Any]) -> None:
+    """Add If-None-Match, the ETag and Cache-Control headers and the 304 answer to an operation
+    whose bytes never change under their id."""
+    operation.setdefault("parameters", []).append(
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "ETags of copies the client holds; a match answers 304 with no body.",
+            "schema": {"type": "string"},
+        }
+    )
+    operation["responses"]["200"]["headers"] = {
+        "ETag": {
+            "description": "A strong tag: the SHA-256 of the bytes, quoted.",
+            "schema": {"type": "string"},
+        },
+        "Cache-Control": {
+            "description": "The bytes never change under this id: cacheable for a year.",
+            "schema": {"type": "string"},
+        },
+    }
+    operation["responses"]["304"] = {
+        "description": "Not Modified: If-None-Match names the current ETag; no body.",
+        "headers": {"ETag": {"schema": {"type": "string"}}},
+    }
 
 
 def _path_parameters(

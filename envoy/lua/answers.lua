@@ -2,7 +2,9 @@
 -- and records the gRPC status the client received for the access log.
 --
 -- * Headers: a request whose header block is over the limit gets 431 / RESOURCE_EXHAUSTED; one
---   with a header name gRPC metadata cannot carry gets 400 / INVALID_ARGUMENT.
+--   with a header name gRPC metadata cannot carry, or a grpc-encoding the services cannot
+--   decode, gets 400 / INVALID_ARGUMENT; gRPC's own headers from clients are dropped.
+-- * Images carry X-Content-Type-Options: nosniff.
 -- * Not modified: a download whose ETag matches the request's If-None-Match comes back from
 --   storage_svc without bytes and with a `meshgram-not-modified` header; REST clients get 304.
 -- * gRPC-web clients of an edge answer get the same code as everyone else: Envoy's gRPC-web
@@ -23,6 +25,9 @@ local CODES = ${CODES}
 local ROUTES = ${ROUTES}
 
 local METADATA = "meshgram.edge"
+
+-- The message encodings the services decode (grpcio's).
+local ENCODINGS = {identity = true, gzip = true, deflate = true}
 
 -- The header block a request may have. Envoy's codec has a higher, hard limit: past it, an
 -- HTTP/2 stream is reset, which gRPC clients would read as INTERNAL; below it this filter
@@ -54,10 +59,39 @@ function envoy_on_request(handle)
     )
     return
   end
+  local content_type = headers:get("content-type") or ""
+  local grpc_client = content_type:find("^application/grpc") ~= nil
+  local encoding = headers:get("grpc-encoding")
+  if grpc_client and encoding ~= nil and not ENCODINGS[encoding] then
+    handle:respond(
+      {[":status"] = "400"},
+      "grpc-encoding " .. string.format("%q", encoding) .. " is not supported: use identity, gzip or deflate"
+    )
+    return
+  end
+  -- gRPC's own headers and binary metadata are the protocol's business or ours: a client's
+  -- (a -bin value that is not base64, grpc-status, grpc-previous-rpc-attempts...) made grpcio
+  -- fail the call as INTERNAL. None of them means anything to the services, so they go; a gRPC
+  -- client keeps only its message encoding, and REST clients (whose bodies the edge encodes)
+  -- not even that. grpc-timeout is taken by the routes before the request is sent on.
+  local dropped = {}
+  for key, _ in pairs(headers) do
+    local kept = key == "grpc-accept-encoding" or key == "grpc-timeout"
+      or (grpc_client and key == "grpc-encoding")
+    if not kept and (key:find("^grpc%-") or key:sub(-4) == "-bin") then
+      dropped[#dropped + 1] = key
+    end
+  end
+  for _, key in ipairs(dropped) do
+    headers:remove(key)
+  end
+  -- grpcio resets a gRPC stream that lacks "te: trailers"; the edge speaks for the client.
+  if grpc_client and content_type:find("^application/grpc%-web") == nil then
+    headers:replace("te", "trailers")
+  end
   local meta = handle:streamInfo():dynamicMetadata()
   meta:set(METADATA, "method", headers:get(":method") or "")
   meta:set(METADATA, "path", (headers:get(":path") or ""):match("^[^?]*"))
-  local content_type = headers:get("content-type") or ""
   meta:set(METADATA, "grpc_web", content_type:find("^application/grpc%-web") ~= nil)
 end
 
@@ -91,64 +125,84 @@ local function first_line(json)
   if message == nil then
     return json
   end
-  local cut = message:find('[^\\]\\n')
+  -- Envoy escapes a line break as \n, or as \u000a when the text holds bytes that are not
+  -- UTF-8; either way what follows it quotes the client's input (a password, say).
+  local cut = message:find('[^\\]\\n') or message:find('[^\\]\\u000a')
   if cut == nil then
     return json
   end
   return head .. message:sub(1, cut) .. '"}'
 end
 
+-- The methods a REST path is served with when method is not one of them, comma-separated;
+-- "" when the path is unknown or served with that method.
+local function other_methods(path, method)
+  local allowed = allowed_verbs(path or "")
+  local listed = table.concat(allowed, ", ")
+  if #allowed == 0 or (", " .. listed .. ", "):find(", " .. (method or "") .. ", ", 1, true) then
+    return ""
+  end
+  return listed
+end
+
 function envoy_on_response(handle)
   local headers = handle:headers()
   local request = handle:streamInfo():dynamicMetadata():get(METADATA) or {}
+  local read = request.method == "GET" or request.method == "HEAD"
 
-  if headers:get("meshgram-not-modified") ~= nil then
+  if read and headers:get("meshgram-not-modified") ~= nil then
     headers:remove("meshgram-not-modified")
-    if request.method == "GET" or request.method == "HEAD" then
-      headers:replace(":status", "304")
-      headers:remove("content-type")
-      headers:remove("content-length")
-    end
+    headers:replace(":status", "304")
+    headers:remove("content-type")
+    headers:remove("content-length")
+  end
+  if (headers:get("content-type") or ""):find("^image/") then
+    -- Images are served as what their bytes were found to be, never sniffed into HTML.
+    headers:replace("x-content-type-options", "nosniff")
   end
 
   if request.grpc_status ~= nil then
     return
   end
   -- The call never reached a service: this is the edge's own answer.
+  local http_status = headers:get(":status")
   local status = headers:get("grpc-status")
-  local code = CODES[tonumber(headers:get(":status"))]
+  local code = CODES[tonumber(http_status)]
   if request.grpc_web and status ~= nil and code ~= nil then
     headers:replace("grpc-status", code)
     status = code
   end
-  local failed = (tonumber(headers:get(":status")) or 0) >= 400
-  if status == nil and failed and (headers:get("content-type") or ""):find("^application/json") then
-    -- body() waits for the whole (small) body; objects taken before it are stale after it.
-    local verbs = ""
-    -- 404 from the transcoder; 400 (with no message) for methods it cannot parse, e.g. QUERY.
-    local code = headers:get(":status")
-    if code == "404" or code == "400" then
-      local allowed = allowed_verbs(request.path or "")
-      local listed = table.concat(allowed, ", ")
-      if #allowed > 0 and not (", " .. listed .. ", "):find(", " .. request.method .. ", ", 1, true) then
-        verbs = listed
-      end
+  local is_json = (headers:get("content-type") or ""):find("^application/json") ~= nil
+  if status ~= nil or not is_json or (tonumber(http_status) or 0) < 400 then
+    if status ~= nil then
+      handle:streamInfo():dynamicMetadata():set(METADATA, "grpc_status", status)
     end
-    local body = handle:body()
+    return
+  end
+  -- 404 from the transcoder; 400 (with no message) for methods the codec cannot parse.
+  local verbs = ""
+  if http_status == "404" or http_status == "400" then
+    verbs = other_methods(request.path, request.method)
+  end
+  if verbs ~= "" then
+    -- A known path asked with another method: 405 with Allow, as HTTP wants.
+    headers:replace(":status", "405")
+    headers:replace("allow", verbs)
+  end
+  -- body() waits for the whole (small) body; objects taken before it are stale after it.
+  local body = handle:body()
+  local json
+  if verbs ~= "" then
+    json = method_not_allowed(verbs)
+  elseif body ~= nil then
+    -- Refusals from the codec (broken framing, say) come without text.
+    json = first_line(body:getBytes(0, body:length())):gsub(
+      '"message":""', '"message":"the edge cannot read this request (HTTP ' .. http_status .. ')"'
+    )
+  end
+  if json ~= nil then
+    status = json:match('^{"code":(%d+)')
     if body ~= nil then
-      local json = body:getBytes(0, body:length())
-      if verbs ~= "" then
-        -- A known path asked with another method: 405 with Allow, as HTTP wants.
-        json = method_not_allowed(verbs)
-        handle:headers():replace(":status", "405")
-        handle:headers():replace("allow", verbs)
-      else
-        -- Refusals from the codec (a method it will not take, broken framing) have no text.
-        json = first_line(json):gsub(
-          '"message":""', '"message":"the edge cannot read this request (HTTP ' .. code .. ')"'
-        )
-      end
-      status = json:match('^{"code":(%d+)')
       body:setBytes(json)
     end
   end

@@ -272,3 +272,23 @@ async def test_oversized_message_is_resource_exhausted_at_the_edge(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await auth.Login(auth_pb2.LoginRequest(email="big@example.com", password="p" * 400_000))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_not_modified_download_says_so_in_its_metadata(client: aio.Session) -> None:
+    # Over gRPC a current copy gets no chunks and the documented marker, which the edge keeps
+    # (it turns the marker into 304 for REST reads only).
+    await sign_up(client)
+
+    async def one_chunk() -> AsyncIterator[storage_pb2.UploadImageRequest]:
+        yield storage_pb2.UploadImageRequest(body=httpbody_pb2.HttpBody(data=png_bytes()))
+
+    image = (await client.storage.UploadImage(one_chunk())).image
+    call = client.storage.DownloadImage(
+        storage_pb2.DownloadImageRequest(image_id=image.id),
+        metadata=(("if-none-match", f'"{image.sha256}"'),),
+    )
+    parts = [part async for part in call]
+    assert parts == []
+    metadata = dict(await call.initial_metadata())
+    assert metadata["meshgram-not-modified"] == "1"
+    assert metadata["etag"] == f'"{image.sha256}"'
