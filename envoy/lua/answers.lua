@@ -34,8 +34,27 @@ local ENCODINGS = {identity = true, gzip = true, deflate = true}
 -- answers 431 / RESOURCE_EXHAUSTED, the same way for every protocol.
 local MAX_HEADER_BYTES = ${MAX_HEADER_BYTES}
 
+-- text as a grpc-message value: control characters, "%" and non-ASCII bytes as %XX.
+local function percent_encoded(text)
+  return (text:gsub("[%c\128-\255%%]", function(char)
+    return string.format("%%%02X", string.byte(char))
+  end))
+end
+
+-- Answer the request here with status and text: gRPC-web clients read the text as grpc-message
+-- (their body holds frames), everyone else in the body (JSON for REST, by local_reply_config).
+local function refuse(handle, status, text, grpc_web)
+  if grpc_web then
+    handle:respond({[":status"] = status, ["grpc-message"] = percent_encoded(text)}, "")
+  else
+    handle:respond({[":status"] = status}, text)
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
+  local content_type = headers:get("content-type") or ""
+  local grpc_web = content_type:find("^application/grpc%-web") ~= nil
   local size = 0
   local bad_name = nil
   for key, value in pairs(headers) do
@@ -46,26 +65,28 @@ function envoy_on_request(handle)
     end
   end
   if bad_name ~= nil then
-    handle:respond(
-      {[":status"] = "400"},
-      "header name " .. string.format("%q", bad_name) .. " has characters other than a-z 0-9 - _ ."
+    refuse(
+      handle, "400",
+      "header name " .. string.format("%q", bad_name) .. " has characters other than a-z 0-9 - _ .",
+      grpc_web
     )
     return
   end
   if size > MAX_HEADER_BYTES then
-    handle:respond(
-      {[":status"] = "431"},
-      "the request headers are larger than " .. math.floor(MAX_HEADER_BYTES / 1024) .. " KiB"
+    refuse(
+      handle, "431",
+      "the request headers are larger than " .. math.floor(MAX_HEADER_BYTES / 1024) .. " KiB",
+      grpc_web
     )
     return
   end
-  local content_type = headers:get("content-type") or ""
   local grpc_client = content_type:find("^application/grpc") ~= nil
   local encoding = headers:get("grpc-encoding")
   if grpc_client and encoding ~= nil and not ENCODINGS[encoding] then
-    handle:respond(
-      {[":status"] = "400"},
-      "grpc-encoding " .. string.format("%q", encoding) .. " is not supported: use identity, gzip or deflate"
+    refuse(
+      handle, "400",
+      "grpc-encoding " .. string.format("%q", encoding) .. " is not supported: use identity, gzip or deflate",
+      grpc_web
     )
     return
   end
@@ -92,7 +113,7 @@ function envoy_on_request(handle)
   local meta = handle:streamInfo():dynamicMetadata()
   meta:set(METADATA, "method", headers:get(":method") or "")
   meta:set(METADATA, "path", (headers:get(":path") or ""):match("^[^?]*"))
-  meta:set(METADATA, "grpc_web", content_type:find("^application/grpc%-web") ~= nil)
+  meta:set(METADATA, "grpc_web", grpc_web)
 end
 
 -- The verbs a REST path is served with (none when no route has that path), sorted.
@@ -171,6 +192,18 @@ function envoy_on_response(handle)
   if request.grpc_web and status ~= nil and code ~= nil then
     headers:replace("grpc-status", code)
     status = code
+    if headers:get("grpc-message") == nil then
+      -- The edge's text would sit in the body, where a gRPC-web client reads frames: it moves
+      -- to grpc-message, as for every other client, and the body is emptied.
+      local body = handle:body()
+      if body ~= nil and body:length() > 0 then
+        local text = body:getBytes(0, math.min(body:length(), 512))
+        handle:headers():replace("grpc-message", percent_encoded(text))
+        body:setBytes("")
+      end
+      handle:streamInfo():dynamicMetadata():set(METADATA, "grpc_status", status)
+      return
+    end
   end
   local is_json = (headers:get("content-type") or ""):find("^application/json") ~= nil
   if status ~= nil or not is_json or (tonumber(http_status) or 0) < 400 then

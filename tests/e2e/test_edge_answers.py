@@ -173,6 +173,20 @@ def test_an_unknown_grpc_encoding_is_invalid_argument(http: httpx.Client) -> Non
         headers={**WEB, "grpc-encoding": "br"},
     )
     assert reply.headers["grpc-status"] == str(grpc.StatusCode.INVALID_ARGUMENT.value[0])
+    # The text is in grpc-message, not in the body, where gRPC-web clients read frames.
+    assert "br" in reply.headers["grpc-message"]
+    assert reply.content == b""
+
+
+def test_grpc_web_edge_answers_carry_their_text_in_grpc_message(http: httpx.Client) -> None:
+    reply = http.post(
+        "/meshgram.auth.v1.AuthService/GetJwks",
+        content=grpc_web_frame(b""),
+        headers={"content-type": "application/grpc-web+json"},
+    )
+    assert reply.headers["grpc-status"] == str(grpc.StatusCode.UNIMPLEMENTED.value[0])
+    assert reply.headers["grpc-message"]
+    assert reply.content == b""
 
 
 def test_native_grpc_without_te_trailers_is_served(mesh: Mesh, tmp_path: Path) -> None:
