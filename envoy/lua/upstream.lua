@@ -5,8 +5,9 @@
 --    (`GET /v1/profiles/ada?username=bob` would otherwise read bob). BOUND lists, per gRPC
 --    method, the top-level request fields so bound ("*" when the body binds every field); it is
 --    generated from the google.api.http annotations by tools/edge.py.
--- 2. A message flagged compressed without a grpc-encoding is refused as INVALID_ARGUMENT.
--- 3. It records the gRPC status the service answered with, for the access log: the client gets
+-- 2. A query parameter without a value ("?a") is refused rather than ignored.
+-- 3. A message flagged compressed without a grpc-encoding is refused as INVALID_ARGUMENT.
+-- 4. It records the gRPC status the service answered with, for the access log: the client gets
 --    that same code whether it reads it from a trailer (gRPC, gRPC-web) or from JSON (REST).
 
 local BOUND = ${BOUND}
@@ -57,9 +58,22 @@ function envoy_on_request(handle)
   if original == nil then
     return
   end
-  local bound = BOUND[headers:get(":path")]
   local query = original:match("%?(.*)")
-  if bound == nil or query == nil then
+  if query == nil then
+    return
+  end
+  -- A parameter without "=" sets nothing (the transcoder skips it): say so instead.
+  for pair in query:gmatch("[^&]+") do
+    if not pair:find("=", 1, true) then
+      handle:respond(
+        {[":status"] = "400"},
+        "query parameter " .. string.format("%q", unescape(pair)) .. " has no value (name=value)"
+      )
+      return
+    end
+  end
+  local bound = BOUND[headers:get(":path")]
+  if bound == nil then
     return
   end
   local name = bound_parameter(bound, query)

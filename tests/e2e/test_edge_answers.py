@@ -83,6 +83,14 @@ def test_query_cannot_rebind_a_path_or_body_field(
     assert reason(body) == "MALFORMED_REQUEST"
 
 
+@pytest.mark.parametrize("query", ["?a", "?updateMask", "?a&b"])
+def test_a_query_parameter_without_a_value_is_refused(http: httpx.Client, query: str) -> None:
+    _, token = signed_in(http)
+    reply = http.get("/v1/profiles/me" + query, headers={"authorization": f"Bearer {token}"})
+    assert reply.status_code == 400
+    assert "has no value" in reply.json()["message"]
+
+
 def test_query_still_carries_fields_nothing_else_binds(http: httpx.Client) -> None:
     user, token = signed_in(http)
     reply = http.patch(
