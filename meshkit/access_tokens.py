@@ -86,6 +86,10 @@ class AccessTokenVerifier:
     async def verify(self, token: str) -> Principal:
         """Return the principal of a valid token; raise Unauthenticated for any defect and
         Unavailable while an unknown key id cannot be looked up."""
+        if "=" in token:
+            # A JWS is base64url without padding (RFC 7515); a padded copy would verify too and
+            # be a second spelling of one token.
+            raise _invalid()
         cached = self._verified.get(token)
         if cached is not None:
             principal, expires_at, kid = cached
