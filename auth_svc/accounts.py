@@ -20,10 +20,6 @@ EMAIL_MAX_LENGTH = 254
 USERNAME_MIN_LENGTH = 3
 USERNAME_MAX_LENGTH = 30
 _USERNAME_CHARS = re.compile(r"[a-z0-9._]+")
-# email_validator's reason lists every offending character of an address: hundreds of KB for one
-# built from thousands of distinct ones, an error no client could receive (UNAVAILABLE or
-# RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT). Reasons are cut to this length.
-_REASON_MAX_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -89,10 +85,9 @@ def normalise_email(raw: str) -> str:
     try:
         checked = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as exc:
-        reason = str(exc)
-        if len(reason) > _REASON_MAX_CHARS:
-            reason = reason[: _REASON_MAX_CHARS - 3] + "..."
-        raise ValueError(reason) from None
+        # The reason may list thousands of offending characters; meshkit.grpc_errors bounds
+        # what any error carries to the client.
+        raise ValueError(str(exc)) from None
     email = checked.normalized.lower()
     if len(email) > EMAIL_MAX_LENGTH:
         raise ValueError(f"must be at most {EMAIL_MAX_LENGTH} characters long")

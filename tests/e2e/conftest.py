@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from meshgram_client import aio
 
@@ -105,6 +106,13 @@ def mesh(
 def edge_url(mesh: Mesh) -> str:
     """Base URL of the edge for REST and gRPC-web."""
     return f"http://{mesh.edge_address}"
+
+
+@pytest.fixture
+def http(edge_url: str) -> Iterator[httpx.Client]:
+    """An HTTP/1.1 client pointed at the edge (REST, and gRPC-web as browsers send it)."""
+    with httpx.Client(base_url=edge_url, timeout=30) as client:
+        yield client
 
 
 @pytest.fixture

@@ -7,13 +7,16 @@ import base64
 import io
 import json
 import os
+import shutil
 import struct
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from meshgram_client import aio
@@ -128,3 +131,42 @@ def wait_for_request(mesh: Mesh, process: str, request_id: str) -> list[dict[str
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
+
+
+def rest_sign_in(http: httpx.Client) -> tuple[NewUser, dict[str, Any]]:
+    """Register a fresh user over REST, log in and return the user and its token pair
+    (`accessToken`, `refreshToken`, ...)."""
+    user = new_user()
+    registered = http.post(
+        "/v1/auth:register",
+        json={"email": user.email, "username": user.username, "password": user.password},
+    )
+    assert registered.status_code == 200, registered.text
+    login = http.post("/v1/auth:login", json={"email": user.email, "password": user.password})
+    assert login.status_code == 200, login.text
+    return user, dict(login.json()["tokens"])
+
+
+def raw_grpc_status(edge_address: str, path: str, body: bytes, headers: dict[str, str]) -> str:
+    """POST body as the raw HTTP/2 request body of a gRPC call (content-type application/grpc
+    plus headers, nothing else); return the grpc-status answered ("" when none). curl, because
+    grpc clients frame every message and add te: trailers themselves; httpx has no HTTP/2 here."""
+    curl = shutil.which("curl")
+    assert curl is not None, "curl is needed to send a hand-made gRPC request"
+    extra = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
+    # -D - prints the response headers and then the trailers, where grpc-status usually is.
+    # -T - streams the body from stdin without a content-length, as grpc clients send it.
+    command = [curl, "-sS", "--http2-prior-knowledge", "-D", "-", "-o", "/dev/null"]
+    command += ["-H", "content-type: application/grpc", *extra, "-X", "POST", "-T", "-"]
+    sent = subprocess.run(
+        [*command, f"http://{edge_address}{path}"],
+        input=body,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    for line in sent.stdout.decode().splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "grpc-status":
+            return value.strip()
+    return ""

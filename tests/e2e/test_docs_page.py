@@ -8,7 +8,7 @@ the schemas the document gives them.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 from openapi_schema_validator import OAS31Validator
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page, async_playwright
 
-from tests.e2e.support import new_user
+from tests.e2e.support import new_user, rest_sign_in
 from tests.e2e.test_browser import CHROMIUM_ARGS, chromium_executable
 from tools.docs_ui import SWAGGER_UI_BUNDLE
 from tools.gen_openapi import OPENAPI_DOC
@@ -44,24 +44,6 @@ async def browser() -> AsyncIterator[Browser]:
             yield launched
         finally:
             await launched.close()
-
-
-@pytest.fixture
-def http(edge_url: str) -> Iterator[httpx.Client]:
-    """An HTTP/1.1 client pointed at the edge."""
-    with httpx.Client(base_url=edge_url, timeout=30) as client:
-        yield client
-
-
-def signed_in(http: httpx.Client) -> tuple[str, str]:
-    """Register a fresh user over REST and log in; returns (username, access token)."""
-    user = new_user()
-    credentials = {"email": user.email, "password": user.password}
-    registered = http.post("/v1/auth:register", json={**credentials, "username": user.username})
-    assert registered.status_code == 200, registered.text
-    reply = http.post("/v1/auth:login", json=credentials)
-    assert reply.status_code == 200, reply.text
-    return user.username, reply.json()["tokens"]["accessToken"]
 
 
 async def execute(page: Page, operation_id: str) -> Locator:
@@ -108,7 +90,8 @@ async def test_page_lists_every_route_and_tries_them_against_the_edge(
         status = jwks.locator(LIVE_STATUS).first
         assert (await status.inner_text()).strip() == "200"
 
-        username, token = signed_in(http)
+        user, tokens = rest_sign_in(http)
+        username, token = user.username, tokens["accessToken"]
         await page.locator(".auth-wrapper button.authorize").click()
         dialog = page.locator(".dialog-ux")
         await dialog.locator("input").first.fill(token)

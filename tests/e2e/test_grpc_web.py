@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from meshgram.auth.v1 import auth_pb2
 from meshgram.user.v1 import user_pb2
@@ -18,13 +16,6 @@ WEB_HEADERS = {
     "x-grpc-web": "1",
     "origin": ORIGIN,
 }
-
-
-@pytest.fixture
-def http(edge_url: str) -> Iterator[httpx.Client]:
-    """An HTTP/1.1 client, as browsers use for gRPC-web."""
-    with httpx.Client(base_url=edge_url, timeout=30) as client:
-        yield client
 
 
 def web_call(

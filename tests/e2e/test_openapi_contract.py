@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
 
-from tests.e2e.support import new_user
+from tests.e2e.support import rest_sign_in
 
 ROOT = Path(__file__).resolve().parents[2]
 # Methods sent to check that undocumented ones are refused (405 with Allow): schemathesis's
@@ -37,15 +37,9 @@ EXAMPLES_PER_ROUTE = 25
 @pytest.fixture(scope="module")
 def bearer(edge_url: str) -> dict[str, str]:
     """Authorization of a freshly registered user, so protected routes run past the token check."""
-    user = new_user()
     with httpx.Client(base_url=edge_url, timeout=30) as http:
-        http.post(
-            "/v1/auth:register",
-            json={"email": user.email, "username": user.username, "password": user.password},
-        ).raise_for_status()
-        login = http.post("/v1/auth:login", json={"email": user.email, "password": user.password})
-        login.raise_for_status()
-    return {"authorization": f"Bearer {login.json()['tokens']['accessToken']}"}
+        _, tokens = rest_sign_in(http)
+    return {"authorization": f"Bearer {tokens['accessToken']}"}
 
 
 def assert_json_status(body: Any) -> None:

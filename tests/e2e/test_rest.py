@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.support import NewUser, expired_copy, new_user, noise_png, png_bytes
-
-
-@pytest.fixture
-def http(edge_url: str) -> Iterator[httpx.Client]:
-    """An HTTP/1.1 client pointed at the edge."""
-    with httpx.Client(base_url=edge_url, timeout=30) as client:
-        yield client
+from tests.e2e.support import NewUser, expired_copy, new_user, noise_png, png_bytes, rest_sign_in
 
 
 def register(http: httpx.Client, user: NewUser) -> httpx.Response:
@@ -31,15 +23,6 @@ def register(http: httpx.Client, user: NewUser) -> httpx.Response:
 def login(http: httpx.Client, email: str, password: str) -> httpx.Response:
     """POST /v1/auth:login."""
     return http.post("/v1/auth:login", json={"email": email, "password": password})
-
-
-def signed_in(http: httpx.Client) -> tuple[NewUser, dict[str, Any]]:
-    """Register a fresh user, log in and return the user and its token pair."""
-    user = new_user()
-    assert register(http, user).status_code == 200
-    reply = login(http, user.email, user.password)
-    assert reply.status_code == 200, reply.text
-    return user, reply.json()["tokens"]
 
 
 def bearer(tokens: dict[str, Any]) -> dict[str, str]:
@@ -65,7 +48,7 @@ def error_reason(reply: httpx.Response) -> str:
 
 
 def test_full_slice_register_login_profile_avatar_download(http: httpx.Client) -> None:
-    user, tokens = signed_in(http)
+    user, tokens = rest_sign_in(http)
     assert tokens["tokenType"] == "Bearer"
     assert tokens["expiresIn"] > 0
 
@@ -113,7 +96,7 @@ def test_full_slice_register_login_profile_avatar_download(http: httpx.Client) -
 
 
 def test_refresh_rotates_and_old_refresh_token_is_refused(http: httpx.Client) -> None:
-    _, tokens = signed_in(http)
+    _, tokens = rest_sign_in(http)
     first = http.post("/v1/auth:refresh", json={"refreshToken": tokens["refreshToken"]})
     assert first.status_code == 200
     rotated = first.json()["tokens"]
@@ -128,7 +111,7 @@ def test_refresh_rotates_and_old_refresh_token_is_refused(http: httpx.Client) ->
 
 
 def test_logout_ends_the_refresh_token(http: httpx.Client) -> None:
-    _, tokens = signed_in(http)
+    _, tokens = rest_sign_in(http)
     assert (
         http.post("/v1/auth:logout", json={"refreshToken": tokens["refreshToken"]}).status_code
         == 200
@@ -182,7 +165,7 @@ def test_every_invalid_field_is_reported_at_once(http: httpx.Client) -> None:
 
 
 def test_wrong_password_and_unknown_email_look_the_same(http: httpx.Client) -> None:
-    user, _ = signed_in(http)
+    user, _ = rest_sign_in(http)
     wrong = login(http, user.email, user.password + "!")
     unknown = login(http, "nobody-" + user.email, user.password)
     assert wrong.status_code == unknown.status_code == 401
@@ -192,7 +175,7 @@ def test_wrong_password_and_unknown_email_look_the_same(http: httpx.Client) -> N
 def test_missing_garbage_tampered_and_expired_tokens_are_401(
     http: httpx.Client, signing_key_file: Path
 ) -> None:
-    _, tokens = signed_in(http)
+    _, tokens = rest_sign_in(http)
     assert http.get("/v1/profiles/me").status_code == 401
     assert http.get("/v1/profiles/me", headers={"authorization": "Bearer nope"}).status_code == 401
     access = tokens["accessToken"]
@@ -209,7 +192,7 @@ def test_missing_garbage_tampered_and_expired_tokens_are_401(
 
 
 def test_uploads_that_are_not_images_or_too_large_are_400(http: httpx.Client) -> None:
-    _, tokens = signed_in(http)
+    _, tokens = rest_sign_in(http)
     text = http.post(
         "/v1/images",
         headers={**bearer(tokens), "content-type": "image/png"},
@@ -228,8 +211,8 @@ def test_uploads_that_are_not_images_or_too_large_are_400(http: httpx.Client) ->
 
 
 def test_someone_elses_image_cannot_become_my_avatar(http: httpx.Client) -> None:
-    _, alice = signed_in(http)
-    _, bob = signed_in(http)
+    _, alice = rest_sign_in(http)
+    _, bob = rest_sign_in(http)
     uploaded = http.post("/v1/images", headers=bearer(alice), content=png_bytes())
     image_id = uploaded.json()["image"]["id"]
     reply = http.post("/v1/profiles/me:setAvatar", headers=bearer(bob), json={"imageId": image_id})
@@ -237,7 +220,7 @@ def test_someone_elses_image_cannot_become_my_avatar(http: httpx.Client) -> None
 
 
 def test_unknown_profile_and_image_are_404(http: httpx.Client) -> None:
-    _, tokens = signed_in(http)
+    _, tokens = rest_sign_in(http)
     assert http.get("/v1/profiles/no_such_user_zz", headers=bearer(tokens)).status_code == 404
     missing = "/v1/images/00000000-0000-0000-0000-000000000000:download"
     assert http.get(missing, headers=bearer(tokens)).status_code == 404
@@ -245,7 +228,7 @@ def test_unknown_profile_and_image_are_404(http: httpx.Client) -> None:
 
 
 def test_patch_without_a_mask_keeps_the_fields_it_leaves_out(http: httpx.Client) -> None:
-    _, tokens = signed_in(http)
+    _, tokens = rest_sign_in(http)
     first = http.patch(
         "/v1/profiles/me", headers=bearer(tokens), json={"displayName": "Ada", "bio": "old"}
     )
@@ -272,7 +255,7 @@ def test_oversized_body_is_a_client_error(http: httpx.Client) -> None:
 
 
 def test_large_image_uploads_are_not_held_to_the_json_limit(http: httpx.Client) -> None:
-    _, tokens = signed_in(http)
+    _, tokens = rest_sign_in(http)
     # Noise compresses badly: a 600x600 PNG of it is about 1 MiB, far over the JSON body limit.
     image = noise_png(600, 600)
     assert len(image) > 512 * 1024
@@ -282,7 +265,7 @@ def test_large_image_uploads_are_not_held_to_the_json_limit(http: httpx.Client) 
 
 
 def test_bad_update_mask_and_long_bio_are_400(http: httpx.Client) -> None:
-    _, tokens = signed_in(http)
+    _, tokens = rest_sign_in(http)
     mask = http.patch(
         "/v1/profiles/me?updateMask=username", headers=bearer(tokens), json={"username": "x"}
     )
@@ -329,6 +312,6 @@ def test_jwks_is_published(http: httpx.Client) -> None:
 
 
 def test_unknown_query_parameter_is_400(http: httpx.Client) -> None:
-    _, tokens = signed_in(http)
+    _, tokens = rest_sign_in(http)
     reply = http.get("/v1/profiles/me?debug=1", headers=bearer(tokens))
     assert reply.status_code == 400

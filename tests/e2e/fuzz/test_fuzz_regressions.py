@@ -8,8 +8,6 @@ and the matching entry of tests.e2e.fuzz.harness.KNOWN_ISSUES go.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 
 import grpc
 import httpx
@@ -25,7 +23,7 @@ from tests.e2e.fuzz.strategies import (
     WebRequest,
     public_methods,
 )
-from tests.e2e.support import grpc_web_frame
+from tests.e2e.support import grpc_web_frame, raw_grpc_status
 from tools.mesh import Mesh
 
 METHODS = {method.name: method for method in public_methods()}
@@ -73,7 +71,7 @@ async def test_an_email_of_thousands_of_unsafe_characters_is_invalid_argument(
     protocol: str,
 ) -> None:
     # The reason email_validator gives names each distinct unsafe character: 50 KB here, an
-    # error no client could receive. Fixed in auth_svc/accounts.py.
+    # error no client could receive. Fixed by the bound meshkit/grpc_errors.py puts on every error.
     private_use = "".join(map(chr, range(0xE000, 0xF900)))
     request = auth_pb2.RegisterRequest(
         email=f"{private_use}@example.com", username="someone", password="long enough"
@@ -161,39 +159,7 @@ async def send(
 
 def native_grpc_status(mesh: Mesh, method: PublicMethod, body: bytes, authorization: str) -> str:
     """Send body as the raw HTTP/2 request body of a gRPC call; return the grpc-status answered
-    ("" when none). curl, because grpc clients frame every message themselves."""
-    curl = shutil.which("curl")
-    assert curl is not None, "curl is needed to send a hand-framed gRPC request"
-    # -D - prints the response headers and then the trailers, where grpc-status usually is.
-    sent = subprocess.run(
-        [
-            curl,
-            "-sS",
-            "--http2-prior-knowledge",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            "-H",
-            f"authorization: {authorization}",
-            # Streamed from stdin, without a content-length, as grpc clients send requests.
-            "-X",
-            "POST",
-            "-T",
-            "-",
-            f"http://{mesh.edge_address}{method.path}",
-        ],
-        input=body,
-        capture_output=True,
-        timeout=30,
-        check=True,
+    ("" when none)."""
+    return raw_grpc_status(
+        mesh.edge_address, method.path, body, {"te": "trailers", "authorization": authorization}
     )
-    for line in sent.stdout.decode().splitlines():
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "grpc-status":
-            return value.strip()
-    return ""

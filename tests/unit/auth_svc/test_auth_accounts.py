@@ -35,14 +35,6 @@ def test_email_longer_than_254_is_refused() -> None:
         accounts.normalise_email(f"{local}@{domain}")
 
 
-def test_reasons_for_bad_emails_stay_short() -> None:
-    # Found by fuzzing: the reason listed each of thousands of distinct unsafe characters.
-    local = "".join(map(chr, range(0xF0000, 0xF0000 + 60_000)))
-    with pytest.raises(ValueError, match=r"unsafe characters") as caught:
-        accounts.normalise_email(f"{local}@example.com")
-    assert len(str(caught.value)) <= 200
-
-
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [("Alice", "alice"), ("a.b_c9", "a.b_c9"), ("abc", "abc"), ("x" * 30, "x" * 30)],
