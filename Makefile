@@ -69,11 +69,11 @@ ifeq ($(H2LOAD),)
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client
 endif
 
-bench: install h2load ## benchmark the running mesh through Envoy (start it with `make run` first)
+bench: install h2load ## benchmark a mesh of its own through Envoy: cached, uncached, write mix, login
 	$(PY) -m bench
 
-profile: install h2load ## run the benchmark under py-spy; flame graphs + summary in var/profiles
-	$(PY) -m tools.profile
+profile: install h2load ## the read benchmarks under py-spy; flame graphs + summary in var/profiles
+	$(PY) -m bench --profile var/profiles --only cached uncached
 
 docs: install ## regenerate docs/api.md and docs/openapi.json from the protos
 	$(PY) -m tools.gen_api_docs

@@ -10,6 +10,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def binary() -> str:
 
 
 def run(
-    url: str,
+    url: str | Sequence[str],
     *,
     connections: int,
     streams: int = 1,
@@ -65,13 +66,14 @@ def run(
     body: bytes | None = None,
     http1: bool = False,
 ) -> Run:
-    """Load url for `seconds` after `warmup` with connections x streams requests in flight."""
+    """Load url (or each of several URLs in turn, same host) for `seconds` after `warmup` with
+    connections x streams requests in flight."""
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "requests.tsv"
         command = [
             binary(),
             f"--duration={round(seconds)}",
-            f"--warm-up-time={round(warmup)}",
+            *([f"--warm-up-time={round(warmup)}"] if warmup else []),
             f"--clients={connections}",
             f"--max-concurrent-streams={streams}",
             "--threads=1",
@@ -85,7 +87,12 @@ def run(
             data = Path(folder) / "body"
             data.write_bytes(body)
             command.append(f"--data={data}")
-        command.append(url)
+        if isinstance(url, str):
+            command.append(url)
+        else:
+            uris = Path(folder) / "uris"
+            uris.write_text("\n".join(url) + "\n")
+            command.append(f"--input-file={uris}")
         subprocess.run(command, check=True, capture_output=True, text=True)
         statuses: list[int] = []
         latencies: list[float] = []

@@ -8,7 +8,8 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from data_access import profiles
-from data_access.database import Database, violated_constraint
+from data_access.changes import ChangeFeed
+from data_access.database import Database, FastQuery, violated_constraint
 from data_access.models import CONTENT_TYPE_MAX, Image
 from data_access.records import ImageRecord, NewImage
 from data_access.validation import Violations, parse_id
@@ -17,14 +18,15 @@ from meshkit.reasons import Reason
 
 _OWNER_CONSTRAINT = "fk_images_owner_id_accounts"
 # Built once; the columns are named like ImageRecord's fields.
-_BY_ID = select(*Image.__table__.c).where(Image.id == bindparam("key"))
+_BY_ID = FastQuery.of(select(*Image.__table__.c).where(Image.id == bindparam("key")))
 
 
 class ImageStore:
     """Records uploaded images and sets avatars."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, feed: ChangeFeed) -> None:
         self._database = database
+        self._feed = feed
 
     async def create(self, image: NewImage) -> ImageRecord:
         """Record an image's metadata with a fresh id; NotFound (ACCOUNT_NOT_FOUND) when the
@@ -63,11 +65,10 @@ class ImageStore:
     async def get(self, image_id: str) -> ImageRecord:
         """Return an image's metadata, or NotFound (IMAGE_NOT_FOUND)."""
         key = parse_id(image_id, reason=Reason.IMAGE_NOT_FOUND, what="image")
-        async with self._database.read() as connection:
-            row = (await connection.execute(_BY_ID, {"key": key})).one_or_none()
+        row = await self._database.fetch_one(_BY_ID, {"key": key})
         if row is None:
             raise _not_found()
-        return ImageRecord(**row._mapping)
+        return ImageRecord(**row)
 
     async def set_avatar(self, account_id: str, image_id: str) -> ImageRecord:
         """Make an image the avatar of its owner and return it; NotFound (IMAGE_NOT_FOUND) when
@@ -84,7 +85,9 @@ class ImageStore:
             )
             if image is None:
                 raise _not_found()
-            await profiles.set_avatar(session, owner, image.id)
+            position = await profiles.set_avatar(session, owner, image.id)
+        # Acknowledged once the new avatar is on its way to the profile caches (see profiles.py).
+        await self._feed.delivered(position)
         return image_record(image)
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Identity,
     Integer,
     MetaData,
     String,
@@ -108,3 +109,18 @@ class RefreshToken(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     consumed_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class ChangeLog(Base):
+    """One committed change of a record that services cache, in the order it was recorded.
+
+    Rows are written by triggers (migration 0002) in the same transaction as the change, so no
+    write path can forget them; the change feed replays them to subscribers that reconnect.
+    """
+
+    __tablename__ = "change_log"
+
+    position: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    topic: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp(), index=True)

@@ -8,14 +8,20 @@ import grpc
 
 from data_access.accounts import AccountStore
 from data_access.callers import CallerInterceptor, CallerPolicy
+from data_access.changes import ChangeFeed
 from data_access.database import open_database
 from data_access.embedded import configured_database
 from data_access.images import ImageStore
 from data_access.profiles import ProfileStore
 from data_access.refresh_tokens import RefreshTokenStore
-from data_access.servicers import AccountStoreServicer, MediaStoreServicer, ProfileStoreServicer
+from data_access.servicers import (
+    AccountStoreServicer,
+    ChangeFeedServicer,
+    MediaStoreServicer,
+    ProfileStoreServicer,
+)
 from data_access.settings import SERVICE_NAME, DataAccessSettings
-from data_access.sweeper import RefreshTokenSweeper
+from data_access.sweeper import REFRESH_TOKENS, Sweeper, change_log_job
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
 from meshkit.server import ServiceDefinition, serve
 from meshkit.settings import load_settings
@@ -28,8 +34,9 @@ SERVICE_NAMES = tuple(
 def build_definition(settings: DataAccessSettings, database_url: str) -> ServiceDefinition:
     """Wire data_access against database_url (any postgres URL form; migrated beforehand).
 
-    Health is SERVING only while the database answers; shutdown stops the refresh-token sweeper
-    and closes the pool. Build it on the event loop that will serve it.
+    Health is SERVING only while the database answers and the change feed listens; shutdown
+    stops the sweepers and the feed and closes the pool. Build it on the event loop that will
+    serve it.
     """
     database = open_database(
         database_url,
@@ -37,27 +44,44 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
         max_overflow=settings.pool_max_overflow,
         application_name=SERVICE_NAME,
     )
-    sweeper = RefreshTokenSweeper(database, interval_seconds=settings.refresh_token_sweep_seconds)
+    feed = ChangeFeed(database, heartbeat_seconds=settings.change_heartbeat_seconds)
+    sweepers = [
+        Sweeper(database, REFRESH_TOKENS, interval_seconds=settings.refresh_token_sweep_seconds),
+        Sweeper(
+            database,
+            change_log_job(settings.change_retention_seconds),
+            interval_seconds=settings.change_retention_seconds / 10,
+        ),
+    ]
     accounts = AccountStoreServicer(AccountStore(database), RefreshTokenStore(database))
-    profiles = ProfileStoreServicer(ProfileStore(database))
-    media = MediaStoreServicer(ImageStore(database))
+    profiles = ProfileStoreServicer(ProfileStore(database, feed))
+    media = MediaStoreServicer(ImageStore(database, feed))
+    changes = ChangeFeedServicer(feed)
 
     def register(server: grpc.aio.Server) -> None:
-        """Add the three servicers and start the sweeper."""
+        """Add the servicers and start the sweepers and the change feed."""
         dataaccess_pb2_grpc.add_AccountStoreServiceServicer_to_server(accounts, server)
         dataaccess_pb2_grpc.add_ProfileStoreServiceServicer_to_server(profiles, server)
         dataaccess_pb2_grpc.add_MediaStoreServiceServicer_to_server(media, server)
-        # Registration runs inside the serving loop: the one moment the sweeper can start there.
-        sweeper.start()
+        dataaccess_pb2_grpc.add_ChangeFeedServiceServicer_to_server(changes, server)
+        # Registration runs inside the serving loop: the one moment background tasks can start.
+        for sweeper in sweepers:
+            sweeper.start()
+        feed.start()
+
+    async def ready() -> bool:
+        """SERVING while the database answers and the feed listens."""
+        return await feed.wait_live(1.0) and await database.ping()
 
     return ServiceDefinition(
         name=SERVICE_NAME,
         register=register,
         service_names=SERVICE_NAMES,
         reflection_names=SERVICE_NAMES,
-        check_ready=database.ping,
+        check_ready=ready,
         interceptors=[CallerInterceptor(CallerPolicy(settings.mesh_secret_value()))],
-        on_shutdown=[sweeper.stop, database.dispose],
+        on_drained=[feed.stop],
+        on_shutdown=[*(sweeper.stop for sweeper in sweepers), database.dispose],
     )
 
 

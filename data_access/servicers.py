@@ -1,8 +1,9 @@
-"""The three data-access services: protobuf in, repository call, protobuf out; nothing else."""
+"""The data-access services: protobuf in, repository call, protobuf out; nothing else."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from data_access.accounts import AccountStore
+from data_access.changes import Change, ChangeFeed, FeedEvent, Heartbeat
 from data_access.images import ImageStore
 from data_access.profiles import ProfileStore
 from data_access.records import AccountRecord, ImageRecord, NewImage, ProfileRecord
@@ -142,6 +144,38 @@ class MediaStoreServicer(pb_grpc.MediaStoreServiceServicer):
         """Make one of the owner's images their avatar."""
         image = await self._images.set_avatar(request.account_id, request.image_id)
         return pb.SetAvatarResponse(image=_image(image))
+
+
+class ChangeFeedServicer(pb_grpc.ChangeFeedServiceServicer):
+    """ChangeFeedService over the change feed."""
+
+    def __init__(self, feed: ChangeFeed) -> None:
+        self._feed = feed
+
+    async def SubscribeChanges(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.SubscribeChangesRequest, context: Context
+    ) -> AsyncIterator[pb.SubscribeChangesResponse]:
+        """Stream the replay, then live changes and heartbeats."""
+        async for event in self._feed.subscribe(request.topics, request.after_position):
+            yield _feed_event(event)
+
+
+def _feed_event(event: FeedEvent) -> pb.SubscribeChangesResponse:
+    """Convert a feed event to protobuf."""
+    if isinstance(event, Change):
+        return pb.SubscribeChangesResponse(
+            change=pb.Change(
+                position=event.position,
+                topic=event.topic,
+                key=event.key,
+                record_time=to_timestamp(event.recorded_at),
+            )
+        )
+    if isinstance(event, Heartbeat):
+        return pb.SubscribeChangesResponse(
+            heartbeat=pb.Heartbeat(position=event.position, time=to_timestamp(event.at))
+        )
+    return pb.SubscribeChangesResponse(reset=pb.Reset(reason=event.reason, position=event.position))
 
 
 def _required_time(request: Message, field: str) -> datetime:

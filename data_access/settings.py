@@ -59,6 +59,20 @@ class DataAccessSettings(DatabaseSettings):
     refresh_token_sweep_seconds: float = Field(
         300.0, gt=0, description="Interval between deletions of expired refresh tokens."
     )
+    change_heartbeat_seconds: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description=(
+            "Interval of the change feed's round trips to PostgreSQL, each followed by a "
+            "heartbeat to subscribers; bounds how stale a subscriber's cache can be."
+        ),
+    )
+    change_retention_seconds: float = Field(
+        3600.0,
+        ge=120,
+        description="How long change-log entries are kept for subscribers that reconnect.",
+    )
 
     def required_secrets(self) -> list[RequiredSecret]:
         """The mesh secret."""

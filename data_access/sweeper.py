@@ -1,8 +1,9 @@
-"""Deletes refresh tokens past their expiry, in the background, on one replica at a time.
+"""Deletes rows past their lifetime (expired refresh tokens, old change-log entries) in the
+background, on one replica at a time.
 
-PostgreSQL has no TTL, so rows would pile up forever. Every replica runs a sweeper; a
-transaction-scoped advisory lock lets only one of them delete at a time and frees itself when
-the transaction ends, even if the process dies mid-sweep.
+PostgreSQL has no TTL, so rows would pile up forever. Every replica runs the sweepers; a
+transaction-scoped advisory lock per table lets only one replica delete at a time and frees
+itself when the transaction ends, even if the process dies mid-sweep.
 """
 
 from __future__ import annotations
@@ -10,32 +11,76 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import ColumnElement, delete, func, select, text
 
 from data_access.database import Database
-from data_access.models import RefreshToken
+from data_access.models import ChangeLog, RefreshToken
 
 log = logging.getLogger("data_access.sweeper")
 
-# Any constant shared by all replicas works; this one spells "rtsweep" in ASCII.
+# Any constants shared by all replicas work; these spell "rtsweep" and "clsweep" in ASCII.
 SWEEP_LOCK_KEY = 0x72747377656570
+CHANGE_LOG_LOCK_KEY = 0x636C7377656570
 _BATCH_SIZE = 5_000
 
 
-class RefreshTokenSweeper:
-    """Periodically deletes expired refresh tokens (consumed and revoked ones included)."""
+@dataclass(frozen=True)
+class SweepJob:
+    """What one sweeper deletes: rows of `table` whose `expired()` condition holds."""
+
+    name: str
+    lock_key: int
+    table: Any
+    id_column: ColumnElement[Any]
+    expired: Callable[[], ColumnElement[bool]]
+
+
+REFRESH_TOKENS = SweepJob(
+    name="expired refresh tokens",
+    lock_key=SWEEP_LOCK_KEY,
+    table=RefreshToken,
+    id_column=RefreshToken.id,  # type: ignore[arg-type]
+    expired=lambda: RefreshToken.expires_at < func.now(),
+)
+
+
+def change_log_job(retention_seconds: float) -> SweepJob:
+    """The job that deletes change-log entries older than retention_seconds."""
+    return SweepJob(
+        name="old change-log entries",
+        lock_key=CHANGE_LOG_LOCK_KEY,
+        table=ChangeLog,
+        id_column=ChangeLog.position,  # type: ignore[arg-type]
+        expired=lambda: (
+            ChangeLog.recorded_at
+            < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, retention_seconds)
+        ),
+    )
+
+
+class Sweeper:
+    """Periodically deletes the rows of one job."""
 
     def __init__(
-        self, database: Database, *, interval_seconds: float, batch_size: int = _BATCH_SIZE
+        self,
+        database: Database,
+        job: SweepJob,
+        *,
+        interval_seconds: float,
+        batch_size: int = _BATCH_SIZE,
     ) -> None:
         self._database = database
+        self._job = job
         self._interval = interval_seconds
         self._batch_size = batch_size
         self._task: asyncio.Task[None] | None = None
 
     async def sweep_once(self) -> int | None:
-        """Delete every expired token in batches; return how many, or None when another
+        """Delete every expired row in batches; return how many, or None when another
         replica holds the sweep lock."""
         total = 0
         while True:
@@ -48,25 +93,26 @@ class RefreshTokenSweeper:
 
     async def _sweep_batch(self) -> int | None:
         """Delete up to one batch in one transaction; None when the lock is taken."""
+        job = self._job
         async with self._database.transaction() as session:
             locked = await session.scalar(
-                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SWEEP_LOCK_KEY}
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": job.lock_key}
             )
             if not locked:
                 return None
             # Small batches keep each transaction and its row locks short; rows an RPC holds
             # locked are left for the next round instead of making the sweep wait.
             expired = (
-                select(RefreshToken.id)
-                .where(RefreshToken.expires_at < func.now())
+                select(job.id_column)
+                .where(job.expired())
                 .limit(self._batch_size)
                 .with_for_update(skip_locked=True)
                 .scalar_subquery()
             )
             deleted = await session.execute(
-                delete(RefreshToken)
-                .where(RefreshToken.id.in_(expired))
-                .returning(RefreshToken.id)
+                delete(job.table)
+                .where(job.id_column.in_(expired))
+                .returning(job.id_column)
                 .execution_options(synchronize_session=False)
             )
             return len(deleted.all())
@@ -74,7 +120,7 @@ class RefreshTokenSweeper:
     def start(self) -> None:
         """Start sweeping in the background of the running event loop."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="refresh-token-sweeper")
+            self._task = asyncio.create_task(self._run(), name=f"sweeper: {self._job.name}")
 
     async def stop(self) -> None:
         """Stop sweeping and wait for the background task to end."""
@@ -90,8 +136,8 @@ class RefreshTokenSweeper:
             try:
                 deleted = await self.sweep_once()
             except Exception:  # the database may be down; the next round tries again
-                log.warning("refresh-token sweep failed", exc_info=True)
+                log.warning("sweep of %s failed", self._job.name, exc_info=True)
             else:
                 if deleted:
-                    log.info("expired refresh tokens deleted", extra={"count": deleted})
+                    log.info("%s deleted", self._job.name, extra={"count": deleted})
             await asyncio.sleep(self._interval)

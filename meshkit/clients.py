@@ -16,13 +16,17 @@ ResponseT = TypeVar("ResponseT")
 
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
+    # A target naming several replicas ("ipv4:host:port,host:port" or a DNS name with several
+    # addresses) spreads calls over all of them instead of sticking to the first.
+    ("grpc.lb_policy_name", "round_robin"),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
 ]
 
 
 def open_channel(address: str) -> grpc.aio.Channel:
-    """Open an insecure channel to a peer on the private network."""
+    """Open an insecure channel to a peer on the private network (a gRPC target: host:port,
+    dns:///name:port or ipv4:host:port,host:port for several replicas)."""
     return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
 
 

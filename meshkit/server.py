@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
+from prometheus_client.registry import Collector
 
 from meshkit import reflection as meshkit_reflection
 from meshkit.interceptors import ServiceInterceptor
 from meshkit.logs import configure_logging
+from meshkit.metrics import serve_metrics
 from meshkit.settings import ServiceSettings
 
 log = logging.getLogger("meshkit.server")
@@ -56,6 +58,11 @@ class ServiceDefinition:
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
     """Extra server interceptors, run after the shared ServiceInterceptor."""
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_drained: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Run once no new calls arrive, before in-flight ones get their grace: ends long-lived
+    streams, which would otherwise hold the whole grace period."""
+    collectors: Sequence[Collector] = ()
+    """Prometheus collectors of this service's own figures (process figures are always in)."""
     """Closers run after the server has drained (channels, engines)."""
     health_interval_seconds: float = 2.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -82,6 +89,8 @@ class RunningServer:
         if drain > 0:
             # Envoy only stops sending new calls after its next failed health checks.
             await asyncio.sleep(drain)
+        for closer in self.definition.on_drained:
+            await closer()
         await self.server.stop(grace)
         for closer in self.definition.on_shutdown:
             await closer()
@@ -122,6 +131,9 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     """Run a service until SIGTERM or SIGINT, then drain gracefully."""
     configure_logging(definition.name, settings.log_level)
     running = await start_server(definition, settings.host, settings.port)
+    metrics = None
+    if settings.metrics_port:
+        metrics = serve_metrics(settings.host, settings.metrics_port, definition.collectors)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -135,6 +147,8 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         },
     )
     await running.stop(settings.shutdown_grace_seconds, settings.shutdown_drain_seconds)
+    if metrics is not None:
+        metrics.close()
     log.info("stopped")
 
 

@@ -78,6 +78,12 @@ class ServiceSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface the gRPC server listens on.")
     port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     log_level: LogLevel = Field("INFO", description="Python logging level.")
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus endpoint (/metrics) on `host`; 0 turns it off.",
+    )
     shutdown_grace_seconds: float = Field(
         5.0, gt=0, description="How long in-flight calls may finish after SIGTERM."
     )
@@ -139,7 +145,11 @@ class DataAccessClientSettings(ServiceSettings):
     """The caller name presented to data_access, e.g. "auth_svc"."""
 
     data_access_addr: str = Field(
-        "127.0.0.1:50060", description="host:port of data_access, where the service's data lives."
+        "127.0.0.1:50060",
+        description=(
+            "gRPC target of data_access, where the service's data lives: host:port, or "
+            "ipv4:host:port,host:port (or a DNS name) for several replicas, used in turn."
+        ),
     )
     data_access_token: SecretStr | None = Field(
         None,

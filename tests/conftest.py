@@ -16,6 +16,12 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 
+# Tests start subprocesses (PostgreSQL, the mesh) while in-process services hold gRPC streams
+# open; grpc's fork handlers would then run in the child and may crash it (seen: pg_ctl dying
+# of SIGSEGV). No test forks a process that uses gRPC, so the handlers are not needed. Set
+# before grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import pytest
 from pydantic import SecretStr
 

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,13 @@ PREFIX = {
     "user_svc": "USER_",
     "storage_svc": "STORAGE_",
 }
+# Services the edge balances over. Every service may run several replicas: the edge balances
+# over the public ones, the services' gRPC channels round-robin over data_access's.
+PUBLIC = ("auth_svc", "user_svc", "storage_svc")
+# Replica i of a service listens on its base port + REPLICA_PORT_STEP * i, and serves metrics
+# on that port + METRICS_PORT_OFFSET.
+REPLICA_PORT_STEP = 100
+METRICS_PORT_OFFSET = 1000
 MESH_SECRET_FILE = "mesh-secret"
 PASSWORD_PEPPER_FILE = "password-pepper"
 
@@ -73,9 +81,29 @@ class MeshPorts:
                 sock.close()
         return cls(*ports)
 
-    def of(self, service: str) -> int:
-        """Port of a service by package name."""
-        return int(getattr(self, service))
+    def of(self, service: str, replica: int = 0) -> int:
+        """gRPC port of a service (replica 0 unless told) by package name."""
+        return int(getattr(self, service)) + REPLICA_PORT_STEP * replica
+
+    def metrics(self, service: str, replica: int = 0) -> int:
+        """Prometheus port of one replica of a service."""
+        return self.of(service, replica) + METRICS_PORT_OFFSET
+
+
+def replicas_from_env(env: Mapping[str, str]) -> dict[str, int]:
+    """Replica counts of the services from <PREFIX>REPLICAS (default 1 each)."""
+    raw = {
+        "data_access": env.get("DATA_ACCESS_REPLICAS", "1"),
+        "auth_svc": env.get("AUTH_REPLICAS", "1"),
+        "user_svc": env.get("USER_REPLICAS", "1"),
+        "storage_svc": env.get("STORAGE_REPLICAS", "1"),
+    }
+    counts = {}
+    for service, value in raw.items():
+        if not value.isdigit() or not 1 <= int(value) <= 8:
+            raise ValueError(f"{PREFIX[service]}REPLICAS must be a whole number from 1 to 8")
+        counts[service] = int(value)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -119,6 +147,8 @@ class Mesh:
     """When set, each process writes to <log_dir>/<name>.log instead of this terminal."""
     supervisor: Supervisor = field(default_factory=Supervisor)
     """Starts and restarts every process; may be shared with the caller (make run's database)."""
+    replicas: Mapping[str, int] = field(default_factory=dict)
+    """Processes per public service (1 when not named); the edge balances across them."""
     _secrets: MeshSecrets | None = None
 
     @property
@@ -141,9 +171,38 @@ class Mesh:
             self.start_service(service, timeout)
 
     def start_service(self, service: str, timeout: float = 60.0) -> None:
-        """Start one Python service under supervision and wait until it reports SERVING."""
-        process = self._spawn(service, [sys.executable, "-m", service], self.service_env(service))
-        _wait_serving(f"127.0.0.1:{self.ports.of(service)}", timeout, process)
+        """Start every replica of one Python service under supervision and wait until each
+        reports SERVING."""
+        started = [
+            (
+                replica,
+                self._spawn(
+                    self.process_name(service, replica),
+                    [sys.executable, "-m", service],
+                    self.service_env(service, replica),
+                ),
+            )
+            for replica in range(self.replica_count(service))
+        ]
+        for replica, process in started:
+            _wait_serving(f"127.0.0.1:{self.ports.of(service, replica)}", timeout, process)
+
+    def data_access_target(self) -> str:
+        """gRPC target naming every replica of data_access (the channel balances over them)."""
+        count = self.replica_count("data_access")
+        if count == 1:
+            return f"127.0.0.1:{self.ports.data_access}"
+        addresses = ",".join(f"127.0.0.1:{self.ports.of('data_access', r)}" for r in range(count))
+        return f"ipv4:{addresses}"
+
+    def replica_count(self, service: str) -> int:
+        """How many processes of service this mesh runs."""
+        return self.replicas.get(service, 1)
+
+    @staticmethod
+    def process_name(service: str, replica: int = 0) -> str:
+        """Supervisor and log name of one replica: the service name, then name-2, name-3..."""
+        return service if replica == 0 else f"{service}-{replica + 1}"
 
     def stop_services(self) -> None:
         """Stop the Python services (SIGTERM, then SIGKILL after their grace period)."""
@@ -151,16 +210,17 @@ class Mesh:
             self.stop_service(service)
 
     def stop_service(self, service: str) -> None:
-        """Stop one service on purpose (it is not restarted): SIGTERM, SIGKILL only if it
-        outlives its grace."""
-        self.supervisor.stop(service)
+        """Stop every replica of one service on purpose (they are not restarted): SIGTERM,
+        SIGKILL only if one outlives its grace."""
+        for replica in reversed(range(self.replica_count(service))):
+            self.supervisor.stop(self.process_name(service, replica))
 
     def stop(self) -> None:
         """Stop everything this mesh started, edge first so clients see a clean refusal."""
         self.supervisor.stop("envoy")
         self.stop_services()
 
-    def service_env(self, service: str) -> dict[str, str]:
+    def service_env(self, service: str, replica: int = 0) -> dict[str, str]:
         """Environment of one service process: its own settings and credential, nobody else's.
 
         Each service sees only variables with its own prefix (plus shared ones such as
@@ -178,14 +238,15 @@ class Mesh:
         }
         prefix = PREFIX[service]
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        env[f"{prefix}PORT"] = str(self.ports.of(service))
+        env[f"{prefix}PORT"] = str(self.ports.of(service, replica))
+        env[f"{prefix}METRICS_PORT"] = str(self.ports.metrics(service, replica))
         env.setdefault(f"{prefix}HOST", "127.0.0.1")
         if service == "data_access":
             env["DATABASE_URL"] = self.database_url
             if mesh_secret is not None:
                 env["DATA_ACCESS_MESH_SECRET"] = mesh_secret
             return env
-        env[f"{prefix}DATA_ACCESS_ADDR"] = f"127.0.0.1:{self.ports.data_access}"
+        env[f"{prefix}DATA_ACCESS_ADDR"] = self.data_access_target()
         if mesh_secret is not None:
             env[f"{prefix}DATA_ACCESS_TOKEN"] = derive_caller_token(mesh_secret, service)
         if service in ("user_svc", "storage_svc"):
@@ -208,8 +269,11 @@ class Mesh:
             admin_port=self.ports.admin,
             cors_origins=self.cors_origins,
             upstreams={
-                svc: [f"127.0.0.1:{self.ports.of(svc)}"]
-                for svc in ("auth_svc", "user_svc", "storage_svc")
+                svc: [
+                    f"127.0.0.1:{self.ports.of(svc, replica)}"
+                    for replica in range(self.replica_count(svc))
+                ]
+                for svc in PUBLIC
             },
         )
         path = write(config, self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml")
@@ -230,7 +294,8 @@ class Mesh:
             "500",
         ]
         process = self._spawn("envoy", command, without_service_settings(os.environ))
-        _wait_edge_healthy(self.ports.admin, timeout, process)
+        hosts = {svc: self.replica_count(svc) for svc in PUBLIC}
+        _wait_edge_healthy(self.ports.admin, timeout, process, hosts)
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         """Start one supervised child, logging to this terminal or to log_dir."""
@@ -270,22 +335,24 @@ def _wait_serving(address: str, timeout: float, proc: subprocess.Popen[bytes]) -
     raise TimeoutError(f"{address} not SERVING after {timeout:.0f}s")
 
 
-def _wait_edge_healthy(admin_port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
-    """Poll Envoy's admin until it is ready and every upstream cluster has a healthy host."""
+def _wait_edge_healthy(
+    admin_port: int, timeout: float, proc: subprocess.Popen[bytes], hosts: Mapping[str, int]
+) -> None:
+    """Poll Envoy's admin until it is ready and every upstream cluster has `hosts[cluster]`
+    healthy endpoints."""
     deadline = time.monotonic() + timeout
-    clusters = ("auth_svc", "user_svc", "storage_svc")
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"envoy exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=1) as r:
                 text = r.read().decode()
-            healthy = {
+            healthy = Counter(
                 line.split("::", 1)[0]
                 for line in text.splitlines()
                 if "::health_flags::healthy" in line
-            }
-            if all(name in healthy for name in clusters):
+            )
+            if all(healthy[name] >= count for name, count in hosts.items()):
                 return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass

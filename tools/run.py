@@ -19,7 +19,7 @@ from types import FrameType
 
 from dotenv import load_dotenv
 
-from tools.mesh import ROOT, Mesh, MeshPorts, without_service_settings
+from tools.mesh import ROOT, Mesh, MeshPorts, replicas_from_env, without_service_settings
 from tools.supervisor import ChildSpec, Supervisor
 
 WATCHED = ("auth_svc", "user_svc", "storage_svc", "data_access", "meshkit", "meshgram")
@@ -105,6 +105,7 @@ def main() -> None:
         mesh = Mesh(
             database_url=url,
             ports=MeshPorts.from_env(os.environ),
+            replicas=replicas_from_env(os.environ),
             cors_origins=cors,
             supervisor=supervisor,
         )

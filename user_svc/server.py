@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+from prometheus_client.registry import Collector
 
 from meshgram.user.v1 import user_pb2_grpc
 from meshkit.access_tokens import JwksFetcher
@@ -12,8 +13,11 @@ from meshkit.peers import VerifyingPeers
 from meshkit.public_api import USER_SERVICE
 from meshkit.server import ServiceDefinition, serve
 from meshkit.settings import load_settings
+from user_svc.cache import CachedProfiles, ProfileCache
 from user_svc.clients import DataAccessProfiles
-from user_svc.profiles import ProfileService
+from user_svc.feed import ChangeSubscriber
+from user_svc.metrics import ProfileCacheCollector
+from user_svc.profiles import ProfileService, ProfileStore
 from user_svc.servicer import UserServicer
 from user_svc.settings import SERVICE_NAME, UserSettings
 
@@ -23,13 +27,36 @@ def build_definition(
 ) -> ServiceDefinition:
     """Wire user_svc from settings; jwks_fetcher replaces the JWKS call to auth_svc (tests)."""
     peers = VerifyingPeers.open(settings, jwks_fetcher=jwks_fetcher)
-    profiles = ProfileService(DataAccessProfiles(peers.data_access, peers.data_access_caller))
-    servicer = UserServicer(profiles, peers.verifier)
+    store: ProfileStore = DataAccessProfiles(peers.data_access, peers.data_access_caller)
+    subscriber: ChangeSubscriber | None = None
+    collectors: list[Collector] = []
+    if settings.cache_enabled:
+        cache = ProfileCache(
+            max_entries=settings.cache_max_entries,
+            max_bytes=settings.cache_max_bytes,
+            fresh_seconds=settings.cache_fresh_seconds,
+        )
+        store = CachedProfiles(store, cache)
+        subscriber = ChangeSubscriber(
+            peers.data_access,
+            peers.data_access_caller,
+            cache,
+            silence_seconds=settings.cache_fresh_seconds,
+        )
+        collectors.append(ProfileCacheCollector(cache, subscriber.figures))
+    servicer = UserServicer(ProfileService(store), peers.verifier)
 
     def register(server: grpc.aio.Server) -> None:
+        """Add the servicer and start following the change feed."""
         user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
+        if subscriber is not None:
+            subscriber.start()
 
-    return peers.definition(name=SERVICE_NAME, service=USER_SERVICE, register=register)
+    definition = peers.definition(name=SERVICE_NAME, service=USER_SERVICE, register=register)
+    if subscriber is not None:
+        definition.on_shutdown.insert(0, subscriber.stop)
+    definition.collectors = collectors
+    return definition
 
 
 def main() -> None:

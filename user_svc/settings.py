@@ -17,3 +17,23 @@ class UserSettings(TokenVerifyingSettings):
     service_name = SERVICE_NAME
 
     port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    cache_enabled: bool = Field(
+        True,
+        description=(
+            "Serve profile reads from a cache kept coherent by data_access's change feed; "
+            "false sends every read to data_access."
+        ),
+    )
+    cache_max_entries: int = Field(100_000, ge=1, description="Profiles the cache holds at most.")
+    cache_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Estimated memory the cached profiles take at most."
+    )
+    cache_fresh_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        description=(
+            "The cache is used only while the change feed's latest heartbeat vouches for a time "
+            "less than this ago: the bound on how stale a cached read can be."
+        ),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import grpc
 import pytest
 
@@ -134,3 +135,35 @@ async def test_unstorable_profile_text_is_invalid_argument_and_changes_nothing(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert list(field_violations(caught.value)) == ["bio"]
     assert (await profile_of(account.id)).display_name == ""
+
+
+async def test_reads_survive_the_database_dropping_every_connection(
+    profile_store: pb_grpc.ProfileStoreServiceAsyncStub,
+    as_user: Metadata,
+    new_account: AccountFactory,
+    database_url: str,
+) -> None:
+    account = await new_account()
+    request = pb.GetProfileRequest(account_id=account.id)
+    for _ in range(5):  # fill the pool with connections that have served reads
+        await profile_store.GetProfile(request, metadata=as_user)
+    killer = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        # What a database restart or failover does to every open connection.
+        await killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'data_access' AND query <> 'SELECT 1'"
+        )
+    finally:
+        await killer.close()
+    codes = []
+    for _ in range(15):
+        try:
+            reply = await profile_store.GetProfile(request, metadata=as_user)
+            codes.append(grpc.StatusCode.OK)
+            assert reply.profile.account_id == account.id
+        except grpc.aio.AioRpcError as error:
+            codes.append(error.code())
+    # Each broken connection fails at most one call, as retryable UNAVAILABLE; then all is well.
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+    assert codes[-5:] == [grpc.StatusCode.OK] * 5, codes

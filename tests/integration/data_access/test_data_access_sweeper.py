@@ -16,7 +16,7 @@ from data_access.accounts import AccountStore
 from data_access.database import Database, open_database
 from data_access.models import RefreshToken
 from data_access.refresh_tokens import RefreshTokenStore
-from data_access.sweeper import SWEEP_LOCK_KEY, RefreshTokenSweeper
+from data_access.sweeper import REFRESH_TOKENS, SWEEP_LOCK_KEY, Sweeper
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,9 @@ async def test_sweep_deletes_expired_tokens_in_batches_and_keeps_live_ones(
 ) -> None:
     account_id, hashes = await _account_with_tokens(database, HOUR, *[-HOUR] * 5)
 
-    deleted = await RefreshTokenSweeper(database, interval_seconds=3600, batch_size=2).sweep_once()
+    deleted = await Sweeper(
+        database, REFRESH_TOKENS, interval_seconds=3600, batch_size=2
+    ).sweep_once()
 
     assert deleted is not None
     assert await _stored(database, account_id) == {hashes[0]}
@@ -66,7 +68,7 @@ async def test_sweep_deletes_expired_tokens_in_batches_and_keeps_live_ones(
 
 async def test_only_one_replica_sweeps_at_a_time(database: Database) -> None:
     account_id, hashes = await _account_with_tokens(database, -HOUR)
-    sweeper = RefreshTokenSweeper(database, interval_seconds=3600)
+    sweeper = Sweeper(database, REFRESH_TOKENS, interval_seconds=3600)
 
     async with database.engine.connect() as other_replica:
         await other_replica.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SWEEP_LOCK_KEY})
@@ -87,7 +89,7 @@ async def test_background_sweeper_removes_expired_tokens_until_stopped(
     database: Database,
 ) -> None:
     account_id, _ = await _account_with_tokens(database, -HOUR)
-    sweeper = RefreshTokenSweeper(database, interval_seconds=0.05)
+    sweeper = Sweeper(database, REFRESH_TOKENS, interval_seconds=0.05)
 
     sweeper.start()
     try:

@@ -1,0 +1,251 @@
+"""The system a benchmark runs against: its own database and mesh, seeded accounts, and the CPU
+each process spends.
+
+The benchmark starts its own mesh (on free ports, with its own PostgreSQL database) so that a
+run can switch the profile cache off half-way and restart user_svc, and so that it never fills a
+developer's database with seeded accounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import resource
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import grpc
+import httpx
+import psutil
+
+from data_access import admin
+from data_access.embedded import EmbeddedPostgres
+from data_access.migrate import upgrade_async
+from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
+from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_token
+from tools.mesh import ROOT, Mesh, MeshPorts, mesh_secrets
+
+STATE = ROOT / "var" / "bench"
+DATABASE = "meshgram_bench"
+SEEDED_PREFIX = "seed_"
+# Seeded accounts never log in: any syntactically valid bcrypt hash will do.
+_UNUSABLE_HASH = "$2b$04$" + "." * 53
+
+
+@dataclass(frozen=True)
+class Account:
+    """A signed-up account the load can act as."""
+
+    username: str
+    email: str
+    password: str
+    access_token: str
+
+
+def database_url() -> Iterator[str]:
+    """Yield the URL of the benchmark's database, migrated: a database of its own on the
+    DATABASE_URL server when set, else an embedded PostgreSQL in var/bench/pgdata."""
+    server = os.environ.get("DATABASE_URL")
+    if server:
+        url = asyncio.run(admin.create_database(server, DATABASE, exist_ok=True))
+        asyncio.run(upgrade_async(url))
+        yield url
+        return
+    with EmbeddedPostgres(STATE / "pgdata", DATABASE) as embedded:
+        asyncio.run(upgrade_async(embedded.url))
+        yield embedded.url
+
+
+def new_mesh(url: str, *, replicas: Mapping[str, int], cache: bool, bcrypt_rounds: int) -> Mesh:
+    """A mesh for the benchmark on free ports (not started)."""
+    return Mesh(
+        database_url=url,
+        ports=free_ports_for_replicas(replicas),
+        state_dir=STATE,
+        replicas=replicas,
+        extra_env={
+            "MESHGRAM_ENV": "development",
+            "AUTH_BCRYPT_ROUNDS": str(bcrypt_rounds),
+            "USER_CACHE_ENABLED": str(cache).lower(),
+        },
+        log_dir=STATE / "logs",
+    )
+
+
+def free_ports_for_replicas(replicas: Mapping[str, int]) -> MeshPorts:
+    """Free base ports whose replica and metrics ports are free as well."""
+    while True:
+        ports = MeshPorts.free()
+        wanted = [
+            port
+            for service in ("data_access", "auth_svc", "user_svc", "storage_svc")
+            for replica in range(replicas.get(service, 1))
+            for port in (ports.of(service, replica), ports.metrics(service, replica))
+            if replica or port != ports.of(service)
+        ]
+        if all(_port_free(port) for port in wanted):
+            return ports
+
+
+def _port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:port."""
+    return port < 65536 and not any(
+        c.laddr and c.laddr.port == port for c in psutil.net_connections("tcp")
+    )
+
+
+def sign_up(edge: str, count: int) -> list[Account]:
+    """Register and log in `count` throwaway accounts through the edge."""
+    accounts = []
+    with httpx.Client(base_url=f"http://{edge}", timeout=60) as client:
+        for _ in range(count):
+            tag = uuid.uuid4().hex[:12]
+            email, password = f"bench-{tag}@example.com", f"bench password {tag}"
+            username = f"bench_{tag}"
+            client.post(
+                "/v1/auth:register",
+                json={"email": email, "username": username, "password": password},
+            ).raise_for_status()
+            reply = client.post("/v1/auth:login", json={"email": email, "password": password})
+            reply.raise_for_status()
+            token = str(reply.json()["tokens"]["accessToken"])
+            accounts.append(Account(username, email, password, token))
+    return accounts
+
+
+def seeded_usernames(count: int) -> list[str]:
+    """The usernames seed_accounts creates."""
+    return [f"{SEEDED_PREFIX}{index:05d}" for index in range(count)]
+
+
+async def seed_accounts(mesh: Mesh, count: int, concurrency: int = 16) -> int:
+    """Create the seeded accounts that do not exist yet, through data_access as auth_svc does;
+    return how many were created."""
+    secret = mesh_secrets(os.environ, mesh.state_dir).mesh_secret
+    assert secret is not None, "the development mesh secret is generated on first use"
+    auth = (
+        (CALLER_HEADER, "auth_svc"),
+        (CALLER_TOKEN_HEADER, derive_caller_token(secret, "auth_svc")),
+    )
+    user = (
+        (CALLER_HEADER, "user_svc"),
+        (CALLER_TOKEN_HEADER, derive_caller_token(secret, "user_svc")),
+    )
+    names = seeded_usernames(count)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports.data_access}") as channel:
+        accounts = dataaccess_pb2_grpc.AccountStoreServiceStub(channel)
+        profiles = dataaccess_pb2_grpc.ProfileStoreServiceStub(channel)
+        try:
+            await profiles.GetProfile(
+                dataaccess_pb2.GetProfileRequest(username=names[-1]), metadata=user
+            )
+            return 0  # seeded by an earlier run
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        pending = iter(names)
+        created = 0
+
+        async def worker() -> None:
+            nonlocal created
+            for name in pending:
+                request = dataaccess_pb2.CreateAccountRequest(
+                    email=f"{name}@example.com", username=name, password_hash=_UNUSABLE_HASH
+                )
+                try:
+                    await accounts.CreateAccount(request, metadata=auth, timeout=30)
+                    created += 1
+                except grpc.aio.AioRpcError as error:
+                    if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                        raise
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return created
+
+
+def zipf_order(population: int, draws: int, *, exponent: float = 1.1, seed: int = 7) -> list[int]:
+    """`draws` indices into range(population), rank k drawn with weight 1 / k**exponent."""
+    weights = [1.0 / (rank**exponent) for rank in range(1, population + 1)]
+    ranks = random.Random(seed).choices(range(population), weights=weights, k=draws)
+    # Rank 1 is not the first account created: shuffle which account holds which rank.
+    holder = list(range(population))
+    random.Random(seed + 1).shuffle(holder)
+    return [holder[rank] for rank in ranks]
+
+
+def checkpw_for(rounds: int, seconds: float) -> int:
+    """How many bcrypt.checkpw calls at `rounds` one core completes in `seconds`."""
+    hashed = bcrypt.hashpw(b"p" * 44, bcrypt.gensalt(rounds))
+    done, stop_at = 0, time.perf_counter() + seconds
+    while time.perf_counter() < stop_at:
+        bcrypt.checkpw(b"p" * 44, hashed)
+        done += 1
+    return done
+
+
+def bcrypt_capacity(rounds: int, seconds: float) -> float:
+    """checkpw calls per second all cores of this machine sustain at `rounds`."""
+    cores = os.cpu_count() or 1
+    with ProcessPoolExecutor(cores) as pool:
+        return sum(pool.map(checkpw_for, [rounds] * cores, [seconds] * cores)) / seconds
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds used so far by each process of the mesh, and by finished children."""
+
+    by_process: Mapping[str, float]
+    children: float
+
+
+def processes(mesh: Mesh, postgres_data: Path | None) -> dict[str, list[psutil.Process]]:
+    """The processes to account CPU to, grouped by role."""
+    roles: dict[str, list[psutil.Process]] = {}
+    for name in mesh.supervisor.names():
+        process = mesh.supervisor.process(name)
+        if process is not None and process.poll() is None:
+            role = name.split("-")[0]
+            roles.setdefault(role, []).append(psutil.Process(process.pid))
+    if postgres_data is not None:
+        lock = postgres_data / "postmaster.pid"
+        if lock.exists():
+            postmaster = psutil.Process(int(lock.read_text().split()[0]))
+            roles["postgres"] = [postmaster, *postmaster.children(recursive=True)]
+    return roles
+
+
+def cpu_sample(roles: Mapping[str, Sequence[psutil.Process]]) -> CpuSample:
+    """CPU seconds of each role now (processes that vanished count as 0)."""
+    totals = {}
+    for role, members in roles.items():
+        total = 0.0
+        for process in members:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        totals[role] = total
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return CpuSample(totals, usage.ru_utime + usage.ru_stime)
+
+
+@contextmanager
+def cpu_measured(
+    roles: Mapping[str, Sequence[psutil.Process]], into: dict[str, float]
+) -> Iterator[None]:
+    """Fill `into` with the CPU seconds each role (and "load generator": children that finished
+    inside the block) used during the block."""
+    before = cpu_sample(roles)
+    yield
+    after = cpu_sample(roles)
+    for role, seconds in after.by_process.items():
+        into[role] = seconds - before.by_process.get(role, 0.0)
+    into["load generator"] = after.children - before.children
