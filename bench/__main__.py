@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -103,9 +104,9 @@ class Bench:
     ) -> Row:
         """Warm up with load(warmup), then run load(seconds) while counting CPU per process."""
         load(self.options.warmup)
-        roles = processes(self.mesh, STATE / "pgdata")
         cpu: dict[str, float] = {}
-        with self._profiled(scenario), cpu_measured(roles, cpu):
+        listing = functools.partial(processes, self.mesh, STATE / "pgdata")
+        with self._profiled(scenario), cpu_measured(listing, cpu):
             run = load(self.options.seconds)
         row = Row(scenario, kind, concurrency, run, run.http_errors, cpu)
         self.rows.append(row)

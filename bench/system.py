@@ -14,7 +14,7 @@ import random
 import resource
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -201,12 +201,14 @@ def bcrypt_capacity(rounds: int, seconds: float) -> float:
 class CpuSample:
     """CPU seconds used so far by each process of the mesh, and by finished children."""
 
-    by_process: Mapping[str, float]
+    by_process: Mapping[str, Mapping[int, float]]
+    """Per role, the CPU seconds of each of its processes by pid."""
     children: float
 
 
 def processes(mesh: Mesh, postgres_data: Path | None) -> dict[str, list[psutil.Process]]:
-    """The processes to account CPU to, grouped by role."""
+    """The processes to account CPU to, grouped by role (listed anew each time: PostgreSQL's
+    workers come and go)."""
     roles: dict[str, list[psutil.Process]] = {}
     for name in mesh.supervisor.names():
         process = mesh.supervisor.process(name)
@@ -222,30 +224,31 @@ def processes(mesh: Mesh, postgres_data: Path | None) -> dict[str, list[psutil.P
 
 
 def cpu_sample(roles: Mapping[str, Sequence[psutil.Process]]) -> CpuSample:
-    """CPU seconds of each role now (processes that vanished count as 0)."""
-    totals = {}
+    """CPU seconds of each process of each role now (processes that vanished are left out)."""
+    totals: dict[str, dict[int, float]] = {}
     for role, members in roles.items():
-        total = 0.0
+        seconds = totals.setdefault(role, {})
         for process in members:
             try:
                 times = process.cpu_times()
             except psutil.Error:
                 continue
-            total += times.user + times.system
-        totals[role] = total
+            seconds[process.pid] = times.user + times.system
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return CpuSample(totals, usage.ru_utime + usage.ru_stime)
 
 
 @contextmanager
 def cpu_measured(
-    roles: Mapping[str, Sequence[psutil.Process]], into: dict[str, float]
+    list_processes: Callable[[], Mapping[str, Sequence[psutil.Process]]], into: dict[str, float]
 ) -> Iterator[None]:
     """Fill `into` with the CPU seconds each role (and "load generator": children that finished
-    inside the block) used during the block."""
-    before = cpu_sample(roles)
+    inside the block) used during the block; a process that started meanwhile counts whole, one
+    that ended meanwhile counts not at all."""
+    before = cpu_sample(list_processes())
     yield
-    after = cpu_sample(roles)
-    for role, seconds in after.by_process.items():
-        into[role] = seconds - before.by_process.get(role, 0.0)
+    after = cpu_sample(list_processes())
+    for role, by_pid in after.by_process.items():
+        earlier = before.by_process.get(role, {})
+        into[role] = sum(seconds - earlier.get(pid, 0.0) for pid, seconds in by_pid.items())
     into["load generator"] = after.children - before.children

@@ -17,6 +17,10 @@ from data_access.validation import Violations, lookup_key, parse_id
 from meshkit.errors import NotFound
 from meshkit.reasons import Reason
 
+# update_time is the time of the change itself (clock_timestamp), not of its transaction's start
+# (now()): concurrent writers of one profile wait for its row lock, and the one that writes last
+# must show the newest time.
+
 # Generous bounds that only keep absurd payloads out; user_svc enforces the product's limits.
 DISPLAY_NAME_MAX = 1_000
 BIO_MAX = 10_000
@@ -69,7 +73,7 @@ class ProfileStore:
                 changed = await session.scalar(
                     update(Profile)
                     .where(Profile.account_id == key)
-                    .values(**changes, updated_at=func.now())
+                    .values(**changes, updated_at=func.clock_timestamp())
                     .returning(Profile.account_id)
                     .execution_options(synchronize_session=False)
                 )
@@ -93,7 +97,7 @@ async def set_avatar(
     changed = await session.scalar(
         update(Profile)
         .where(Profile.account_id == account_id)
-        .values(avatar_image_id=image_id, updated_at=func.now())
+        .values(avatar_image_id=image_id, updated_at=func.clock_timestamp())
         .returning(Profile.account_id)
         .execution_options(synchronize_session=False)
     )
