@@ -66,15 +66,30 @@ class AccountStore(Protocol):
         ...
 
     async def rotate_refresh_token(
-        self, token_hash: str, new_token_hash: str, new_expires_at: datetime
-    ) -> Account:
-        """Consume a token and store its successor; NotFound when invalid, FailedPrecondition
-        when already consumed (the family is then revoked)."""
+        self,
+        token_hash: str,
+        new_token_hash: str,
+        new_expires_at: datetime,
+        *,
+        reuse_window_seconds: float = 0.0,
+        session_lifetime_seconds: int | None = None,
+    ) -> Rotated:
+        """Consume a token and store its successor; the same rotation repeated within the
+        reuse window succeeds again. NotFound when invalid, expired or past the session's
+        lifetime; FailedPrecondition when already consumed (the family is then revoked)."""
         ...
 
     async def revoke_refresh_token(self, token_hash: str) -> None:
         """Revoke the family of a token; unknown tokens are not an error."""
         ...
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """A refresh token exchanged for its successor: whose, and until when the successor lives."""
+
+    account: Account
+    expires_at: datetime
 
 
 def normalise_email(raw: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from auth_svc import accounts, tokens
 from auth_svc.accounts import Account, AccountStore
@@ -32,6 +32,20 @@ class TokenPair:
     token_type: str = tokens.TOKEN_TYPE
 
 
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How long a login lasts: unused (idle), at most (absolute), and how long a refresh may
+    be repeated with the same answer (several tabs refreshing at once)."""
+
+    idle_seconds: int
+    """Lifetime of each refresh token: a session not refreshed for this long ends."""
+    successor_key: bytes
+    """Key that derives a refresh token's successor from it (tokens.successor_refresh_token)."""
+    reuse_window_seconds: float = 0.0
+    max_seconds: int | None = None
+    """Absolute lifetime: after this long since the login no refresh succeeds; None: no limit."""
+
+
 class Authenticator:
     """Registers accounts, checks credentials and issues, rotates and revokes tokens."""
 
@@ -41,13 +55,13 @@ class Authenticator:
         hasher: PasswordHasher,
         signer: AccessTokenSigner,
         *,
-        refresh_ttl_seconds: int,
+        sessions: SessionPolicy,
         clock: Clock = time.time,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._signer = signer
-        self._refresh_ttl = refresh_ttl_seconds
+        self._sessions = sessions
         self._clock = clock
 
     async def register(self, email: str, username: str, password: str) -> Account:
@@ -81,17 +95,24 @@ class Authenticator:
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Consume a refresh token and return a new pair; Unauthenticated with reason
-        REFRESH_TOKEN_INVALID (unknown, expired, revoked) or REFRESH_TOKEN_REUSED (consumed)."""
+        REFRESH_TOKEN_INVALID (unknown, expired, revoked, session over) or REFRESH_TOKEN_REUSED
+        (consumed earlier than the reuse window). Repeated within the window, the same refresh
+        returns the same refresh token (and a fresh access token)."""
         if not refresh_token:
             raise Unauthenticated(
                 message="refresh token is required", reason=Reason.REFRESH_TOKEN_INVALID
             )
-        successor = self._new_refresh_token()
+        policy = self._sessions
+        successor = tokens.successor_refresh_token(
+            refresh_token, policy.successor_key, policy.idle_seconds, clock=self._clock
+        )
         try:
-            account = await self._store.rotate_refresh_token(
+            rotated = await self._store.rotate_refresh_token(
                 tokens.hash_refresh_token(refresh_token),
                 successor.token_hash,
                 successor.expires_at,
+                reuse_window_seconds=policy.reuse_window_seconds,
+                session_lifetime_seconds=policy.max_seconds,
             )
         except NotFound:
             raise Unauthenticated(
@@ -103,7 +124,9 @@ class Authenticator:
                 message="refresh token was already used; every token of this login is revoked",
                 reason=Reason.REFRESH_TOKEN_REUSED,
             ) from None
-        return self._pair(account, successor)
+        # The store may have capped the expiry at the session's end, or kept an earlier one.
+        lives = max(0, int(rotated.expires_at.timestamp() - self._clock()))
+        return self._pair(rotated.account, replace(successor, expires_in=lives))
 
     async def logout(self, refresh_token: str) -> None:
         """Revoke the login of a refresh token; unknown or empty tokens are silently accepted."""
@@ -119,7 +142,7 @@ class Authenticator:
 
     def _new_refresh_token(self) -> tokens.RefreshToken:
         """A fresh refresh token with the configured lifetime."""
-        return tokens.new_refresh_token(self._refresh_ttl, clock=self._clock)
+        return tokens.new_refresh_token(self._sessions.idle_seconds, clock=self._clock)
 
     def _pair(self, account: Account, refresh: tokens.RefreshToken) -> TokenPair:
         """Issue an access token for account and pair it with refresh."""

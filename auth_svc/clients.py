@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import grpc
 
-from auth_svc.accounts import Account, StoredCredentials
+from auth_svc.accounts import Account, Rotated, StoredCredentials
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
 from meshkit.clients import PeerCaller
 from meshkit.errors import NotFound
-from meshkit.timestamps import to_timestamp
+from meshkit.timestamps import to_datetime, to_timestamp
 
 
 def _account(record: dataaccess_pb2.AccountRecord) -> Account:
@@ -55,17 +55,27 @@ class AccountStoreClient:
         return response.family_id
 
     async def rotate_refresh_token(
-        self, token_hash: str, new_token_hash: str, new_expires_at: datetime
-    ) -> Account:
-        """Consume a token and store its successor; NotFound when invalid, FailedPrecondition
-        when already consumed (the family is then revoked)."""
+        self,
+        token_hash: str,
+        new_token_hash: str,
+        new_expires_at: datetime,
+        *,
+        reuse_window_seconds: float = 0.0,
+        session_lifetime_seconds: int | None = None,
+    ) -> Rotated:
+        """Consume a token and store its successor; the same rotation repeated within the
+        reuse window succeeds again. NotFound when invalid, expired or past the session's
+        lifetime; FailedPrecondition when already consumed (the family is then revoked)."""
         request = dataaccess_pb2.RotateRefreshTokenRequest(
             token_hash=token_hash,
             new_token_hash=new_token_hash,
             new_expire_time=to_timestamp(new_expires_at),
         )
+        request.reuse_window.FromTimedelta(timedelta(seconds=reuse_window_seconds))
+        if session_lifetime_seconds is not None:
+            request.session_lifetime.FromTimedelta(timedelta(seconds=session_lifetime_seconds))
         response = await self._caller.unary(self._stub.RotateRefreshToken, request)
-        return _account(response.account)
+        return Rotated(_account(response.account), to_datetime(response.new_expire_time))
 
     async def revoke_refresh_token(self, token_hash: str) -> None:
         """Revoke the family of a token; unknown tokens are not an error."""

@@ -6,7 +6,8 @@ import asyncio
 
 import grpc
 
-from auth_svc.authenticator import Authenticator
+from auth_svc import tokens
+from auth_svc.authenticator import Authenticator, SessionPolicy
 from auth_svc.clients import AccountStoreClient
 from auth_svc.keys import SigningKeyError, load_signing_key
 from auth_svc.passwords import PasswordHasher
@@ -36,7 +37,12 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
         store,
         PasswordHasher(settings.pepper(), settings.bcrypt_rounds),
         AccessTokenSigner(signing_key, ttl_seconds=settings.access_token_ttl_seconds),
-        refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+        sessions=SessionPolicy(
+            idle_seconds=settings.refresh_token_ttl_seconds,
+            max_seconds=settings.session_max_seconds,
+            reuse_window_seconds=settings.refresh_reuse_window_seconds,
+            successor_key=tokens.successor_key(settings.pepper()),
+        ),
     )
     servicer = AuthServicer(authenticator)
 

@@ -37,7 +37,28 @@ class AuthSettings(DataAccessClientSettings):
         30 * 86_400,
         gt=0,
         le=2**31 - 1,
-        description="Lifetime of a refresh token in seconds; each refresh issues a fresh one.",
+        description=(
+            "Lifetime of a refresh token in seconds; each refresh issues a fresh one, so a "
+            "session not refreshed for this long ends (idle lifetime)."
+        ),
+    )
+    session_max_seconds: int = Field(
+        90 * 86_400,
+        gt=0,
+        le=2**31 - 1,
+        description=(
+            "Absolute lifetime of a session in seconds: after this long since the login, "
+            "refreshing fails and the user logs in again."
+        ),
+    )
+    refresh_reuse_window_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description=(
+            "A refresh repeated within this many seconds of the first (tabs refreshing at "
+            "once) gets the same refresh token instead of revoking the session; 0 turns it off."
+        ),
     )
     jwt_private_key_file: Path = Field(
         Path("var/keys/jwt-ed25519.pem"),

@@ -2,13 +2,16 @@
 
 Access token claims: sub (account id), name (username), iss, aud, iat, exp, jti; the header
 names the signing key by kid, its RFC 7638 thumbprint, so verifiers pick the key from the JWKS.
-Refresh tokens are 256 random bits; only their SHA-256 (hex) ever leaves this process.
+Refresh tokens are 256 bits, random at login; the successor a refresh issues is derived from
+the presented token with a server key (HMAC-SHA256), so that the same refresh repeated (two
+tabs at once) yields the same successor. Only their SHA-256 (hex) ever leaves this process.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import secrets
 import time
@@ -109,7 +112,27 @@ def hash_refresh_token(token: str) -> str:
 
 def new_refresh_token(ttl_seconds: int, *, clock: Clock = time.time) -> RefreshToken:
     """Return a fresh 256-bit base64url refresh token that expires ttl_seconds from now."""
-    token = secrets.token_urlsafe(32)
+    return _refresh_token(secrets.token_urlsafe(32), ttl_seconds, clock)
+
+
+def successor_refresh_token(
+    presented: str, key: bytes, ttl_seconds: int, *, clock: Clock = time.time
+) -> RefreshToken:
+    """Return the token that replaces `presented`: always the same for the same token and key,
+    unpredictable without the key; it expires ttl_seconds from now."""
+    digest = hmac.new(key, presented.encode("utf-8"), hashlib.sha256).digest()
+    return _refresh_token(_b64url(digest), ttl_seconds, clock)
+
+
+def successor_key(secret: str) -> bytes:
+    """The key successor_refresh_token uses, derived from a server secret for this one purpose."""
+    return hmac.new(
+        secret.encode("utf-8"), b"meshgram refresh-token successor v1", "sha256"
+    ).digest()
+
+
+def _refresh_token(token: str, ttl_seconds: int, clock: Clock) -> RefreshToken:
+    """A refresh token with its hash and an expiry ttl_seconds from now."""
     expires_at = datetime.fromtimestamp(clock(), tz=UTC) + timedelta(seconds=ttl_seconds)
     return RefreshToken(
         token=token,

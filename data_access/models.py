@@ -109,6 +109,10 @@ class RefreshToken(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     consumed_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    successor_hash: Mapped[str | None] = mapped_column(String(TOKEN_HASH_LENGTH))
+    """Hash of the token this one was exchanged for, once consumed."""
+    session_started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    """When the login that started the family happened, the same on every token of it."""
 
 
 class ChangeLog(Base):

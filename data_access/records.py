@@ -27,10 +27,13 @@ class Credentials:
 
 @dataclass(frozen=True)
 class Rotation:
-    """The outcome of a refresh-token rotation: whose family it was."""
+    """The outcome of a refresh-token rotation: whose family it was, and its successor's expiry."""
 
     account: AccountRecord
     family_id: uuid.UUID
+    expires_at: datetime
+    repeated: bool = False
+    """The same rotation was repeated within the reuse window: nothing new was stored."""
 
 
 @dataclass(frozen=True)

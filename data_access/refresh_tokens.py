@@ -1,8 +1,11 @@
 """Refresh-token families: start one per login, rotate on every refresh, revoke on reuse or logout.
 
 Only SHA-256 hashes are stored. A token is usable while it is neither consumed, revoked nor
-expired and no token of its family is revoked; presenting a consumed token again means it
-leaked, so its whole family is revoked.
+expired, no token of its family is revoked and its session has not outlived its lifetime;
+presenting a consumed token again means it leaked, so its whole family is revoked — except the
+same rotation repeated within a short reuse window (two tabs refreshing at once): the caller
+derives the successor from the presented token, so a repeat names the very successor stored the
+first time, and gets it again.
 
 Rotation and revocation of one family are serialised by a transaction-scoped advisory lock on
 the family, taken before any row lock. A row lock alone is not enough under READ COMMITTED: a
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Text, cast, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -38,6 +41,14 @@ _FAMILY_LOCK_SPACE = 0x7274666D
 @dataclass(frozen=True)
 class _Reused:
     """The presented token had been consumed before; its family is now revoked."""
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """How long a rotation may be repeated, and how long a session may live."""
+
+    reuse_window: timedelta
+    session_lifetime: timedelta | None
 
 
 class RefreshTokenStore:
@@ -66,22 +77,35 @@ class RefreshTokenStore:
         return family_id
 
     async def rotate(
-        self, token_hash: str, new_token_hash: str, new_expires_at: datetime
+        self,
+        token_hash: str,
+        new_token_hash: str,
+        new_expires_at: datetime,
+        *,
+        reuse_window: timedelta = timedelta(0),
+        session_lifetime: timedelta | None = None,
     ) -> Rotation:
         """Consume a token and store its successor in the same family.
 
-        NotFound (REFRESH_TOKEN_INVALID) when the token is unknown, expired or revoked;
-        FailedPrecondition (REFRESH_TOKEN_REUSED) when it was already consumed, after the whole
-        family has been revoked for good.
+        NotFound (REFRESH_TOKEN_INVALID) when the token is unknown, expired, revoked or its
+        session is older than session_lifetime; FailedPrecondition (REFRESH_TOKEN_REUSED) when
+        it was already consumed, after the whole family has been revoked for good — unless it
+        was consumed at most reuse_window ago for this same successor, which is then returned
+        again (Rotation.repeated).
         """
         check = Violations()
         token_hash = check.sha256_hex("token_hash", token_hash)
         new_token_hash = check.sha256_hex("new_token_hash", new_token_hash)
         if token_hash == new_token_hash:
             check.add("new_token_hash", "must differ from token_hash")
+        if reuse_window < timedelta(0):
+            check.add("reuse_window", "must not be negative")
+        if session_lifetime is not None and session_lifetime <= timedelta(0):
+            check.add("session_lifetime", "must be positive")
         check.raise_if_any()
+        policy = _Policy(reuse_window, session_lifetime)
         async with self._database.transaction() as session:
-            outcome = await _rotate(session, token_hash, new_token_hash, new_expires_at)
+            outcome = await _rotate(session, token_hash, new_token_hash, new_expires_at, policy)
         # Raised only now, after the block above committed the family's revocation.
         if isinstance(outcome, _Reused):
             raise FailedPrecondition(
@@ -102,11 +126,15 @@ class RefreshTokenStore:
 
 
 async def _rotate(
-    session: AsyncSession, token_hash: str, new_token_hash: str, new_expires_at: datetime
+    session: AsyncSession,
+    token_hash: str,
+    new_token_hash: str,
+    new_expires_at: datetime,
+    policy: _Policy,
 ) -> Rotation | _Reused:
     """Rotate inside the caller's transaction; the family stays locked until it ends."""
     # The family lock also serialises concurrent refreshes of one token: the second one waits,
-    # then sees the token consumed and is treated as a reuse.
+    # then sees the token consumed: a repeat within the window, or a reuse.
     family_id = await _lock_family(session, token_hash)
     if family_id is None:
         raise _invalid()
@@ -128,22 +156,52 @@ async def _rotate(
     if found is None:
         raise _invalid()
     token, account, now, revoked = found
+    session_ends = (
+        None
+        if policy.session_lifetime is None
+        else token.session_started_at + policy.session_lifetime
+    )
     # Any revoked sibling means the family was logged out or caught reusing: none of it lives on.
-    if revoked or token.expires_at <= now:
+    if revoked or token.expires_at <= now or (session_ends is not None and session_ends <= now):
         raise _invalid()
     if token.consumed_at is not None:
+        if _repeats(token, new_token_hash, now, policy.reuse_window):
+            successor = await session.scalar(
+                select(RefreshToken.expires_at).where(RefreshToken.token_hash == new_token_hash)
+            )
+            if successor is not None:
+                return Rotation(
+                    account=account_record(account),
+                    family_id=token.family_id,
+                    expires_at=successor,
+                    repeated=True,
+                )
         await _revoke(session, token.family_id)
         return _Reused()
     token.consumed_at = now
+    token.successor_hash = new_token_hash
+    expires_at = new_expires_at if session_ends is None else min(new_expires_at, session_ends)
     await _insert_token(
         session,
         account_id=token.account_id,
         family_id=token.family_id,
         token_hash=new_token_hash,
-        expires_at=new_expires_at,
+        expires_at=expires_at,
         field="new_token_hash",
+        session_started_at=token.session_started_at,
     )
-    return Rotation(account=account_record(account), family_id=token.family_id)
+    return Rotation(
+        account=account_record(account), family_id=token.family_id, expires_at=expires_at
+    )
+
+
+def _repeats(token: RefreshToken, new_token_hash: str, now: datetime, window: timedelta) -> bool:
+    """Whether this rotation repeats the one that consumed token, within the reuse window."""
+    return (
+        token.consumed_at is not None
+        and token.successor_hash == new_token_hash
+        and now - token.consumed_at <= window
+    )
 
 
 async def _insert_token(
@@ -154,18 +212,21 @@ async def _insert_token(
     token_hash: str,
     expires_at: datetime,
     field: str,
+    session_started_at: datetime | None = None,
 ) -> None:
-    """Insert one token row, turning broken constraints into the caller's errors."""
+    """Insert one token row (session_started_at: that of its family; None for a new login),
+    turning broken constraints into the caller's errors."""
+    values = {
+        "id": uuid.uuid4(),
+        "account_id": account_id,
+        "family_id": family_id,
+        "token_hash": token_hash,
+        "expires_at": expires_at,
+    }
+    if session_started_at is not None:
+        values["session_started_at"] = session_started_at
     try:
-        await session.execute(
-            insert(RefreshToken).values(
-                id=uuid.uuid4(),
-                account_id=account_id,
-                family_id=family_id,
-                token_hash=token_hash,
-                expires_at=expires_at,
-            )
-        )
+        await session.execute(insert(RefreshToken).values(**values))
     except IntegrityError as exc:
         constraint = violated_constraint(exc)
         if constraint == _ACCOUNT_CONSTRAINT:

@@ -64,10 +64,21 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
     ) -> pb.RotateRefreshTokenResponse:
         """Consume a token and store its successor."""
         rotation = await self._refresh_tokens.rotate(
-            request.token_hash, request.new_token_hash, _required_time(request, "new_expire_time")
+            request.token_hash,
+            request.new_token_hash,
+            _required_time(request, "new_expire_time"),
+            reuse_window=request.reuse_window.ToTimedelta(),
+            session_lifetime=(
+                request.session_lifetime.ToTimedelta()
+                if request.HasField("session_lifetime")
+                else None
+            ),
         )
         return pb.RotateRefreshTokenResponse(
-            account=_account(rotation.account), family_id=str(rotation.family_id)
+            account=_account(rotation.account),
+            family_id=str(rotation.family_id),
+            repeated=rotation.repeated,
+            new_expire_time=to_timestamp(rotation.expires_at),
         )
 
     async def RevokeRefreshToken(  # noqa: N802 (name fixed by the proto)

@@ -77,6 +77,10 @@ def web_origin() -> Iterator[str]:
         thread.join()
 
 
+# Shorter than the default, so that tests can wait past it.
+REUSE_WINDOW_SECONDS = 1.0
+
+
 @pytest.fixture(scope="session")
 def mesh(
     database_url: str, e2e_state: Path, signing_key_file: Path, web_origin: str
@@ -91,6 +95,7 @@ def mesh(
             "MESHGRAM_ENV": "development",
             # Cheap hashing keeps the suite fast; production uses the default cost.
             "AUTH_BCRYPT_ROUNDS": "4",
+            "AUTH_REFRESH_REUSE_WINDOW_SECONDS": str(REUSE_WINDOW_SECONDS),
             "AUTH_JWT_PRIVATE_KEY_FILE": str(signing_key_file),
             "STORAGE_BLOB_DIR": str(e2e_state / "blobs"),
             "STORAGE_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),

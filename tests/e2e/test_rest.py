@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.conftest import REUSE_WINDOW_SECONDS
 from tests.e2e.support import NewUser, expired_copy, new_user, noise_png, png_bytes, rest_sign_in
 
 
@@ -103,11 +106,27 @@ def test_refresh_rotates_and_old_refresh_token_is_refused(http: httpx.Client) ->
     assert rotated["refreshToken"] != tokens["refreshToken"]
     assert http.get("/v1/profiles/me", headers=bearer(rotated)).status_code == 200
 
+    time.sleep(REUSE_WINDOW_SECONDS + 0.3)
     replay = http.post("/v1/auth:refresh", json={"refreshToken": tokens["refreshToken"]})
     assert replay.status_code == 401
+    assert replay.json()["details"][0]["reason"] == "REFRESH_TOKEN_REUSED"
     # Reuse of a consumed token ends the whole login, including the newest token.
     after = http.post("/v1/auth:refresh", json={"refreshToken": rotated["refreshToken"]})
     assert after.status_code == 401
+
+
+def test_twenty_tabs_refreshing_at_once_all_stay_signed_in(http: httpx.Client) -> None:
+    _, tokens = rest_sign_in(http)
+    body = {"refreshToken": tokens["refreshToken"]}
+    with ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(lambda _: http.post("/v1/auth:refresh", json=body), range(20)))
+    assert [reply.status_code for reply in replies] == [200] * 20
+    pairs = [reply.json()["tokens"] for reply in replies]
+    # One successor for all of them, and each access token works.
+    assert len({pair["refreshToken"] for pair in pairs}) == 1
+    assert all(http.get("/v1/profiles/me", headers=bearer(p)).status_code == 200 for p in pairs)
+    onwards = http.post("/v1/auth:refresh", json={"refreshToken": pairs[0]["refreshToken"]})
+    assert onwards.status_code == 200
 
 
 def test_logout_ends_the_refresh_token(http: httpx.Client) -> None:

@@ -47,6 +47,10 @@ if TYPE_CHECKING:
     from meshgram.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
 
 
+# Short, so that tests can wait past it.
+REUSE_WINDOW_SECONDS = 0.5
+
+
 @dataclass(frozen=True)
 class NewUser:
     """A registered and logged-in account, with the secrets a test needs to act as it."""
@@ -87,6 +91,7 @@ async def auth_address(
         password_pepper=SecretStr(secrets.token_urlsafe(32)),
         bcrypt_rounds=4,  # the minimum: hashing speed, not strength, matters in tests
         jwt_private_key_file=tmp_path_factory.mktemp("auth-keys") / "jwt-ed25519.pem",
+        refresh_reuse_window_seconds=REUSE_WINDOW_SECONDS,
     )
     async with serving(build_auth(settings)) as address:
         yield address

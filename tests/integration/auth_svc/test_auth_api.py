@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from meshgram.auth.v1 import auth_pb2
 from meshkit.access_tokens import AccessTokenVerifier
 from tests.helpers import failure_of, health_status
+from tests.integration.conftest import REUSE_WINDOW_SECONDS
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +73,11 @@ async def test_register_login_refresh_reuse_logout(auth_stub: Stub) -> None:
     second = await refresh(auth_stub, first.refresh_token)
     assert second.refresh_token != first.refresh_token
     assert second.access_token != first.access_token
+    # Another tab refreshing the same token within the reuse window gets the same successor.
+    other_tab = await refresh(auth_stub, first.refresh_token)
+    assert other_tab.refresh_token == second.refresh_token
 
+    await asyncio.sleep(REUSE_WINDOW_SECONDS + 0.3)
     reused = await failure_of(refresh(auth_stub, first.refresh_token))
     assert (reused.code, reused.reason) == (
         grpc.StatusCode.UNAUTHENTICATED,

@@ -49,15 +49,25 @@ class Families:
         )
         return token, created.family_id
 
-    async def rotate(self, token: str) -> tuple[str, pb.RotateRefreshTokenResponse]:
-        """Rotate token; return (successor hash, response)."""
-        successor = _token_hash()
-        response = await self.store.RotateRefreshToken(
-            pb.RotateRefreshTokenRequest(
-                token_hash=token, new_token_hash=successor, new_expire_time=_in(DAY)
-            ),
-            metadata=self.metadata,
+    async def rotate(
+        self,
+        token: str,
+        successor: str | None = None,
+        *,
+        window: timedelta | None = None,
+        lifetime: timedelta | None = None,
+    ) -> tuple[str, pb.RotateRefreshTokenResponse]:
+        """Rotate token (to `successor`, else a fresh hash) with an optional reuse window and
+        session lifetime; return (successor hash, response)."""
+        successor = successor or _token_hash()
+        request = pb.RotateRefreshTokenRequest(
+            token_hash=token, new_token_hash=successor, new_expire_time=_in(DAY)
         )
+        if window is not None:
+            request.reuse_window.FromTimedelta(window)
+        if lifetime is not None:
+            request.session_lifetime.FromTimedelta(lifetime)
+        response = await self.store.RotateRefreshToken(request, metadata=self.metadata)
         return successor, response
 
     async def rejection(self, token: str) -> tuple[grpc.StatusCode, str]:
@@ -297,3 +307,59 @@ async def test_reuse_racing_a_legitimate_refresh_leaves_no_usable_successor(
         else:
             assert isinstance(legitimate, grpc.aio.AioRpcError)
             assert (legitimate.code(), error_info(legitimate).reason) == INVALID
+
+
+async def test_twenty_repeats_of_one_rotation_within_the_window_all_get_its_successor(
+    families: Families, new_account: AccountFactory
+) -> None:
+    account = await new_account()
+    token, family_id = await families.login(account.id)
+    successor = _token_hash()  # auth_svc derives it from the token: every repeat names it
+    window = timedelta(seconds=5)
+    outcomes = await asyncio.gather(
+        *(families.rotate(token, successor, window=window) for _ in range(20))
+    )
+    assert {hash_ for hash_, _ in outcomes} == {successor}
+    assert sum(not response.repeated for _, response in outcomes) == 1
+    assert {response.family_id for _, response in outcomes} == {family_id}
+    assert len({response.new_expire_time.ToNanoseconds() for _, response in outcomes}) == 1
+    # Nothing was revoked: the successor carries the session on.
+    _, onwards = await families.rotate(successor, window=window)
+    assert not onwards.repeated
+
+
+async def test_a_repeat_with_another_successor_or_after_the_window_is_a_reuse(
+    families: Families, new_account: AccountFactory
+) -> None:
+    account = await new_account()
+    window = timedelta(milliseconds=300)
+    token, _ = await families.login(account.id)
+    successor, _ = await families.rotate(token, window=window)
+    # Another successor than the one stored: not the same rotation repeated.
+    other = await failure_of(families.rotate(token, _token_hash(), window=window))
+    assert (other.code, other.reason) == REUSED
+    assert await families.rejection(successor) == INVALID
+
+    token, _ = await families.login(account.id)
+    successor, _ = await families.rotate(token, window=window)
+    await asyncio.sleep(0.5)
+    late = await failure_of(families.rotate(token, successor, window=window))
+    assert (late.code, late.reason) == REUSED
+    assert await families.rejection(successor) == INVALID
+
+
+async def test_a_session_ends_at_its_lifetime_however_often_it_is_refreshed(
+    families: Families, new_account: AccountFactory
+) -> None:
+    account = await new_account()
+    token, _ = await families.login(account.id)
+    lifetime = timedelta(seconds=2)
+    successor, rotated = await families.rotate(token, lifetime=lifetime)
+    # The successor was asked to live a day, but the session ends first.
+    expires = rotated.new_expire_time.ToDatetime(tzinfo=UTC)
+    assert expires <= datetime.now(UTC) + lifetime
+    await asyncio.sleep(2.2)
+    assert await families.rejection(successor) == INVALID
+    # Without the lifetime the same token would still rotate: only the limit ended it.
+    fresh, _ = await families.login(account.id)
+    await families.rotate(fresh)

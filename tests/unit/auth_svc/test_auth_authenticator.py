@@ -10,10 +10,10 @@ from datetime import datetime
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from auth_svc.accounts import Account, StoredCredentials
-from auth_svc.authenticator import INVALID_CREDENTIALS_MESSAGE, Authenticator
+from auth_svc.accounts import Account, Rotated, StoredCredentials
+from auth_svc.authenticator import INVALID_CREDENTIALS_MESSAGE, Authenticator, SessionPolicy
 from auth_svc.passwords import PasswordHasher
-from auth_svc.tokens import AccessTokenSigner
+from auth_svc.tokens import AccessTokenSigner, successor_refresh_token
 from meshkit.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -29,6 +29,7 @@ class _Token:
     account: Account
     family: str
     consumed: bool = False
+    successor: str = ""
 
 
 @dataclass
@@ -62,17 +63,27 @@ class MemoryStore:
         return family
 
     async def rotate_refresh_token(
-        self, token_hash: str, new_token_hash: str, new_expires_at: datetime
-    ) -> Account:
+        self,
+        token_hash: str,
+        new_token_hash: str,
+        new_expires_at: datetime,
+        *,
+        reuse_window_seconds: float = 0.0,
+        session_lifetime_seconds: int | None = None,
+    ) -> Rotated:
         token = self.tokens.get(token_hash)
         if token is None or token.family in self.revoked:
             raise NotFound(message="unknown", reason=Reason.REFRESH_TOKEN_INVALID)
         if token.consumed:
+            # A repeat of the same rotation (same successor) inside the window is accepted.
+            if reuse_window_seconds > 0 and token.successor == new_token_hash:
+                return Rotated(token.account, new_expires_at)
             self.revoked.add(token.family)
             raise FailedPrecondition(message="reused", reason=Reason.REFRESH_TOKEN_REUSED)
         token.consumed = True
+        token.successor = new_token_hash
         self.tokens[new_token_hash] = _Token(token.account, token.family)
-        return token.account
+        return Rotated(token.account, new_expires_at)
 
     async def revoke_refresh_token(self, token_hash: str) -> None:
         token = self.tokens.get(token_hash)
@@ -94,7 +105,7 @@ def auth(store: MemoryStore) -> Authenticator:
         store,
         PasswordHasher("unit-pepper", rounds=4),
         AccessTokenSigner(Ed25519PrivateKey.generate(), ttl_seconds=900),
-        refresh_ttl_seconds=3600,
+        sessions=SessionPolicy(idle_seconds=3600, successor_key=b"unit-successor-key"),
     )
 
 
@@ -174,3 +185,31 @@ async def test_refresh_with_empty_or_unknown_token(auth: Authenticator) -> None:
 async def test_logout_of_unknown_or_empty_token_succeeds(auth: Authenticator) -> None:
     await auth.logout("")
     await auth.logout("never-issued")
+
+
+async def test_a_refresh_repeated_within_the_window_gets_the_same_refresh_token(
+    store: MemoryStore,
+) -> None:
+    auth = Authenticator(
+        store,
+        PasswordHasher("unit-pepper", rounds=4),
+        AccessTokenSigner(Ed25519PrivateKey.generate(), ttl_seconds=900),
+        sessions=SessionPolicy(
+            idle_seconds=3600, successor_key=b"unit-successor-key", reuse_window_seconds=5
+        ),
+    )
+    await auth.register("ann@example.com", "ann", "a fine password")
+    first = await auth.login("ann@example.com", "a fine password")
+    tab_one = await auth.refresh(first.refresh_token)
+    tab_two = await auth.refresh(first.refresh_token)
+    # Both tabs hold the same successor, and it works: the session lives on.
+    assert tab_one.refresh_token == tab_two.refresh_token != first.refresh_token
+    assert (await auth.refresh(tab_two.refresh_token)).refresh_token != tab_two.refresh_token
+
+
+def test_successors_depend_on_the_token_and_the_key_alone() -> None:
+    one = successor_refresh_token("token-a", b"key-1", 60, clock=lambda: 0.0)
+    assert one.token == successor_refresh_token("token-a", b"key-1", 600, clock=lambda: 9.0).token
+    assert one.token != successor_refresh_token("token-b", b"key-1", 60, clock=lambda: 0.0).token
+    assert one.token != successor_refresh_token("token-a", b"key-2", 60, clock=lambda: 0.0).token
+    assert len(one.token) == 43  # 256 bits in base64url, like a token issued at login
