@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -75,6 +76,27 @@ def banner(mesh: Mesh) -> str:
     )
 
 
+class StopRequest:
+    """Records SIGINT/SIGTERM without taking any lock.
+
+    A handler runs in the main thread between two of its bytecodes; had it called
+    threading.Event.set(), a second Ctrl-C arriving while the main thread held that event's
+    lock would wait for itself, and the runner would hang with every service still up.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        """The signal handler: note the request, nothing else."""
+        self.requested = True
+
+    def wait(self, poll_seconds: float = 0.2) -> None:
+        """Return once a stop was requested."""
+        while not self.requested:
+            time.sleep(poll_seconds)
+
+
 def main() -> None:
     """Run the mesh until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -82,13 +104,9 @@ def main() -> None:
     args = parser.parse_args()
     load_dotenv(ROOT / ".env", override=False)
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    request = StopRequest()
+    signal.signal(signal.SIGTERM, request.handle)
+    signal.signal(signal.SIGINT, request.handle)
 
     supervisor = Supervisor()
     mesh: Mesh | None = None
@@ -111,10 +129,16 @@ def main() -> None:
         )
         mesh.start()
         print(banner(mesh), flush=True)
+        stop_watching = threading.Event()
+        watcher = threading.Thread(
+            target=_reload_until, args=(stop_watching, mesh), name="reload", daemon=True
+        )
         if args.reload:
-            _reload_until(stop, mesh)
-        else:
-            stop.wait()
+            watcher.start()
+        request.wait()
+        stop_watching.set()  # from this thread, never from the signal handler
+        if watcher.is_alive():
+            watcher.join(timeout=5)
     finally:
         print("meshgram: stopping", flush=True)
         if mesh is not None:
