@@ -83,6 +83,10 @@ class AccountStore(Protocol):
         """Revoke the family of a token; unknown tokens are not an error."""
         ...
 
+    async def replace_password_hash(self, account_id: str, old_hash: str, new_hash: str) -> bool:
+        """Set new_hash if the account's hash is still old_hash; return whether it was set."""
+        ...
+
 
 @dataclass(frozen=True)
 class Rotated:

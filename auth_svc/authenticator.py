@@ -6,6 +6,7 @@ Free of grpc and protobuf: the servicer translates messages, this module decides
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, replace
 
@@ -13,8 +14,10 @@ from auth_svc import accounts, tokens
 from auth_svc.accounts import Account, AccountStore
 from auth_svc.passwords import PasswordHasher
 from auth_svc.tokens import AccessTokenSigner, Clock
-from meshkit.errors import FailedPrecondition, NotFound, Unauthenticated
+from meshkit.errors import FailedPrecondition, NotFound, Unauthenticated, Unavailable
 from meshkit.reasons import Reason
+
+log = logging.getLogger("auth_svc.authenticator")
 
 # One message for an unknown email, a malformed email and a wrong password: the answer must not
 # tell whether an address is registered.
@@ -89,9 +92,20 @@ class Authenticator:
                 message=INVALID_CREDENTIALS_MESSAGE, reason=Reason.INVALID_CREDENTIALS
             )
         account = credentials.account
+        if self._hasher.outdated(credentials.password_hash):
+            await self._rehash(account.id, password, credentials.password_hash)
         refresh = self._new_refresh_token()
         await self._store.create_refresh_token(account.id, refresh.token_hash, refresh.expires_at)
         return self._pair(account, refresh)
+
+    async def _rehash(self, account_id: str, password: str, old_hash: str) -> None:
+        """Store the password's hash at the configured cost, in place of one made at another
+        (the cost setting changed since); a failure leaves the old hash, which still works."""
+        try:
+            new_hash = await self._hasher.hash(password)
+            await self._store.replace_password_hash(account_id, old_hash, new_hash)
+        except (NotFound, Unavailable):
+            log.warning("password re-hash skipped", extra={"account_id": account_id})
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Consume a refresh token and return a new pair; Unauthenticated with reason

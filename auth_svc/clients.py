@@ -81,3 +81,11 @@ class AccountStoreClient:
         """Revoke the family of a token; unknown tokens are not an error."""
         request = dataaccess_pb2.RevokeRefreshTokenRequest(token_hash=token_hash)
         await self._caller.unary(self._stub.RevokeRefreshToken, request)
+
+    async def replace_password_hash(self, account_id: str, old_hash: str, new_hash: str) -> bool:
+        """Set new_hash if the account's hash is still old_hash; return whether it was set."""
+        request = dataaccess_pb2.ReplacePasswordHashRequest(
+            account_id=account_id, old_password_hash=old_hash, new_password_hash=new_hash
+        )
+        response = await self._caller.unary(self._stub.ReplacePasswordHash, request)
+        return response.replaced

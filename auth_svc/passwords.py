@@ -96,6 +96,11 @@ class PasswordHasher:
             log.error("stored password hash is not a valid bcrypt hash")
             return False
 
+    def outdated(self, stored_hash: str) -> bool:
+        """Whether a stored hash was made at another cost than the configured one."""
+        parts = stored_hash.split("$")
+        return len(parts) < 4 or not parts[2].isdigit() or int(parts[2]) != self._rounds
+
     def _hash(self, password: str, salt: bytes) -> bytes:
         """Pre-hash and bcrypt a password; blocking, for a worker thread."""
         return bcrypt.hashpw(self._prehash(password), salt)

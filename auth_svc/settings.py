@@ -28,7 +28,13 @@ class AuthSettings(DataAccessClientSettings):
         ),
     )
     bcrypt_rounds: int = Field(
-        12, ge=4, le=31, description="bcrypt cost factor (log2 of the iterations) for new hashes."
+        12,
+        ge=4,
+        le=31,
+        description=(
+            "bcrypt cost factor (log2 of the iterations) for new hashes; a password hashed at "
+            "another cost is re-hashed at its next successful login."
+        ),
     )
     access_token_ttl_seconds: int = Field(
         900, gt=0, le=86_400, description="Lifetime of an access token (JWT) in seconds."

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from data_access.database import Database, violated_constraint
 from data_access.models import EMAIL_MAX, PASSWORD_HASH_MAX, USERNAME_MAX, Account, Profile
 from data_access.records import AccountRecord, Credentials
-from data_access.validation import Violations, lookup_key
+from data_access.validation import Violations, lookup_key, parse_id
 from meshkit.errors import AlreadyExists, NotFound
 from meshkit.reasons import Reason
 
@@ -80,6 +80,26 @@ class AccountStore:
             ),
             password_hash=row.password_hash,
         )
+
+    async def replace_password_hash(self, account_id: str, old_hash: str, new_hash: str) -> bool:
+        """Set new_hash where the account's hash is still old_hash; return whether it was
+        replaced; NotFound (ACCOUNT_NOT_FOUND) for an unknown account."""
+        check = Violations()
+        new_hash = check.text("new_password_hash", new_hash, max_chars=PASSWORD_HASH_MAX)
+        check.raise_if_any()
+        key = parse_id(account_id, reason=Reason.ACCOUNT_NOT_FOUND, what="account")
+        async with self._database.transaction() as session:
+            current = await session.scalar(
+                select(Account.password_hash).where(Account.id == key).with_for_update()
+            )
+            if current is None:
+                raise NotFound(message="account not found", reason=Reason.ACCOUNT_NOT_FOUND)
+            if current != old_hash:
+                return False
+            await session.execute(
+                update(Account).where(Account.id == key).values(password_hash=new_hash)
+            )
+        return True
 
 
 def _taken(error: IntegrityError) -> AlreadyExists | None:

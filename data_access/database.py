@@ -55,6 +55,8 @@ _DRIVER_OUTAGES = (
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    # Raised by a connection left mid-operation by a lost server ("cannot switch to state").
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -88,6 +88,15 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
         await self._refresh_tokens.revoke_family(request.token_hash)
         return pb.RevokeRefreshTokenResponse()
 
+    async def ReplacePasswordHash(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ReplacePasswordHashRequest, context: Context
+    ) -> pb.ReplacePasswordHashResponse:
+        """Replace a password hash that is still the expected one."""
+        replaced = await self._accounts.replace_password_hash(
+            request.account_id, request.old_password_hash, request.new_password_hash
+        )
+        return pb.ReplacePasswordHashResponse(replaced=replaced)
+
 
 class ProfileStoreServicer(pb_grpc.ProfileStoreServiceServicer):
     """ProfileStoreService over the profile repository."""

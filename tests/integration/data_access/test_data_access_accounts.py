@@ -189,3 +189,48 @@ async def test_unstorable_account_is_invalid_argument_naming_the_field(
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert list(field_violations(caught.value)) == [bad_field]
+
+
+async def test_a_password_hash_is_replaced_only_while_it_is_the_expected_one(
+    account_store: pb_grpc.AccountStoreServiceAsyncStub, as_auth: Metadata
+) -> None:
+    unique = uuid.uuid4().hex[:12]
+    created = await account_store.CreateAccount(
+        pb.CreateAccountRequest(
+            email=f"{unique}@example.com", username=f"u_{unique}", password_hash="$2b$04$old"
+        ),
+        metadata=as_auth,
+    )
+    account_id = created.account.id
+
+    async def replace(old: str, new: str) -> bool:
+        reply = await account_store.ReplacePasswordHash(
+            pb.ReplacePasswordHashRequest(
+                account_id=account_id, old_password_hash=old, new_password_hash=new
+            ),
+            metadata=as_auth,
+        )
+        return reply.replaced
+
+    async def stored() -> str:
+        reply = await account_store.GetCredentials(
+            pb.GetCredentialsRequest(email=f"{unique}@example.com"), metadata=as_auth
+        )
+        return reply.password_hash
+
+    assert await replace("$2b$04$old", "$2b$12$new")
+    assert await stored() == "$2b$12$new"
+    # A re-hash computed from the old hash must not undo a change made meanwhile.
+    assert not await replace("$2b$04$old", "$2b$12$stale")
+    assert await stored() == "$2b$12$new"
+    unknown = await failure_of(
+        account_store.ReplacePasswordHash(
+            pb.ReplacePasswordHashRequest(
+                account_id=str(uuid.uuid4()), old_password_hash="x", new_password_hash="y"
+            ),
+            metadata=as_auth,
+        )
+    )
+    assert (unknown.code, unknown.reason) == (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
+    huge = await failure_of(replace("$2b$12$new", "x" * 5000))
+    assert (huge.code, huge.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["new_password_hash"])

@@ -90,6 +90,13 @@ class MemoryStore:
         if token is not None:
             self.revoked.add(token.family)
 
+    async def replace_password_hash(self, account_id: str, old_hash: str, new_hash: str) -> bool:
+        for email, stored in self.accounts.items():
+            if stored.account.id == account_id and stored.password_hash == old_hash:
+                self.accounts[email] = StoredCredentials(stored.account, new_hash)
+                return True
+        return False
+
     async def healthy(self) -> bool:
         return True
 
@@ -213,3 +220,26 @@ def test_successors_depend_on_the_token_and_the_key_alone() -> None:
     assert one.token != successor_refresh_token("token-b", b"key-1", 60, clock=lambda: 0.0).token
     assert one.token != successor_refresh_token("token-a", b"key-2", 60, clock=lambda: 0.0).token
     assert len(one.token) == 43  # 256 bits in base64url, like a token issued at login
+
+
+async def test_login_rehashes_a_password_hashed_at_an_older_cost(store: MemoryStore) -> None:
+    def authenticator(rounds: int) -> Authenticator:
+        return Authenticator(
+            store,
+            PasswordHasher("unit-pepper", rounds=rounds),
+            AccessTokenSigner(Ed25519PrivateKey.generate(), ttl_seconds=900),
+            sessions=SessionPolicy(idle_seconds=3600, successor_key=b"unit-successor-key"),
+        )
+
+    await authenticator(4).register("ann@example.com", "ann", "a fine password")
+    assert store.accounts["ann@example.com"].password_hash.startswith("$2b$04$")
+    # The cost setting was raised: the next login stores a hash at the new cost.
+    await authenticator(5).login("ann@example.com", "a fine password")
+    rehashed = store.accounts["ann@example.com"].password_hash
+    assert rehashed.startswith("$2b$05$")
+    await authenticator(5).login("ann@example.com", "a fine password")
+    assert store.accounts["ann@example.com"].password_hash == rehashed
+    # A wrong password changes nothing.
+    with pytest.raises(Unauthenticated):
+        await authenticator(6).login("ann@example.com", "not the password")
+    assert store.accounts["ann@example.com"].password_hash == rehashed
