@@ -1,5 +1,6 @@
 """`make bench`: throughput, latency and CPU cost of profile reads (hot, spread, uncached), of a
-read/write mix that checks every read against the last acknowledged write, and of login.
+read/write mix that checks every read against the last acknowledged write, of login and of
+refresh-token rotation.
 
 The benchmark runs its own mesh (free ports, its own database, 10,000 seeded accounts kept in
 var/bench between runs) and loads it only through the Envoy edge, as clients do. Load comes from
@@ -47,12 +48,13 @@ from tools.mesh import Mesh
 TARGET_CACHED_RPS, TARGET_CACHED_P99_MS = 2000, 40.0
 TARGET_UNCACHED_RPS, TARGET_UNCACHED_P99_MS = 1200, 60.0
 TARGET_LOGIN_SHARE = 0.80
+TARGET_REFRESH_RPS = 500
 # The documented staleness bound of a cached read: USER_CACHE_FRESH_SECONDS (default).
 STALENESS_BOUND_MS = 1000.0
 # An empty protobuf message in one gRPC frame: no compression flag, zero length.
 EMPTY_GRPC_MESSAGE = b"\x00\x00\x00\x00\x00"
 SERVICE = "meshgram.user.v1.UserService"
-ROLES = ("envoy", "user_svc", "data_access", "postgres", "load generator")
+ROLES = ("envoy", "auth_svc", "user_svc", "data_access", "postgres", "load generator")
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Row:
 
     scenario: str
     kind: str
-    """"cached", "uncached", "write mix" or "login": which target applies."""
+    """"cached", "uncached", "write mix", "login" or "refresh": which target applies."""
     concurrency: int
     run: h2load.Run
     failures: int
@@ -279,6 +281,28 @@ def run_login(bench: Bench, account: Account) -> None:
     )
 
 
+def run_refresh(bench: Bench, accounts: list[Account]) -> None:
+    """Refresh-token rotation over native gRPC: each client refreshes its own session again and
+    again with the token the previous refresh returned."""
+    options = bench.options
+    tokens = [a.refresh_token for a in accounts]
+
+    def load(seconds: float) -> h2load.Run:
+        """One run of refresh chains, continuing from the tokens the previous run ended with."""
+        nonlocal tokens
+        run, tokens = grpc_load.run_refresh_chain(
+            bench.base,
+            connections=8,
+            streams=max(1, options.concurrency // 8),
+            seconds=seconds,
+            warmup=0,
+            refresh_tokens=tokens,
+        )
+        return run
+
+    bench.measure("refresh-token rotation, native gRPC", "refresh", options.concurrency, load)
+
+
 def table(rows: Sequence[Row]) -> str:
     """Render the results as a Markdown table."""
     header = " | ".join(f"{role} CPU ms/req" for role in ROLES)
@@ -312,6 +336,13 @@ def verdicts(rows: Sequence[Row], capacity: float) -> list[str]:
                 f"{row.scenario}: >= {rps:,} req/s, p99 <= {p99:.0f} ms: {r.rps:,.0f} req/s "
                 f"({r.rps / rps:.0%}), p99 {r.percentile(99):.1f} ms: {'met' if met else 'MISSED'}"
             )
+        elif row.kind == "refresh":
+            met = r.rps >= TARGET_REFRESH_RPS and row.failures == 0
+            lines.append(
+                f"{row.scenario}: >= {TARGET_REFRESH_RPS} req/s: {r.rps:,.0f} req/s "
+                f"({r.rps / TARGET_REFRESH_RPS:.0%}), p99 {r.percentile(99):.1f} ms: "
+                f"{'met' if met else 'MISSED'}"
+            )
         elif row.kind == "login":
             share = r.rps / capacity if capacity else 0.0
             met = share >= TARGET_LOGIN_SHARE
@@ -343,7 +374,9 @@ def main() -> None:
         "--bcrypt-rounds", type=int, default=int(os.environ.get("AUTH_BCRYPT_ROUNDS", "12"))
     )
     parser.add_argument("--login-concurrency", type=int, default=8)
-    parser.add_argument("--only", choices=("cached", "uncached", "write-mix", "login"), nargs="*")
+    parser.add_argument(
+        "--only", choices=("cached", "uncached", "write-mix", "login", "refresh"), nargs="*"
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -363,7 +396,7 @@ def main() -> None:
         login_concurrency=args.login_concurrency,
         profile=args.profile,
     )
-    wanted = set(args.only or ("cached", "uncached", "write-mix", "login"))
+    wanted = set(args.only or ("cached", "uncached", "write-mix", "login", "refresh"))
     for url in database_url():
         mesh = new_mesh(
             url,
@@ -397,6 +430,8 @@ def run_all(bench: Bench, wanted: set[str]) -> None:
         run_write_mix(bench, accounts)
     if "login" in wanted:
         run_login(bench, accounts[0])
+    if "refresh" in wanted:
+        run_refresh(bench, accounts)
     if "uncached" in wanted:
         mesh = bench.mesh
         mesh.stop_service("user_svc")

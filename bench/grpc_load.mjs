@@ -13,6 +13,10 @@
 //     Each in-flight slot owns one client and loops: with probability write_share it sets the
 //     account's bio to a fresh value (UpdateMyProfile, update_mask ["bio"]), else it reads it
 //     (GetMyProfile) and checks the bio against the last acknowledged write of that slot.
+//   mode "refresh-chain": clients [{refresh_token}] (exactly connections x streams). Each slot
+//     refreshes its client's session again and again (AuthService.RefreshToken), each time with
+//     the refresh token the previous answer gave; the summary lists the last token of each
+//     client (refresh_tokens), so that a later run can go on with them.
 //
 // Log line: start_epoch_us \t status \t latency_us \t kind \t stale, where status is the gRPC
 // status (0 = OK; a code outside 0..16 counts as 2, UNKNOWN), 1000 + the HTTP status when that is
@@ -116,6 +120,15 @@ let bioStart = 0;
 let bioEnd = 0;
 
 // Reads a varint at pos (value exact up to 2^53); its end goes to varintEnd; -1 when malformed.
+// A message whose only field is a string or bytes field number 1, framed.
+function frameField1(value) {
+  const message = Buffer.allocUnsafe(1 + varintSize(value.length) + value.length);
+  message[0] = 0x0a;
+  const pos = writeVarint(message, 1, value.length);
+  value.copy(message, pos);
+  return frame(message);
+}
+
 function readVarint(buf, pos, end) {
   let value = 0;
   let scale = 1;
@@ -229,7 +242,12 @@ const seconds = nonNegative(plan.seconds, 'seconds');
 const warmup = nonNegative(plan.warmup, 'warmup');
 if (typeof plan.log !== 'string' || plan.log === '') fail('log must be a file path');
 const writeMix = plan.mode === 'write-mix';
-if (!writeMix && plan.mode !== 'requests') fail('mode must be "requests" or "write-mix"');
+const refreshChain = plan.mode === 'refresh-chain';
+if (!writeMix && !refreshChain && plan.mode !== 'requests') {
+  fail('mode must be "requests", "write-mix" or "refresh-chain"');
+}
+// Both modes read their answers' bodies.
+const readsBodies = writeMix || refreshChain;
 
 function grpcHeaders(path, extra) {
   const headers = {
@@ -251,7 +269,12 @@ let orderCursor = 0;
 let writeShare = 0;
 let boundMs = 0;
 let clients = null;
-if (writeMix) {
+if (refreshChain) {
+  clients = plan.clients;
+  if (!Array.isArray(clients) || clients.length !== connections * streams) {
+    fail('clients must list exactly connections x streams clients');
+  }
+} else if (writeMix) {
   writeShare = nonNegative(plan.write_share, 'write_share');
   if (writeShare > 1) fail('write_share must be between 0 and 1');
   boundMs = nonNegative(plan.bound_ms, 'bound_ms');
@@ -277,6 +300,7 @@ if (writeMix) {
 const EMPTY_MESSAGE = frame(Buffer.alloc(0));
 const READ_PATH = '/meshgram.user.v1.UserService/GetMyProfile';
 const WRITE_PATH = '/meshgram.user.v1.UserService/UpdateMyProfile';
+const REFRESH_PATH = '/meshgram.auth.v1.AuthService/RefreshToken';
 // Written values are unique across runs too, so a bio left by an earlier run never matches.
 const runTag = Math.floor(Math.random() * 36 ** 6).toString(36);
 
@@ -336,6 +360,8 @@ class Slot {
     // Writes that failed after the last acknowledged one: the server may have applied them, so
     // reading one of them is not stale.
     this.unsure = [];
+    // refresh-chain: the refresh token the next request presents
+    this.refreshToken = null;
   }
 }
 
@@ -346,7 +372,14 @@ for (let c = 0; c < connections; c++) {
   conns.push(conn);
   for (let s = 0; s < streams; s++) {
     const slot = new Slot(slots.length, conn);
-    if (writeMix) {
+    if (refreshChain) {
+      const token = clients[slot.index]?.refresh_token;
+      if (typeof token !== 'string' || token === '') {
+        fail(`clients[${slot.index}].refresh_token is missing`);
+      }
+      slot.refreshToken = Buffer.from(token);
+      slot.readHeaders = grpcHeaders(REFRESH_PATH, {});
+    } else if (writeMix) {
       const token = clients[slot.index]?.token;
       if (typeof token !== 'string' || token === '') {
         fail(`clients[${slot.index}].token is missing`);
@@ -455,7 +488,11 @@ function issue(slot) {
   }
   let headers;
   let body;
-  if (writeMix) {
+  if (refreshChain) {
+    slot.kind = READ;
+    headers = slot.readHeaders;
+    body = frameField1(slot.refreshToken);
+  } else if (writeMix) {
     if (Math.random() < writeShare) {
       slot.kind = WRITE;
       slot.writeValue = Buffer.from(slot.writePrefix + ++slot.writeCount);
@@ -492,7 +529,7 @@ function issue(slot) {
   stream.on('trailers', onTrailers);
   stream.on('error', onError);
   stream.on('close', onClose);
-  if (writeMix) stream.on('data', onData);
+  if (readsBodies) stream.on('data', onData);
   else stream.resume(); // the body is not needed, but must be read for the stream to end
   stream.end(body);
 }
@@ -506,7 +543,14 @@ function complete(slot) {
   slot.stream = null;
   busy--;
   let stale = '-';
-  if (writeMix) {
+  if (refreshChain && status === 0) {
+    // RefreshTokenResponse.tokens (1) .refresh_token (4): the same place as a profile's bio.
+    if (findBio(slot.body) && bioEnd > bioStart) {
+      slot.refreshToken = Buffer.from(slot.body.subarray(bioStart, bioEnd));
+    } else {
+      status = GRPC_INTERNAL;
+    }
+  } else if (writeMix) {
     if (slot.kind === WRITE) {
       if (status === 0) {
         slot.ackValue = slot.writeValue;
@@ -590,6 +634,7 @@ function finish() {
     stale_past: totals.past,
     seconds,
   };
+  if (refreshChain) summary.refresh_tokens = slots.map((slot) => slot.refreshToken.toString());
   process.stdout.write(`${JSON.stringify(summary)}\n`);
   // Nothing should keep the process alive now; if something does, do not hang the caller.
   setTimeout(() => process.exit(0), 2_000).unref();

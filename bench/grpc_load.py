@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.h2load import Run
 
@@ -59,7 +60,7 @@ def run_requests(
         raise ValueError("bodies and order must not be empty")
     if not all(0 <= index < len(bodies) for index in order):
         raise ValueError("order holds an index that is not one of bodies")
-    run, _ = _launch(
+    run, _, _ = _launch(
         url,
         connections=connections,
         streams=streams,
@@ -90,7 +91,7 @@ def run_write_mix(
     """Read and write own bios, one account per token, counting reads older than the last write."""
     if len(tokens) != connections * streams:
         raise ValueError(f"need connections x streams = {connections * streams} tokens")
-    run, lines = _launch(
+    run, lines, _ = _launch(
         url,
         connections=connections,
         streams=streams,
@@ -114,6 +115,33 @@ def run_write_mix(
     return run, outcome
 
 
+def run_refresh_chain(
+    url: str,
+    *,
+    connections: int,
+    streams: int,
+    seconds: float,
+    warmup: float,
+    refresh_tokens: Sequence[str],
+) -> tuple[Run, list[str]]:
+    """Refresh one session per slot again and again, each time with the token the previous
+    refresh returned; return the run and each session's latest refresh token."""
+    if len(refresh_tokens) != connections * streams:
+        raise ValueError(f"need connections x streams = {connections * streams} refresh tokens")
+    run, _, summary = _launch(
+        url,
+        connections=connections,
+        streams=streams,
+        seconds=seconds,
+        warmup=warmup,
+        mode={
+            "mode": "refresh-chain",
+            "clients": [{"refresh_token": token} for token in refresh_tokens],
+        },
+    )
+    return run, [str(token) for token in summary["refresh_tokens"]]
+
+
 def _launch(
     url: str,
     *,
@@ -122,8 +150,9 @@ def _launch(
     seconds: float,
     warmup: float,
     mode: dict[str, object],
-) -> tuple[Run, list[tuple[str, str]]]:
-    """Run the generator; return the Run and each measured request's (kind, stale)."""
+) -> tuple[Run, list[tuple[str, str]], dict[str, Any]]:
+    """Run the generator; return the Run, each measured request's (kind, stale) and the
+    generator's summary."""
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "requests.tsv"
         plan = Path(folder) / "plan.json"
@@ -161,4 +190,4 @@ def _launch(
             lines.append((kind, stale))
     if summary["requests"] != len(statuses):
         raise RuntimeError(f"summary counts {summary['requests']} requests, log {len(statuses)}")
-    return Run(seconds=seconds, statuses=statuses, latencies_ms=latencies), lines
+    return Run(seconds=seconds, statuses=statuses, latencies_ms=latencies), lines, summary

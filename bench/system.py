@@ -47,6 +47,7 @@ class Account:
     email: str
     password: str
     access_token: str
+    refresh_token: str
 
 
 def database_url() -> Iterator[str]:
@@ -115,8 +116,16 @@ def sign_up(edge: str, count: int) -> list[Account]:
             ).raise_for_status()
             reply = client.post("/v1/auth:login", json={"email": email, "password": password})
             reply.raise_for_status()
-            token = str(reply.json()["tokens"]["accessToken"])
-            accounts.append(Account(username, email, password, token))
+            tokens = reply.json()["tokens"]
+            accounts.append(
+                Account(
+                    username,
+                    email,
+                    password,
+                    str(tokens["accessToken"]),
+                    str(tokens["refreshToken"]),
+                )
+            )
     return accounts
 
 
