@@ -89,8 +89,7 @@ def run_write_mix(
     tokens: Sequence[str],
 ) -> tuple[Run, WriteMixOutcome]:
     """Read and write own bios, one account per token, counting reads older than the last write."""
-    if len(tokens) != connections * streams:
-        raise ValueError(f"need connections x streams = {connections * streams} tokens")
+    _check_one_per_slot(tokens, connections, streams)
     run, lines, _ = _launch(
         url,
         connections=connections,
@@ -126,8 +125,7 @@ def run_refresh_chain(
 ) -> tuple[Run, list[str]]:
     """Refresh one session per slot again and again, each time with the token the previous
     refresh returned; return the run and each session's latest refresh token."""
-    if len(refresh_tokens) != connections * streams:
-        raise ValueError(f"need connections x streams = {connections * streams} refresh tokens")
+    _check_one_per_slot(refresh_tokens, connections, streams)
     run, _, summary = _launch(
         url,
         connections=connections,
@@ -140,6 +138,12 @@ def run_refresh_chain(
         },
     )
     return run, [str(token) for token in summary["refresh_tokens"]]
+
+
+def _check_one_per_slot(tokens: Sequence[str], connections: int, streams: int) -> None:
+    """ValueError unless there is exactly one token per request slot."""
+    if len(tokens) != connections * streams:
+        raise ValueError(f"need connections x streams = {connections * streams} tokens")
 
 
 def _launch(

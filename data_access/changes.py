@@ -143,16 +143,15 @@ class ChangeFeed:
         their caches)."""
         if position is None or position in self._recent or not self._live.is_set():
             return
-        waiter = self._waiters.get(position)
-        if waiter is None:
-            waiter = self._waiters[position] = asyncio.get_running_loop().create_future()
+        # One writer per position: the waiter is this call's own, and goes with it.
+        waiter = self._waiters[position] = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), DELIVERY_WAIT_SECONDS)
+            async with asyncio.timeout(DELIVERY_WAIT_SECONDS):
+                await waiter
         except TimeoutError:
             log.warning("change not seen on the feed in time", extra={"position": position})
         finally:
-            if waiter.done() or position in self._recent:
-                self._waiters.pop(position, None)
+            self._waiters.pop(position, None)
 
     async def subscribe(
         self, topics: Iterable[str], after_position: int
