@@ -8,7 +8,7 @@ STAMP := .venv/.meshgram-synced
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := meshgram/__init__.py envoy/api_descriptor.pb
 
-.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load chromium docs-ui fuzz
+.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load chromium docs-ui fuzz rotate-keys
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,10 @@ proto: $(STAMP) ## regenerate stubs, typing stubs, Envoy's descriptor set and do
 
 migrate: install ## apply database migrations (embedded Postgres unless DATABASE_URL)
 	$(PY) -m data_access.migrate
+
+# The same AUTH_* settings as `make run` (.env included, the shell's variables winning).
+rotate-keys: install ## new access-token signing key (signs after the publish delay); deletes retired ones
+	$(PY) -c 'from dotenv import load_dotenv; load_dotenv(".env"); from auth_svc.keys import main; main(["rotate"])'
 
 H2LOAD := $(shell command -v h2load 2>/dev/null)
 

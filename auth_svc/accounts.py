@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Protocol
 
 from email_validator import EmailNotValidError, validate_email
@@ -29,6 +30,92 @@ class Account:
     id: str
     email: str
     username: str
+    email_verified: bool = False
+
+
+@dataclass(frozen=True)
+class SealedMail:
+    """A rendered mail encrypted for the outbox: only auth_svc can read it back."""
+
+    kind: str
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class Device:
+    """What a session records of the client that logs in or refreshes."""
+
+    user_agent: str = ""
+    client_ip: str = ""
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A login to store: its first refresh token and what the session should remember."""
+
+    token_hash: str
+    expires_at: datetime
+    ends_at: datetime
+    """Absolute end of the session, whatever its refreshes."""
+    remembered: bool
+    device: Device
+
+
+@dataclass(frozen=True)
+class SessionStart:
+    """A stored login: the session's id and when it started."""
+
+    session_id: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A live session as a user sees it in their list of devices."""
+
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    remembered: bool
+    device: Device
+
+
+class TokenPurpose(Enum):
+    """What a single-use mailed token proves."""
+
+    VERIFY_EMAIL = "verify_email"
+    RESET_PASSWORD = "reset_password"
+
+
+class MailKind(Enum):
+    """The mails auth_svc sends; each has a plain-text and an HTML template."""
+
+    VERIFY_EMAIL = "verify_email"
+    RESET_PASSWORD = "reset_password"
+    PASSWORD_CHANGED = "password_changed"
+    SIGNUP_ATTEMPT = "signup_attempt"
+
+
+class Mailer(Protocol):
+    """Renders and seals mails for the outbox, and wakes the sender once one is queued."""
+
+    def compose(self, kind: MailKind, to: str, *, token: str = "") -> SealedMail:
+        """Return the sealed mail of that kind for the address; token goes into its link."""
+        ...
+
+    def queued(self) -> None:
+        """Tell the sender a mail was just queued, so it goes out without waiting for a poll."""
+        ...
+
+
+@dataclass(frozen=True)
+class MailedToken:
+    """A single-use token to store with the mail that carries it."""
+
+    token_hash: str
+    expires_at: datetime
+    mail: SealedMail
 
 
 @dataclass(frozen=True)
@@ -51,18 +138,23 @@ class Registration:
 class AccountStore(Protocol):
     """The account store (data_access's AccountStoreService); its errors are meshkit.errors."""
 
-    async def create_account(self, email: str, username: str, password_hash: str) -> Account:
-        """Create an account; AlreadyExists (EMAIL_TAKEN / USERNAME_TAKEN) when either is used."""
+    async def create_account(
+        self, email: str, username: str, password_hash: str, verification: MailedToken | None
+    ) -> Account:
+        """Create an account (with its verification token and mail, atomically); AlreadyExists
+        (EMAIL_TAKEN / USERNAME_TAKEN) when either is used."""
         ...
 
     async def get_credentials(self, email: str) -> StoredCredentials | None:
         """Return the account and password hash for a normalised email, or None."""
         ...
 
-    async def create_refresh_token(
-        self, account_id: str, token_hash: str, expires_at: datetime
-    ) -> str:
-        """Store the first refresh token of a new family and return the family id."""
+    async def get_credentials_by_id(self, account_id: str) -> StoredCredentials | None:
+        """Return the account and password hash for an account id, or None."""
+        ...
+
+    async def create_session(self, account_id: str, session: NewSession) -> SessionStart:
+        """Store a new login (its session and first refresh token) and return its id."""
         ...
 
     async def rotate_refresh_token(
@@ -72,11 +164,11 @@ class AccountStore(Protocol):
         new_expires_at: datetime,
         *,
         reuse_window_seconds: float = 0.0,
-        session_lifetime_seconds: int | None = None,
+        device: Device | None = None,
     ) -> Rotated:
         """Consume a token and store its successor; the same rotation repeated within the
-        reuse window succeeds again. NotFound when invalid, expired or past the session's
-        lifetime; FailedPrecondition when already consumed (the family is then revoked)."""
+        reuse window succeeds again. NotFound when invalid, expired or past the session's end;
+        FailedPrecondition when already consumed (the family is then revoked)."""
         ...
 
     async def revoke_refresh_token(self, token_hash: str) -> None:
@@ -84,8 +176,58 @@ class AccountStore(Protocol):
         ...
 
     async def replace_password_hash(self, account_id: str, old_hash: str, new_hash: str) -> bool:
-        """Set new_hash if the account's hash is still old_hash; return whether it was set."""
+        """Re-hash: set new_hash if the account's hash is still old_hash; return whether it was."""
         ...
+
+    async def change_password_hash(
+        self, account_id: str, old_hash: str, new_hash: str, change: PasswordChange
+    ) -> int | None:
+        """Set a new password's hash if the account's hash is still old_hash, ending every other
+        session and queueing the mail with it; return how many sessions ended, or None when
+        the hash had changed meanwhile (nothing was done)."""
+        ...
+
+    async def issue_account_token(
+        self, email: str, purpose: TokenPurpose, token: MailedToken, cooldown_seconds: float
+    ) -> None:
+        """Store a token and its mail for the account of email, if there is one that may get
+        it now; answers alike in every case."""
+        ...
+
+    async def lookup_account_token(self, token_hash: str, purpose: TokenPurpose) -> Account:
+        """Return the account of a usable token; NotFound (ACCOUNT_TOKEN_INVALID) otherwise."""
+        ...
+
+    async def use_account_token(
+        self,
+        token_hash: str,
+        purpose: TokenPurpose,
+        *,
+        new_password_hash: str = "",
+        mail: SealedMail | None = None,
+    ) -> Account:
+        """Use a token up and apply what it proves; NotFound (ACCOUNT_TOKEN_INVALID) when it is
+        not usable."""
+        ...
+
+    async def list_sessions(self, account_id: str) -> list[SessionInfo]:
+        """Return the live sessions of an account, most recently used first."""
+        ...
+
+    async def revoke_sessions(
+        self, account_id: str, *, session_id: str | None = None, all_except: str | None = None
+    ) -> int:
+        """End one session (NotFound SESSION_NOT_FOUND unless live and the account's) or every
+        session but all_except; return how many ended."""
+        ...
+
+
+@dataclass(frozen=True)
+class PasswordChange:
+    """A new password (not a re-hash): the session that stays, and the notice to mail."""
+
+    keep_session_id: str
+    mail: SealedMail | None
 
 
 @dataclass(frozen=True)
@@ -94,6 +236,9 @@ class Rotated:
 
     account: Account
     expires_at: datetime
+    session_id: str
+    session_started_at: datetime
+    remembered: bool
 
 
 def normalise_email(raw: str) -> str:
@@ -132,8 +277,11 @@ def normalise_username(raw: str) -> str:
     return username
 
 
-def validate_registration(email: str, username: str, password: str) -> Registration:
-    """Return the normalised registration or raise InvalidArgument listing every bad field."""
+def validate_registration(
+    email: str, username: str, password: str, *, min_score: int = passwords.DEFAULT_MIN_SCORE
+) -> Registration:
+    """Return the normalised registration or raise InvalidArgument listing every bad field
+    (the password judged with the email and username as words a guesser would try)."""
     violations: list[FieldViolation] = []
     normal_email = normal_username = ""
     try:
@@ -144,7 +292,13 @@ def validate_registration(email: str, username: str, password: str) -> Registrat
         normal_username = normalise_username(username)
     except ValueError as exc:
         violations.append(FieldViolation("username", str(exc)))
-    violations.extend(passwords.policy_violations(password))
+    violations.extend(
+        passwords.policy_violations(
+            password,
+            user_inputs=(normal_email or email, normal_username or username),
+            min_score=min_score,
+        )
+    )
     if violations:
         raise invalid(violations)
     return Registration(email=normal_email, username=normal_username, password=password)

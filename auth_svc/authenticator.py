@@ -1,21 +1,25 @@
-"""The flows of AuthService (register, login, refresh, logout) over the account store.
+"""The flows of AuthService that start and carry sessions: register, login, refresh, logout.
 
 Free of grpc and protobuf: the servicer translates messages, this module decides.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from auth_svc import accounts, tokens
-from auth_svc.accounts import Account, AccountStore
+from auth_svc.accounts import Account, AccountStore, Device, NewSession
 from auth_svc.passwords import PasswordHasher
-from auth_svc.tokens import AccessTokenSigner, Clock
+from auth_svc.tokens import AccessTokenSigner, Clock, SessionClaims
+from auth_svc.verification import EmailVerification
 from meshkit.errors import FailedPrecondition, NotFound, Unauthenticated, Unavailable
 from meshkit.reasons import Reason
+from meshkit.settings import UnverifiedEmailMay
 
 log = logging.getLogger("auth_svc.authenticator")
 
@@ -26,27 +30,36 @@ INVALID_CREDENTIALS_MESSAGE = "email or password is incorrect"
 
 @dataclass(frozen=True)
 class TokenPair:
-    """The tokens a client keeps after logging in or refreshing."""
+    """The tokens a client keeps after logging in or refreshing, and the session they carry."""
 
     access_token: str
     expires_in: int
     refresh_token: str
     refresh_expires_in: int
+    session_id: str
+    remembered: bool
+    """Whether the session outlives a browser restart (its cookie gets a Max-Age)."""
     token_type: str = tokens.TOKEN_TYPE
 
 
 @dataclass(frozen=True)
 class SessionPolicy:
-    """How long a login lasts: unused (idle), at most (absolute), and how long a refresh may
-    be repeated with the same answer (several tabs refreshing at once)."""
+    """How long a login lasts: unused (idle), at most (absolute, with and without remember-me),
+    and how long a refresh may be repeated with the same answer (several tabs at once)."""
 
     idle_seconds: int
     """Lifetime of each refresh token: a session not refreshed for this long ends."""
     successor_key: bytes
     """Key that derives a refresh token's successor from it (tokens.successor_refresh_token)."""
     reuse_window_seconds: float = 0.0
-    max_seconds: int | None = None
-    """Absolute lifetime: after this long since the login no refresh succeeds; None: no limit."""
+    max_seconds: int = 90 * 86_400
+    """Absolute lifetime of a remembered session (remember_me)."""
+    short_seconds: int = 12 * 3600
+    """Absolute lifetime of a session that is not remembered."""
+
+    def lifetime(self, remembered: bool) -> int:
+        """Absolute lifetime in seconds of a session started with or without remember-me."""
+        return self.max_seconds if remembered else self.short_seconds
 
 
 class Authenticator:
@@ -59,25 +72,48 @@ class Authenticator:
         signer: AccessTokenSigner,
         *,
         sessions: SessionPolicy,
+        verification: EmailVerification,
+        unverified_email_may: UnverifiedEmailMay = "edit_profile",
+        password_min_score: int = 0,
         clock: Clock = time.time,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._signer = signer
         self._sessions = sessions
+        self._verification = verification
+        self._unverified_may = unverified_email_may
+        self._min_score = password_min_score
         self._clock = clock
 
     async def register(self, email: str, username: str, password: str) -> Account:
-        """Create an account; InvalidArgument lists every bad field, AlreadyExists when taken."""
-        registration = accounts.validate_registration(email, username, password)
-        password_hash = await self._hasher.hash(registration.password)
-        return await self._store.create_account(
-            registration.email, registration.username, password_hash
+        """Create an account and queue its verification mail; InvalidArgument lists every bad
+        field (a weak password included), AlreadyExists when the email or username is taken."""
+        # The strength estimate costs milliseconds of CPU: off the event loop.
+        registration = await asyncio.to_thread(
+            accounts.validate_registration, email, username, password, min_score=self._min_score
         )
+        password_hash = await self._hasher.hash(registration.password)
+        account = await self._store.create_account(
+            registration.email,
+            registration.username,
+            password_hash,
+            self._verification.new_token(registration.email),
+        )
+        self._verification.sent()
+        return account
 
-    async def login(self, email: str, password: str) -> TokenPair:
-        """Return a token pair starting a new login; Unauthenticated (INVALID_CREDENTIALS) for an
-        unknown or malformed email and for a wrong password alike."""
+    async def login(
+        self,
+        email: str,
+        password: str,
+        *,
+        remember_me: bool = False,
+        device: Device | None = None,
+    ) -> TokenPair:
+        """Return a token pair starting a new session; Unauthenticated (INVALID_CREDENTIALS) for
+        an unknown or malformed email and for a wrong password alike; FailedPrecondition
+        (EMAIL_NOT_VERIFIED) when unverified accounts may not sign in."""
         normal_email = accounts.login_email(email)
         credentials = None
         if normal_email is not None:
@@ -92,11 +128,36 @@ class Authenticator:
                 message=INVALID_CREDENTIALS_MESSAGE, reason=Reason.INVALID_CREDENTIALS
             )
         account = credentials.account
+        if not account.email_verified and self._unverified_may == "nothing":
+            # Said only after the password matched: it tells nothing to someone guessing.
+            raise FailedPrecondition(
+                message="verify your email address first; the link is in the mail we sent",
+                reason=Reason.EMAIL_NOT_VERIFIED,
+            )
         if self._hasher.outdated(credentials.password_hash):
             await self._rehash(account.id, password, credentials.password_hash)
-        refresh = self._new_refresh_token()
-        await self._store.create_refresh_token(account.id, refresh.token_hash, refresh.expires_at)
-        return self._pair(account, refresh)
+        policy = self._sessions
+        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        ends_at = now + timedelta(seconds=policy.lifetime(remember_me))
+        refresh = tokens.new_refresh_token(
+            min(policy.idle_seconds, policy.lifetime(remember_me)), clock=self._clock
+        )
+        started = await self._store.create_session(
+            account.id,
+            NewSession(
+                token_hash=refresh.token_hash,
+                expires_at=refresh.expires_at,
+                ends_at=ends_at,
+                remembered=remember_me,
+                device=device or Device(),
+            ),
+        )
+        claims = SessionClaims(
+            session_id=started.session_id,
+            email_verified=account.email_verified,
+            auth_time=started.started_at.timestamp(),
+        )
+        return self._pair(account, claims, refresh.token, refresh.expires_in, remember_me)
 
     async def _rehash(self, account_id: str, password: str, old_hash: str) -> None:
         """Store the password's hash at the configured cost, in place of one made at another
@@ -107,7 +168,7 @@ class Authenticator:
         except (NotFound, Unavailable):
             log.warning("password re-hash skipped", extra={"account_id": account_id})
 
-    async def refresh(self, refresh_token: str) -> TokenPair:
+    async def refresh(self, refresh_token: str, *, device: Device | None = None) -> TokenPair:
         """Consume a refresh token and return a new pair; Unauthenticated with reason
         REFRESH_TOKEN_INVALID (unknown, expired, revoked, session over) or REFRESH_TOKEN_REUSED
         (consumed earlier than the reuse window). Repeated within the window, the same refresh
@@ -126,7 +187,7 @@ class Authenticator:
                 successor.token_hash,
                 successor.expires_at,
                 reuse_window_seconds=policy.reuse_window_seconds,
-                session_lifetime_seconds=policy.max_seconds,
+                device=device,
             )
         except NotFound:
             raise Unauthenticated(
@@ -140,7 +201,12 @@ class Authenticator:
             ) from None
         # The store may have capped the expiry at the session's end, or kept an earlier one.
         lives = max(0, int(rotated.expires_at.timestamp() - self._clock()))
-        return self._pair(rotated.account, replace(successor, expires_in=lives))
+        claims = SessionClaims(
+            session_id=rotated.session_id,
+            email_verified=rotated.account.email_verified,
+            auth_time=rotated.session_started_at.timestamp(),
+        )
+        return self._pair(rotated.account, claims, successor.token, lives, rotated.remembered)
 
     async def logout(self, refresh_token: str) -> None:
         """Revoke the login of a refresh token; unknown or empty tokens are silently accepted."""
@@ -154,16 +220,21 @@ class Authenticator:
         """Return the public keys that verify access tokens."""
         return self._signer.jwks()
 
-    def _new_refresh_token(self) -> tokens.RefreshToken:
-        """A fresh refresh token with the configured lifetime."""
-        return tokens.new_refresh_token(self._sessions.idle_seconds, clock=self._clock)
-
-    def _pair(self, account: Account, refresh: tokens.RefreshToken) -> TokenPair:
-        """Issue an access token for account and pair it with refresh."""
-        access = self._signer.issue(account.id, account.username)
+    def _pair(
+        self,
+        account: Account,
+        claims: SessionClaims,
+        refresh_token: str,
+        refresh_expires_in: int,
+        remembered: bool,
+    ) -> TokenPair:
+        """Issue an access token for account in its session and pair it with refresh_token."""
+        access = self._signer.issue(account.id, account.username, claims)
         return TokenPair(
             access_token=access.token,
             expires_in=access.expires_in,
-            refresh_token=refresh.token,
-            refresh_expires_in=refresh.expires_in,
+            refresh_token=refresh_token,
+            refresh_expires_in=refresh_expires_in,
+            session_id=claims.session_id,
+            remembered=remembered,
         )

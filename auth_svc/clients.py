@@ -6,16 +6,68 @@ from datetime import datetime, timedelta
 
 import grpc
 
-from auth_svc.accounts import Account, Rotated, StoredCredentials
-from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
+from auth_svc.accounts import (
+    Account,
+    Device,
+    MailedToken,
+    NewSession,
+    PasswordChange,
+    Rotated,
+    SealedMail,
+    SessionInfo,
+    SessionStart,
+    StoredCredentials,
+    TokenPurpose,
+)
+from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
+from meshgram.dataaccess.v1 import dataaccess_pb2_grpc
 from meshkit.clients import PeerCaller
 from meshkit.errors import NotFound
 from meshkit.timestamps import to_datetime, to_timestamp
 
+_PURPOSES = {
+    TokenPurpose.VERIFY_EMAIL: pb.ACCOUNT_TOKEN_PURPOSE_VERIFY_EMAIL,
+    TokenPurpose.RESET_PASSWORD: pb.ACCOUNT_TOKEN_PURPOSE_RESET_PASSWORD,
+}
 
-def _account(record: dataaccess_pb2.AccountRecord) -> Account:
+
+def _account(record: pb.AccountRecord) -> Account:
     """Convert a stored account record to the domain Account."""
-    return Account(id=record.id, email=record.email, username=record.username)
+    return Account(
+        id=record.id,
+        email=record.email,
+        username=record.username,
+        email_verified=record.email_verified,
+    )
+
+
+def _mail(mail: SealedMail) -> pb.SealedMail:
+    """Wire form of a sealed mail."""
+    return pb.SealedMail(kind=mail.kind, sealed=mail.sealed)
+
+
+def _device(device: Device) -> pb.SessionDevice:
+    """Wire form of a device."""
+    return pb.SessionDevice(user_agent=device.user_agent, client_ip=device.client_ip)
+
+
+def _token(token: MailedToken) -> pb.NewAccountToken:
+    """Wire form of a single-use token to store."""
+    return pb.NewAccountToken(
+        token_hash=token.token_hash, expire_time=to_timestamp(token.expires_at)
+    )
+
+
+def _session(record: pb.SessionRecord) -> SessionInfo:
+    """Convert a stored session to the domain SessionInfo."""
+    return SessionInfo(
+        id=record.id,
+        created_at=to_datetime(record.create_time),
+        last_used_at=to_datetime(record.last_use_time),
+        expires_at=to_datetime(record.expire_time),
+        remembered=record.remembered,
+        device=Device(user_agent=record.device.user_agent, client_ip=record.device.client_ip),
+    )
 
 
 class AccountStoreClient:
@@ -25,17 +77,26 @@ class AccountStoreClient:
         self._stub = dataaccess_pb2_grpc.AccountStoreServiceStub(channel)
         self._caller = caller
 
-    async def create_account(self, email: str, username: str, password_hash: str) -> Account:
-        """Create an account; AlreadyExists (EMAIL_TAKEN / USERNAME_TAKEN) when either is used."""
-        request = dataaccess_pb2.CreateAccountRequest(
+    async def create_account(
+        self, email: str, username: str, password_hash: str, verification: MailedToken | None
+    ) -> Account:
+        """Create an account (with its verification token and mail, atomically); AlreadyExists
+        (EMAIL_TAKEN / USERNAME_TAKEN) when either is used."""
+        request = pb.CreateAccountRequest(
             email=email, username=username, password_hash=password_hash
         )
+        if verification is not None:
+            request.verification.CopyFrom(_token(verification))
+            request.mail.CopyFrom(_mail(verification.mail))
         response = await self._caller.unary(self._stub.CreateAccount, request)
         return _account(response.account)
 
     async def get_credentials(self, email: str) -> StoredCredentials | None:
         """Return the account and password hash for a normalised email, or None."""
-        request = dataaccess_pb2.GetCredentialsRequest(email=email)
+        return await self._credentials(pb.GetCredentialsRequest(email=email))
+
+    async def _credentials(self, request: pb.GetCredentialsRequest) -> StoredCredentials | None:
+        """Ask for credentials; None when there is no such account."""
         try:
             response = await self._caller.unary(self._stub.GetCredentials, request)
         except NotFound:
@@ -44,15 +105,24 @@ class AccountStoreClient:
             account=_account(response.account), password_hash=response.password_hash
         )
 
-    async def create_refresh_token(
-        self, account_id: str, token_hash: str, expires_at: datetime
-    ) -> str:
-        """Store the first refresh token of a new family and return the family id."""
-        request = dataaccess_pb2.CreateRefreshTokenRequest(
-            account_id=account_id, token_hash=token_hash, expire_time=to_timestamp(expires_at)
+    async def get_credentials_by_id(self, account_id: str) -> StoredCredentials | None:
+        """Return the account and password hash for an account id, or None."""
+        return await self._credentials(pb.GetCredentialsRequest(account_id=account_id))
+
+    async def create_session(self, account_id: str, session: NewSession) -> SessionStart:
+        """Store a new login (its session and first refresh token) and return its id."""
+        request = pb.CreateRefreshTokenRequest(
+            account_id=account_id,
+            token_hash=session.token_hash,
+            expire_time=to_timestamp(session.expires_at),
+            session_end_time=to_timestamp(session.ends_at),
+            remembered=session.remembered,
+            device=_device(session.device),
         )
         response = await self._caller.unary(self._stub.CreateRefreshToken, request)
-        return response.family_id
+        return SessionStart(
+            session_id=response.family_id, started_at=to_datetime(response.session_start_time)
+        )
 
     async def rotate_refresh_token(
         self,
@@ -61,31 +131,109 @@ class AccountStoreClient:
         new_expires_at: datetime,
         *,
         reuse_window_seconds: float = 0.0,
-        session_lifetime_seconds: int | None = None,
+        device: Device | None = None,
     ) -> Rotated:
         """Consume a token and store its successor; the same rotation repeated within the
-        reuse window succeeds again. NotFound when invalid, expired or past the session's
-        lifetime; FailedPrecondition when already consumed (the family is then revoked)."""
-        request = dataaccess_pb2.RotateRefreshTokenRequest(
+        reuse window succeeds again. NotFound when invalid, expired or past the session's end;
+        FailedPrecondition when already consumed (the family is then revoked)."""
+        request = pb.RotateRefreshTokenRequest(
             token_hash=token_hash,
             new_token_hash=new_token_hash,
             new_expire_time=to_timestamp(new_expires_at),
         )
         request.reuse_window.FromTimedelta(timedelta(seconds=reuse_window_seconds))
-        if session_lifetime_seconds is not None:
-            request.session_lifetime.FromTimedelta(timedelta(seconds=session_lifetime_seconds))
+        if device is not None:
+            request.device.CopyFrom(_device(device))
         response = await self._caller.unary(self._stub.RotateRefreshToken, request)
-        return Rotated(_account(response.account), to_datetime(response.new_expire_time))
+        return Rotated(
+            account=_account(response.account),
+            expires_at=to_datetime(response.new_expire_time),
+            session_id=response.family_id,
+            session_started_at=to_datetime(response.session_start_time),
+            remembered=response.remembered,
+        )
 
     async def revoke_refresh_token(self, token_hash: str) -> None:
         """Revoke the family of a token; unknown tokens are not an error."""
-        request = dataaccess_pb2.RevokeRefreshTokenRequest(token_hash=token_hash)
+        request = pb.RevokeRefreshTokenRequest(token_hash=token_hash)
         await self._caller.unary(self._stub.RevokeRefreshToken, request)
 
     async def replace_password_hash(self, account_id: str, old_hash: str, new_hash: str) -> bool:
-        """Set new_hash if the account's hash is still old_hash; return whether it was set."""
-        request = dataaccess_pb2.ReplacePasswordHashRequest(
+        """Re-hash: set new_hash if the account's hash is still old_hash; return whether it was."""
+        request = pb.ReplacePasswordHashRequest(
             account_id=account_id, old_password_hash=old_hash, new_password_hash=new_hash
         )
         response = await self._caller.unary(self._stub.ReplacePasswordHash, request)
         return response.replaced
+
+    async def change_password_hash(
+        self, account_id: str, old_hash: str, new_hash: str, change: PasswordChange
+    ) -> int | None:
+        """Set a new password's hash if the account's hash is still old_hash, ending every other
+        session and queueing the mail with it; return how many sessions ended, or None when
+        the hash had changed meanwhile (nothing was done)."""
+        request = pb.ReplacePasswordHashRequest(
+            account_id=account_id,
+            old_password_hash=old_hash,
+            new_password_hash=new_hash,
+            password_changed=True,
+            keep_session_id=change.keep_session_id,
+        )
+        if change.mail is not None:
+            request.mail.CopyFrom(_mail(change.mail))
+        response = await self._caller.unary(self._stub.ReplacePasswordHash, request)
+        return response.ended_sessions if response.replaced else None
+
+    async def issue_account_token(
+        self, email: str, purpose: TokenPurpose, token: MailedToken, cooldown_seconds: float
+    ) -> None:
+        """Store a token and its mail for the account of email, if there is one that may get
+        it now; answers alike in every case."""
+        request = pb.IssueAccountTokenRequest(
+            email=email, purpose=_PURPOSES[purpose], token=_token(token), mail=_mail(token.mail)
+        )
+        request.cooldown.FromTimedelta(timedelta(seconds=cooldown_seconds))
+        await self._caller.unary(self._stub.IssueAccountToken, request)
+
+    async def lookup_account_token(self, token_hash: str, purpose: TokenPurpose) -> Account:
+        """Return the account of a usable token; NotFound (ACCOUNT_TOKEN_INVALID) otherwise."""
+        request = pb.LookupAccountTokenRequest(token_hash=token_hash, purpose=_PURPOSES[purpose])
+        response = await self._caller.unary(self._stub.LookupAccountToken, request)
+        return _account(response.account)
+
+    async def use_account_token(
+        self,
+        token_hash: str,
+        purpose: TokenPurpose,
+        *,
+        new_password_hash: str = "",
+        mail: SealedMail | None = None,
+    ) -> Account:
+        """Use a token up and apply what it proves; NotFound (ACCOUNT_TOKEN_INVALID) when it is
+        not usable."""
+        request = pb.UseAccountTokenRequest(
+            token_hash=token_hash, purpose=_PURPOSES[purpose], new_password_hash=new_password_hash
+        )
+        if mail is not None:
+            request.mail.CopyFrom(_mail(mail))
+        response = await self._caller.unary(self._stub.UseAccountToken, request)
+        return _account(response.account)
+
+    async def list_sessions(self, account_id: str) -> list[SessionInfo]:
+        """Return the live sessions of an account, most recently used first."""
+        request = pb.ListSessionsRequest(account_id=account_id)
+        response = await self._caller.unary(self._stub.ListSessions, request)
+        return [_session(record) for record in response.sessions]
+
+    async def revoke_sessions(
+        self, account_id: str, *, session_id: str | None = None, all_except: str | None = None
+    ) -> int:
+        """End one session (NotFound SESSION_NOT_FOUND unless live and the account's) or every
+        session but all_except; return how many ended."""
+        request = pb.RevokeSessionsRequest(account_id=account_id)
+        if session_id is not None:
+            request.session_id = session_id
+        else:
+            request.all_except_session_id = all_except or ""
+        response = await self._caller.unary(self._stub.RevokeSessions, request)
+        return response.revoked_count

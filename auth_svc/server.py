@@ -9,12 +9,18 @@ import grpc
 from auth_svc import tokens
 from auth_svc.authenticator import Authenticator, SessionPolicy
 from auth_svc.clients import AccountStoreClient
-from auth_svc.keys import SigningKeyError, load_signing_key
+from auth_svc.keys import SigningKeyError, open_keyring
+from auth_svc.mail import build_mail
+from auth_svc.password_changes import PasswordChanges
 from auth_svc.passwords import PasswordHasher
 from auth_svc.servicer import AuthServicer
+from auth_svc.sessions import Sessions
 from auth_svc.settings import SERVICE_NAME, AuthSettings
 from auth_svc.tokens import AccessTokenSigner
+from auth_svc.verification import EmailVerification
+from auth_svc.web_clients import WebClients, parse_networks, parse_origins
 from meshgram.auth.v1 import auth_pb2_grpc
+from meshkit.access_tokens import AccessTokenVerifier
 from meshkit.clients import open_channel
 from meshkit.peers import data_access_caller
 from meshkit.public_api import AUTH_SERVICE, PUBLIC_SERVICES
@@ -27,31 +33,72 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
     channel). It is ready as soon as it serves: its signing key is loaded here, so the JWKS
     and token signing never wait on data_access; shutdown closes the channel."""
     channel = open_channel(settings.data_access_addr)
-    store = AccountStoreClient(channel, data_access_caller(settings))
-    signing_key = load_signing_key(
-        settings.jwt_private_key_file,
-        create_if_missing=settings.environment == "development",
-    )
+    caller = data_access_caller(settings)
+    store = AccountStoreClient(channel, caller)
+    keyring = open_keyring(settings)
+    signer = AccessTokenSigner(keyring, ttl_seconds=settings.access_token_ttl_seconds)
     # PasswordHasher computes its dummy hash here, once, before the server takes calls.
+    hasher = PasswordHasher(settings.pepper(), settings.bcrypt_rounds)
+    mail = build_mail(settings, channel, caller)
+    verification = EmailVerification(
+        store,
+        mail.mailer,
+        ttl_seconds=settings.verify_email_token_ttl_seconds,
+        cooldown_seconds=settings.mail_cooldown_seconds,
+    )
     authenticator = Authenticator(
         store,
-        PasswordHasher(settings.pepper(), settings.bcrypt_rounds),
-        AccessTokenSigner(signing_key, ttl_seconds=settings.access_token_ttl_seconds),
+        hasher,
+        signer,
         sessions=SessionPolicy(
             idle_seconds=settings.refresh_token_ttl_seconds,
             max_seconds=settings.session_max_seconds,
+            short_seconds=settings.short_session_seconds,
             reuse_window_seconds=settings.refresh_reuse_window_seconds,
             successor_key=tokens.successor_key(settings.pepper()),
         ),
+        verification=verification,
+        unverified_email_may=settings.unverified_email_may,
+        password_min_score=settings.password_min_score,
     )
-    servicer = AuthServicer(authenticator)
+    password_changes = PasswordChanges(
+        store,
+        hasher,
+        mail.mailer,
+        reset_ttl_seconds=settings.reset_token_ttl_seconds,
+        cooldown_seconds=settings.mail_cooldown_seconds,
+        min_score=settings.password_min_score,
+    )
+
+    async def own_jwks() -> list[dict[str, str]]:
+        """auth_svc verifies the access tokens of its own calls with its own keys."""
+        return signer.jwks()
+
+    servicer = AuthServicer(
+        authenticator,
+        verification,
+        password_changes,
+        Sessions(store),
+        AccessTokenVerifier(own_jwks, refresh_seconds=settings.jwt_keys_reload_seconds),
+        WebClients(
+            allowed_origins=parse_origins(settings.browser_origins),
+            trusted_proxies=parse_networks(settings.trusted_proxies),
+        ),
+    )
+
+    # Queued mail goes out from now on, also mail queued before this process started.
+    mail.start()
 
     def register(server: grpc.aio.Server) -> None:
         """Add AuthService to the server."""
         auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server)
+        # A key added to the folder (a rotation) is picked up without a restart.
+        keyring.start_reloading(settings.jwt_keys_reload_seconds)
 
     async def close_channel() -> None:
-        """Close the data_access channel once in-flight calls have drained."""
+        """Stop sending mail, then close the data_access channel once in-flight calls have
+        drained."""
+        await mail.stop()
         await channel.close()
 
     return ServiceDefinition(
@@ -60,7 +107,7 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
         service_names=[AUTH_SERVICE],
         reflection_names=list(PUBLIC_SERVICES),
         check_ready=_ready,
-        on_shutdown=[close_channel],
+        on_shutdown=[keyring.stop_reloading, close_channel],
     )
 
 

@@ -1,4 +1,5 @@
-"""AuthService over gRPC: translates protobuf messages to Authenticator calls and back."""
+"""AuthService over gRPC: translates protobuf messages to the flows' calls and back, and moves
+the refresh token between bodies and browser cookies (auth_svc.web_clients)."""
 
 from __future__ import annotations
 
@@ -8,63 +9,191 @@ import grpc
 
 from auth_svc.accounts import Account
 from auth_svc.authenticator import Authenticator, TokenPair
+from auth_svc.password_changes import PasswordChanges
+from auth_svc.sessions import ListedSession, Sessions
+from auth_svc.verification import EmailVerification
+from auth_svc.web_clients import WebClients, clear_cookie, set_cookie
 from meshgram.auth.v1 import auth_pb2, auth_pb2_grpc
+from meshkit.access_tokens import AccessTokenVerifier
+from meshkit.timestamps import to_timestamp
+
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def _account(account: Account) -> auth_pb2.Account:
     """Public view of an account."""
-    return auth_pb2.Account(id=account.id, email=account.email, username=account.username)
+    return auth_pb2.Account(
+        id=account.id,
+        email=account.email,
+        username=account.username,
+        email_verified=account.email_verified,
+    )
 
 
-def _tokens(pair: TokenPair) -> auth_pb2.TokenPair:
-    """Wire form of a token pair."""
-    return auth_pb2.TokenPair(
-        access_token=pair.access_token,
-        token_type=pair.token_type,
-        expires_in=pair.expires_in,
-        refresh_token=pair.refresh_token,
-        refresh_expires_in=pair.refresh_expires_in,
+def _session(listed: ListedSession) -> auth_pb2.Session:
+    """Public view of a session."""
+    session = listed.session
+    return auth_pb2.Session(
+        id=session.id,
+        create_time=to_timestamp(session.created_at),
+        last_use_time=to_timestamp(session.last_used_at),
+        expire_time=to_timestamp(session.expires_at),
+        user_agent=session.device.user_agent,
+        client_ip=session.device.client_ip,
+        remembered=session.remembered,
+        current=listed.current,
     )
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     """meshgram.auth.v1.AuthService; errors are meshkit.errors, mapped by the interceptor."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        verification: EmailVerification,
+        password_changes: PasswordChanges,
+        sessions: Sessions,
+        verifier: AccessTokenVerifier,
+        web: WebClients,
+    ) -> None:
         self._auth = authenticator
+        self._verification = verification
+        self._passwords = password_changes
+        self._sessions = sessions
+        self._verifier = verifier
+        self._web = web
 
     async def Register(  # noqa: N802 (name fixed by the proto)
-        self, request: auth_pb2.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: auth_pb2.RegisterRequest, context: Context
     ) -> auth_pb2.RegisterResponse:
         """Create an account and return its public view."""
         account = await self._auth.register(request.email, request.username, request.password)
         return auth_pb2.RegisterResponse(account=_account(account))
 
     async def Login(  # noqa: N802 (name fixed by the proto)
-        self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: auth_pb2.LoginRequest, context: Context
     ) -> auth_pb2.LoginResponse:
         """Exchange email and password for a token pair."""
-        pair = await self._auth.login(request.email, request.password)
-        return auth_pb2.LoginResponse(tokens=_tokens(pair))
+        metadata = context.invocation_metadata() or ()
+        self._web.check_origin(metadata)
+        pair = await self._auth.login(
+            request.email,
+            request.password,
+            remember_me=request.remember_me,
+            device=self._web.device(metadata, context.peer()),
+        )
+        return auth_pb2.LoginResponse(tokens=await self._deliver(pair, context))
 
     async def RefreshToken(  # noqa: N802 (name fixed by the proto)
-        self, request: auth_pb2.RefreshTokenRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: auth_pb2.RefreshTokenRequest, context: Context
     ) -> auth_pb2.RefreshTokenResponse:
-        """Exchange a refresh token for a new token pair."""
-        pair = await self._auth.refresh(request.refresh_token)
-        return auth_pb2.RefreshTokenResponse(tokens=_tokens(pair))
+        """Exchange a refresh token (from the body, else the browser's cookie) for a new pair."""
+        metadata = context.invocation_metadata() or ()
+        self._web.check_origin(metadata)
+        token = request.refresh_token or self._web.cookie_token(metadata)
+        pair = await self._auth.refresh(token, device=self._web.device(metadata, context.peer()))
+        return auth_pb2.RefreshTokenResponse(tokens=await self._deliver(pair, context))
 
     async def Logout(  # noqa: N802 (name fixed by the proto)
-        self, request: auth_pb2.LogoutRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: auth_pb2.LogoutRequest, context: Context
     ) -> auth_pb2.LogoutResponse:
-        """Revoke the login of a refresh token; always succeeds."""
-        await self._auth.logout(request.refresh_token)
+        """Revoke the login of a refresh token (or the cookie's, which is cleared); always
+        succeeds."""
+        metadata = context.invocation_metadata() or ()
+        self._web.check_origin(metadata)
+        token = request.refresh_token or self._web.cookie_token(metadata)
+        await self._auth.logout(token)
+        if self._web.is_browser(metadata):
+            await context.send_initial_metadata((("set-cookie", clear_cookie()),))
         return auth_pb2.LogoutResponse()
 
+    async def VerifyEmail(  # noqa: N802 (name fixed by the proto)
+        self, request: auth_pb2.VerifyEmailRequest, context: Context
+    ) -> auth_pb2.VerifyEmailResponse:
+        """Mark the address of a verification token verified."""
+        account = await self._verification.verify(request.token)
+        return auth_pb2.VerifyEmailResponse(account=_account(account))
+
+    async def ResendVerificationEmail(  # noqa: N802 (name fixed by the proto)
+        self, request: auth_pb2.ResendVerificationEmailRequest, context: Context
+    ) -> auth_pb2.ResendVerificationEmailResponse:
+        """Mail a new verification link if the address may get one; answers alike always."""
+        await self._verification.resend(request.email)
+        return auth_pb2.ResendVerificationEmailResponse()
+
+    async def ChangePassword(  # noqa: N802 (name fixed by the proto)
+        self, request: auth_pb2.ChangePasswordRequest, context: Context
+    ) -> auth_pb2.ChangePasswordResponse:
+        """Change the caller's password; other sessions end."""
+        principal = await self._verifier.authenticate(context.invocation_metadata())
+        ended = await self._passwords.change(
+            principal, request.current_password, request.new_password
+        )
+        return auth_pb2.ChangePasswordResponse(ended_sessions=ended)
+
+    async def RequestPasswordReset(  # noqa: N802 (name fixed by the proto)
+        self, request: auth_pb2.RequestPasswordResetRequest, context: Context
+    ) -> auth_pb2.RequestPasswordResetResponse:
+        """Mail a reset link if the address is registered; answers alike always."""
+        await self._passwords.request_reset(request.email)
+        return auth_pb2.RequestPasswordResetResponse()
+
+    async def ResetPassword(  # noqa: N802 (name fixed by the proto)
+        self, request: auth_pb2.ResetPasswordRequest, context: Context
+    ) -> auth_pb2.ResetPasswordResponse:
+        """Set a new password with a reset token; every session ends."""
+        await self._passwords.reset(request.token, request.new_password)
+        return auth_pb2.ResetPasswordResponse()
+
+    async def ListSessions(  # noqa: N802 (name fixed by the proto)
+        self, request: auth_pb2.ListSessionsRequest, context: Context
+    ) -> auth_pb2.ListSessionsResponse:
+        """List the caller's live sessions."""
+        principal = await self._verifier.authenticate(context.invocation_metadata())
+        listed = await self._sessions.list(principal)
+        return auth_pb2.ListSessionsResponse(sessions=[_session(s) for s in listed])
+
+    async def DeleteSession(  # noqa: N802 (name fixed by the proto)
+        self, request: auth_pb2.DeleteSessionRequest, context: Context
+    ) -> auth_pb2.DeleteSessionResponse:
+        """End one of the caller's sessions."""
+        principal = await self._verifier.authenticate(context.invocation_metadata())
+        await self._sessions.end(principal, request.session_id)
+        return auth_pb2.DeleteSessionResponse()
+
+    async def DeleteOtherSessions(  # noqa: N802 (name fixed by the proto)
+        self, request: auth_pb2.DeleteOtherSessionsRequest, context: Context
+    ) -> auth_pb2.DeleteOtherSessionsResponse:
+        """End every session of the caller but the current one."""
+        principal = await self._verifier.authenticate(context.invocation_metadata())
+        ended = await self._sessions.end_others(principal)
+        return auth_pb2.DeleteOtherSessionsResponse(ended_sessions=ended)
+
     async def GetJwks(  # noqa: N802 (name fixed by the proto)
-        self, request: auth_pb2.GetJwksRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: auth_pb2.GetJwksRequest, context: Context
     ) -> auth_pb2.GetJwksResponse:
         """Return the public keys that verify access tokens."""
         return auth_pb2.GetJwksResponse(
             keys=[auth_pb2.JsonWebKey(**key) for key in self._auth.jwks()]
         )
+
+    async def _deliver(self, pair: TokenPair, context: Context) -> auth_pb2.TokenPair:
+        """The wire token pair; for a browser the refresh token goes into the cookie instead
+        (with a Max-Age only for a remembered session)."""
+        message = auth_pb2.TokenPair(
+            access_token=pair.access_token,
+            token_type=pair.token_type,
+            expires_in=pair.expires_in,
+            refresh_token=pair.refresh_token,
+            refresh_expires_in=pair.refresh_expires_in,
+            session_id=pair.session_id,
+        )
+        if self._web.is_browser(context.invocation_metadata() or ()):
+            max_age = pair.refresh_expires_in if pair.remembered else None
+            await context.send_initial_metadata(
+                (("set-cookie", set_cookie(pair.refresh_token, max_age)),)
+            )
+            message.refresh_token = ""
+            message.refresh_token_in_cookie = True
+        return message

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from meshkit.access_tokens import JWKS_REFRESH_SECONDS
 from meshkit.settings import RANDOM_SECRET, DataAccessClientSettings, RequiredSecret
 
 SERVICE_NAME = "auth_svc"
@@ -66,17 +68,171 @@ class AuthSettings(DataAccessClientSettings):
             "once) gets the same refresh token instead of revoking the session; 0 turns it off."
         ),
     )
+    short_session_seconds: int = Field(
+        12 * 3600,
+        gt=0,
+        le=2**31 - 1,
+        description=(
+            "Absolute lifetime of a session started without remember_me (a browser also drops "
+            "its cookie when it closes); with remember_me, AUTH_SESSION_MAX_SECONDS applies."
+        ),
+    )
+    verify_email_token_ttl_seconds: int = Field(
+        24 * 3600, gt=0, le=7 * 86_400, description="Lifetime of an email verification link."
+    )
+    reset_token_ttl_seconds: int = Field(
+        30 * 60, gt=0, le=30 * 60, description="Lifetime of a password-reset link (at most 30 min)."
+    )
+    mail_cooldown_seconds: int = Field(
+        60,
+        ge=0,
+        le=86_400,
+        description=(
+            "Least time between two verification (or two reset) mails to one account; asking "
+            "sooner answers the same but sends nothing."
+        ),
+    )
+    password_min_score: int = Field(
+        3,
+        ge=0,
+        le=4,
+        description=(
+            "Least zxcvbn strength score (0-4) of a new password, judged with the account's "
+            "email and username as known words; 0 turns the estimate off."
+        ),
+    )
+    browser_origins: str = Field(
+        "",
+        description=(
+            "Comma-separated origins (scheme://host[:port]) whose pages may refresh or log out "
+            "with the refresh-token cookie; `make run` passes the edge's CORS origins."
+        ),
+    )
+    trusted_proxies: str = Field(
+        "127.0.0.1/32,::1/128",
+        description=(
+            "Comma-separated networks (CIDR) of the edge: only calls from there may state the "
+            "client's address (x-meshgram-client-ip) that sessions record."
+        ),
+    )
+    jwt_keys_dir: Path = Field(
+        Path("var/keys/jwt"),
+        description=(
+            "Folder of the Ed25519 keys that sign access tokens (one PEM file each, named "
+            "<activation unix seconds>-<kid>.pem, mode 0600), relative to the working directory; "
+            "re-read while running. The first key is generated in development; in production "
+            "create it with `make rotate-keys`."
+        ),
+    )
     jwt_private_key_file: Path = Field(
         Path("var/keys/jwt-ed25519.pem"),
         description=(
-            "PEM (PKCS#8) Ed25519 private key that signs access tokens, relative to the working "
-            "directory. Generated with mode 0600 when missing in development; must exist in "
-            "production."
+            "The former single signing key (PEM, PKCS#8 Ed25519): when AUTH_JWT_KEYS_DIR holds "
+            "no key and this file exists, it is copied there as the first key; ignored otherwise."
         ),
     )
+    jwt_key_publish_delay_seconds: int = Field(
+        # Verifiers re-read the JWKS every JWKS_REFRESH_SECONDS: a key published this long ahead
+        # is known to all of them before its first token, with room for a failed fetch or two.
+        int(5 * JWKS_REFRESH_SECONDS),
+        gt=0,
+        le=7 * 86_400,
+        description=(
+            "How long `make rotate-keys` publishes a new key before it signs: longer than the "
+            "verifiers' JWKS refresh interval (60 s), so they know the key before its first token."
+        ),
+    )
+    jwt_key_retention_leeway_seconds: int = Field(
+        60,
+        ge=0,
+        le=86_400,
+        description=(
+            "How long past the access-token lifetime a replaced key stays published (clock "
+            "skew between hosts); after that `make rotate-keys` deletes its file."
+        ),
+    )
+    jwt_keys_reload_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How often auth_svc re-reads AUTH_JWT_KEYS_DIR (cheap when unchanged); must be "
+            "shorter than AUTH_JWT_KEY_PUBLISH_DELAY_SECONDS."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _keys_are_published_before_they_sign(self) -> Self:
+        # Every replica must have re-read the folder, and so publish a new key, before any
+        # replica signs with it.
+        if self.jwt_keys_reload_seconds >= self.jwt_key_publish_delay_seconds:
+            raise ValueError(
+                "AUTH_JWT_KEYS_RELOAD_SECONDS must be shorter than "
+                "AUTH_JWT_KEY_PUBLISH_DELAY_SECONDS"
+            )
+        return self
+
     # Redeclared for auth_svc's own default and wording: its one peer is data_access.
     call_timeout_seconds: float = Field(
         5.0, gt=0, description="Deadline in seconds of every call to data_access."
+    )
+
+    # Outgoing mail (auth_svc/mail): where its links lead, the SMTP server, the sender loop.
+    public_url: str = Field(
+        "http://localhost:8080",
+        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        description=(
+            "Base URL of the web pages that mails link to, e.g. "
+            "<public_url>/account/verify-email#token=..."
+        ),
+    )
+    mail_from: str = Field(
+        "meshgram <no-reply@localhost>", description="From address of every mail auth_svc sends."
+    )
+    smtp_host: str = Field(
+        "127.0.0.1",
+        description="SMTP server that auth_svc hands its mail to (`make run`: its mailbox).",
+    )
+    smtp_port: int = Field(8025, ge=1, le=65535, description="Port of the SMTP server.")
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        "none",
+        description=(
+            "none (plain SMTP, for a server on this machine), starttls (upgrade required) or "
+            "tls (TLS from the first byte, usually port 465); certificates are verified."
+        ),
+    )
+    smtp_username: str = Field("", description="SMTP login; empty: no authentication.")
+    smtp_password: SecretStr | None = Field(None, description="Password of the SMTP login.")
+    smtp_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="Deadline of each SMTP step (connecting, every command, the message).",
+    )
+    mail_sending: bool = Field(
+        True,
+        description=(
+            "Whether this process delivers queued mail (one replica at a time does, under a "
+            "lease); false leaves it to the others, e.g. replicas without a route to SMTP."
+        ),
+    )
+    mail_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description=(
+            "How often the sender asks data_access for due mail; mail this process queues "
+            "goes out at once."
+        ),
+    )
+    mail_max_attempts: int = Field(
+        12,
+        ge=1,
+        le=100,
+        description=(
+            "Delivery attempts before a mail is given up; the waits between them double from "
+            "5 s up to 1 h."
+        ),
     )
 
     def required_secrets(self) -> list[RequiredSecret]:

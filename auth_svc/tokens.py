@@ -1,6 +1,7 @@
 """Access tokens (EdDSA JWTs), the JWKS that verifies them, and opaque refresh tokens.
 
-Access token claims: sub (account id), name (username), iss, aud, iat, exp, jti; the header
+Access token claims: sub (account id), name (username), sid (session id), email_verified,
+auth_time (when the password was last checked for this session), iss, aud, iat, exp, jti; the header
 names the signing key by kid, its RFC 7638 thumbprint, so verifiers pick the key from the JWKS.
 Refresh tokens are 256 bits, random at login; the successor a refresh issues is derived from
 the presented token with a server key (HMAC-SHA256), so that the same refresh repeated (two
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -37,6 +39,16 @@ class AccessToken:
 
     token: str
     expires_in: int
+
+
+@dataclass(frozen=True)
+class SessionClaims:
+    """What an access token says about the login it belongs to."""
+
+    session_id: str
+    email_verified: bool
+    auth_time: float
+    """When the password was checked for this session (Unix seconds)."""
 
 
 @dataclass(frozen=True)
@@ -68,27 +80,61 @@ def thumbprint(public_key: Ed25519PublicKey) -> str:
     return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
+class SigningKeys(Protocol):
+    """The keys of an AccessTokenSigner as they stand at a given time (auth_svc.keyring)."""
+
+    def signing_key(self, now: float) -> tuple[str, Ed25519PrivateKey]:
+        """Return the kid and private key that sign tokens issued at now."""
+        ...
+
+    def verification_keys(self, now: float) -> list[Ed25519PublicKey]:
+        """Return the public keys verifiers need at now."""
+        ...
+
+
+class _OneKey:
+    """A single key that always signs and is the only one published."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self._kid = thumbprint(private_key.public_key())
+
+    def signing_key(self, now: float) -> tuple[str, Ed25519PrivateKey]:
+        """Return the one key, whatever the time."""
+        return self._kid, self._key
+
+    def verification_keys(self, now: float) -> list[Ed25519PublicKey]:
+        """Return the one key's public half, whatever the time."""
+        return [self._key.public_key()]
+
+
 class AccessTokenSigner:
-    """Signs access tokens with one Ed25519 key and publishes its public half as a JWKS."""
+    """Signs access tokens with the key that signs now and publishes, as a JWKS, every key that
+    verifiers need now (several around a rotation)."""
 
     def __init__(
-        self, private_key: Ed25519PrivateKey, *, ttl_seconds: int, clock: Clock = time.time
+        self,
+        keys: SigningKeys | Ed25519PrivateKey,
+        *,
+        ttl_seconds: int,
+        clock: Clock = time.time,
     ) -> None:
-        self._key = private_key
+        self._keys = _OneKey(keys) if isinstance(keys, Ed25519PrivateKey) else keys
         self._ttl = ttl_seconds
         self._clock = clock
-        self._public = public_jwk(private_key.public_key())
-        self._kid = thumbprint(private_key.public_key())
 
     @property
     def kid(self) -> str:
-        """Key id carried in every token's header."""
-        return self._kid
+        """Key id carried in the header of the tokens issued now."""
+        return self._keys.signing_key(self._clock())[0]
 
-    def issue(self, account_id: str, username: str) -> AccessToken:
-        """Return a token for the account, valid for the configured lifetime from now."""
+    def issue(
+        self, account_id: str, username: str, session: SessionClaims | None = None
+    ) -> AccessToken:
+        """Return a token for the account, valid for the configured lifetime from now; session
+        adds the claims of the login it belongs to."""
         issued_at = int(self._clock())
-        claims = {
+        claims: dict[str, object] = {
             "sub": account_id,
             "name": username,
             "iss": ISSUER,
@@ -97,12 +143,20 @@ class AccessTokenSigner:
             "exp": issued_at + self._ttl,
             "jti": uuid.uuid4().hex,
         }
-        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self._kid})
+        if session is not None:
+            claims["sid"] = session.session_id
+            claims["email_verified"] = session.email_verified
+            claims["auth_time"] = int(session.auth_time)
+        kid, key = self._keys.signing_key(issued_at)
+        token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
         return AccessToken(token=token, expires_in=self._ttl)
 
     def jwks(self) -> list[dict[str, str]]:
         """Return the JSON Web Key Set: every key currently accepted for access tokens."""
-        return [{**self._public, "kid": self._kid, "alg": ALGORITHM, "use": "sig"}]
+        return [
+            {**public_jwk(public), "kid": thumbprint(public), "alg": ALGORITHM, "use": "sig"}
+            for public in self._keys.verification_keys(self._clock())
+        ]
 
 
 def hash_refresh_token(token: str) -> str:
@@ -113,6 +167,12 @@ def hash_refresh_token(token: str) -> str:
 def new_refresh_token(ttl_seconds: int, *, clock: Clock = time.time) -> RefreshToken:
     """Return a fresh 256-bit base64url refresh token that expires ttl_seconds from now."""
     return _refresh_token(secrets.token_urlsafe(32), ttl_seconds, clock)
+
+
+def new_mailed_token(ttl_seconds: int, *, clock: Clock = time.time) -> RefreshToken:
+    """Return a fresh 256-bit single-use token for a mailed link (verification, reset); like a
+    refresh token, only its hash is ever stored."""
+    return new_refresh_token(ttl_seconds, clock=clock)
 
 
 def successor_refresh_token(

@@ -1,50 +1,109 @@
-"""Accounts and their credentials; a new account gets its empty profile in the same transaction."""
+"""Accounts and their credentials; a new account gets its empty profile (and, when asked, its
+email verification token and mail) in the same transaction."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Any, Protocol
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Executable, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from data_access.database import Database, violated_constraint
-from data_access.models import EMAIL_MAX, PASSWORD_HASH_MAX, USERNAME_MAX, Account, Profile
-from data_access.records import AccountRecord, Credentials
+from data_access.models import (
+    EMAIL_MAX,
+    PASSWORD_HASH_MAX,
+    USERNAME_MAX,
+    Account,
+    AccountToken,
+    Profile,
+)
+from data_access.outbox import queue_mail
+from data_access.records import AccountRecord, Credentials, Mail, NewToken, TokenPurpose
+from data_access.sessions import end_sessions
 from data_access.validation import Violations, lookup_key, parse_id
-from meshkit.errors import AlreadyExists, NotFound
+from meshkit.errors import AlreadyExists, DomainError, FieldViolation, NotFound, invalid
 from meshkit.reasons import Reason
 
 _TAKEN = {
     "uq_accounts_email": (Reason.EMAIL_TAKEN, "email", "email is already registered"),
     "uq_accounts_username": (Reason.USERNAME_TAKEN, "username", "username is already taken"),
 }
+_ACCOUNT_TOKEN_HASH_CONSTRAINT = "uq_account_tokens_token_hash"
+
+# The columns of an AccountRecord, for queries that return accounts as rows.
+ACCOUNT_COLUMNS = (
+    Account.id,
+    Account.email,
+    Account.username,
+    Account.created_at,
+    Account.email_verified_at,
+)
 
 # Built once: a login only binds the email.
-_CREDENTIALS = select(
-    Account.id, Account.email, Account.username, Account.created_at, Account.password_hash
-).where(Account.email == bindparam("key"))
+_CREDENTIALS = select(*ACCOUNT_COLUMNS, Account.password_hash).where(
+    Account.email == bindparam("key")
+)
+_CREDENTIALS_BY_ID = select(*ACCOUNT_COLUMNS, Account.password_hash).where(
+    Account.id == bindparam("key")
+)
 
 
-def account_record(account: Account) -> AccountRecord:
-    """Return the stored account as a record."""
+class _AccountFields(Protocol):
+    """What an AccountRecord is made of: an Account, or a row of ACCOUNT_COLUMNS."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def email(self) -> str: ...
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def email_verified_at(self) -> datetime | None: ...
+
+
+def account_record(account: _AccountFields) -> AccountRecord:
+    """Return the stored account (or a row of ACCOUNT_COLUMNS) as a record."""
     return AccountRecord(
-        id=account.id, email=account.email, username=account.username, created_at=account.created_at
+        id=account.id,
+        email=account.email,
+        username=account.username,
+        created_at=account.created_at,
+        email_verified=account.email_verified_at is not None,
     )
 
 
 class AccountStore:
-    """Creates accounts and reads the credentials a login checks."""
+    """Creates accounts, reads the credentials a login checks and replaces password hashes."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def create(self, email: str, username: str, password_hash: str) -> AccountRecord:
-        """Store an account (email and username lower-cased) and its empty profile atomically;
-        AlreadyExists (EMAIL_TAKEN / USERNAME_TAKEN, metadata field) when either is in use."""
+    async def create(
+        self,
+        email: str,
+        username: str,
+        password_hash: str,
+        *,
+        verification: NewToken | None = None,
+        mail: Mail | None = None,
+    ) -> AccountRecord:
+        """Store an account (email and username lower-cased), its empty profile, its email
+        verification token and its mail (each when given) atomically; AlreadyExists
+        (EMAIL_TAKEN / USERNAME_TAKEN, metadata field) when either is in use."""
         check = Violations()
         email = check.text("email", email.strip(), max_chars=EMAIL_MAX).lower()
         username = check.text("username", username.strip(), max_chars=USERNAME_MAX).lower()
         check.text("password_hash", password_hash, max_chars=PASSWORD_HASH_MAX)
+        verification = check.token("verification", verification)
+        mail = check.mail("mail", mail)
         check.raise_if_any()
         account_id = uuid.uuid4()
         async with self._database.transaction() as session:
@@ -54,57 +113,100 @@ class AccountStore:
                     .values(
                         id=account_id, email=email, username=username, password_hash=password_hash
                     )
-                    .returning(Account)
+                    .returning(*ACCOUNT_COLUMNS)
                 )
+                account = inserted.one()
+                await session.execute(insert(Profile).values(account_id=account_id))
+                if verification is not None:
+                    await session.execute(
+                        insert(AccountToken).values(
+                            id=uuid.uuid4(),
+                            account_id=account_id,
+                            purpose=TokenPurpose.VERIFY_EMAIL.value,
+                            token_hash=verification.token_hash,
+                            email=email,
+                            expires_at=verification.expires_at,
+                        )
+                    )
             except IntegrityError as exc:
-                taken = _taken(exc)
-                if taken is None:
+                refusal = _refusal(exc)
+                if refusal is None:
                     raise
-                raise taken from None
-            account = inserted.scalar_one()
-            await session.execute(insert(Profile).values(account_id=account_id))
+                raise refusal from None
+            if mail is not None:
+                await queue_mail(session, mail)
         return account_record(account)
 
     async def credentials(self, email: str) -> Credentials:
         """Return the account and password hash for an email (any case), or NotFound."""
         key = lookup_key(email.strip(), max_chars=EMAIL_MAX)
+        return await self._credentials(_CREDENTIALS, key)
+
+    async def credentials_by_id(self, account_id: str) -> Credentials:
+        """Return the account and password hash for an account id, or NotFound."""
+        key = parse_id(account_id, reason=Reason.ACCOUNT_NOT_FOUND, what="account")
+        return await self._credentials(_CREDENTIALS_BY_ID, key)
+
+    async def _credentials(self, query: Executable, key: object | None) -> Credentials:
+        """Run a credentials query for key; NotFound when there is no such account."""
         row = None
         if key is not None:
             async with self._database.read() as connection:
-                row = (await connection.execute(_CREDENTIALS, {"key": key})).one_or_none()
+                row = (await connection.execute(query, {"key": key})).one_or_none()
         if row is None:
             raise NotFound(message="account not found", reason=Reason.ACCOUNT_NOT_FOUND)
-        return Credentials(
-            account=AccountRecord(
-                id=row.id, email=row.email, username=row.username, created_at=row.created_at
-            ),
-            password_hash=row.password_hash,
-        )
+        return Credentials(account=account_record(row), password_hash=row.password_hash)
 
-    async def replace_password_hash(self, account_id: str, old_hash: str, new_hash: str) -> bool:
-        """Set new_hash where the account's hash is still old_hash; return whether it was
-        replaced; NotFound (ACCOUNT_NOT_FOUND) for an unknown account."""
+    async def replace_password_hash(
+        self,
+        account_id: str,
+        old_hash: str,
+        new_hash: str,
+        *,
+        password_changed: bool = False,
+        keep_session_id: str = "",
+        mail: Mail | None = None,
+    ) -> int | None:
+        """Set new_hash where the account's hash is still old_hash; return how many sessions
+        ended (0 for a re-hash), or None when the hash was no longer old_hash (nothing done);
+        NotFound (ACCOUNT_NOT_FOUND) for an unknown account. When replaced, in the same
+        transaction: for a password change, record when it changed and end every session but
+        keep_session_id; queue mail when given."""
         check = Violations()
         new_hash = check.text("new_password_hash", new_hash, max_chars=PASSWORD_HASH_MAX)
+        keep = check.optional_id("keep_session_id", keep_session_id)
+        mail = check.mail("mail", mail)
         check.raise_if_any()
         key = parse_id(account_id, reason=Reason.ACCOUNT_NOT_FOUND, what="account")
         async with self._database.transaction() as session:
+            # NO KEY UPDATE: a rotation inserting a token of this account (which takes KEY
+            # SHARE on it) holds its family's lock, which this call may wait for below.
             current = await session.scalar(
-                select(Account.password_hash).where(Account.id == key).with_for_update()
+                select(Account.password_hash)
+                .where(Account.id == key)
+                .with_for_update(key_share=True)
             )
             if current is None:
                 raise NotFound(message="account not found", reason=Reason.ACCOUNT_NOT_FOUND)
             if current != old_hash:
-                return False
-            await session.execute(
-                update(Account).where(Account.id == key).values(password_hash=new_hash)
-            )
-        return True
+                return None
+            values: dict[str, Any] = {"password_hash": new_hash}
+            if password_changed:
+                values["password_changed_at"] = func.now()
+            await session.execute(update(Account).where(Account.id == key).values(**values))
+            ended = await end_sessions(session, key, keep=keep) if password_changed else 0
+            if mail is not None:
+                await queue_mail(session, mail)
+        return ended
 
 
-def _taken(error: IntegrityError) -> AlreadyExists | None:
-    """Return the AlreadyExists for a broken uniqueness rule of accounts, if it was one."""
-    known = _TAKEN.get(violated_constraint(error) or "")
+def _refusal(error: IntegrityError) -> DomainError | None:
+    """Return what a broken rule of a new account means to its caller, if it was a known one."""
+    constraint = violated_constraint(error) or ""
+    if constraint == _ACCOUNT_TOKEN_HASH_CONSTRAINT:
+        # 256-bit random tokens do not collide; a repeated hash is a caller's bug.
+        return invalid([FieldViolation("verification.token_hash", "is already stored")])
+    known = _TAKEN.get(constraint)
     if known is None:
         return None
     reason, field, message = known

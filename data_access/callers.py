@@ -29,7 +29,7 @@ def _prefix(service: str) -> str:
 
 # Each service gets only what it needs; above all user_svc never reads password hashes.
 DEFAULT_ALLOWED: Mapping[str, tuple[str, ...]] = {
-    "auth_svc": (_prefix("AccountStoreService"),),
+    "auth_svc": (_prefix("AccountStoreService"), _prefix("MailOutboxService")),
     "user_svc": (_prefix("ProfileStoreService"), _prefix("ChangeFeedService")),
     "storage_svc": (_prefix("MediaStoreService"),),
 }

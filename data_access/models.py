@@ -8,15 +8,19 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
     Identity,
+    Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -54,6 +58,10 @@ class Account(Base):
     username: Mapped[str] = mapped_column(String(USERNAME_MAX), unique=True)
     password_hash: Mapped[str] = mapped_column(String(PASSWORD_HASH_MAX))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    email_verified_at: Mapped[datetime | None]
+    """When the owner proved they read mail at `email`; None while unproved."""
+    password_changed_at: Mapped[datetime | None]
+    """When the password was last changed or reset (not merely re-hashed)."""
 
 
 class Image(Base):
@@ -94,6 +102,26 @@ class Profile(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class LoginSession(Base):
+    """One login of an account: its absolute end and its device; the id is its token family's."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    """When the login happened."""
+    ends_at: Mapped[datetime]
+    """When the session ends, however often it is refreshed."""
+    remembered: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    user_agent: Mapped[str] = mapped_column(Text, server_default="")
+    client_ip: Mapped[str] = mapped_column(Text, server_default="")
+    """The client's address as the edge saw it; empty when unknown."""
+    last_used_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class RefreshToken(Base):
     """The hash of one refresh token; every login starts a family, every refresh extends it."""
 
@@ -103,7 +131,10 @@ class RefreshToken(Base):
     account_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
-    family_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    family_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    """The session (login) the token belongs to."""
     token_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH), unique=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -111,8 +142,64 @@ class RefreshToken(Base):
     revoked_at: Mapped[datetime | None]
     successor_hash: Mapped[str | None] = mapped_column(String(TOKEN_HASH_LENGTH))
     """Hash of the token this one was exchanged for, once consumed."""
-    session_started_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    """When the login that started the family happened, the same on every token of it."""
+
+
+class AccountToken(Base):
+    """A single-use token mailed to an account's address: an email verification or a reset."""
+
+    __tablename__ = "account_tokens"
+    __table_args__ = (
+        CheckConstraint("purpose IN ('verify_email', 'reset_password')", name="purpose_known"),
+        # The cooldown check: the newest token of a purpose for an account.
+        Index(None, "account_id", "purpose", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(Text)
+    token_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH), unique=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX))
+    """The address the token was mailed to; a verification is void once the account's differs."""
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+
+
+class OutboxMail(Base):
+    """A mail queued by the write that caused it, until the sender delivers it or gives up."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        # The sender's question: what is due and unfinished.
+        Index(
+            None,
+            "next_attempt_at",
+            postgresql_where=text("sent_at IS NULL AND given_up_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The encrypted mail; erased once sent or given up."""
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Failed delivery attempts so far."""
+    claimed_by: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None]
+    given_up_at: Mapped[datetime | None]
+    last_error: Mapped[str] = mapped_column(Text, server_default="")
+
+
+class Lease(Base):
+    """A named role that one replica at a time holds until expires_at (the mail sender)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    holder: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime]
 
 
 class ChangeLog(Base):

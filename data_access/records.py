@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,8 @@ class AccountRecord:
     email: str
     username: str
     created_at: datetime
+    email_verified: bool = False
+    """The owner proved they read mail at `email`."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,119 @@ class Rotation:
     account: AccountRecord
     family_id: uuid.UUID
     expires_at: datetime
+    session_started_at: datetime
+    """When the login that started the family (the session) happened."""
+    remembered: bool = False
+    """Whether the session's user asked to stay signed in."""
     repeated: bool = False
     """The same rotation was repeated within the reuse window: nothing new was stored."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """What a session records of the device that uses it."""
+
+    user_agent: str = ""
+    client_ip: str = ""
+    """The client's IP address as the edge saw it; empty when unknown."""
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A login to store: its first refresh token and what the session records."""
+
+    account_id: str
+    token_hash: str
+    expires_at: datetime
+    """When the first token stops being valid (capped at ends_at)."""
+    ends_at: datetime
+    """When the session ends, however often it is refreshed."""
+    remembered: bool = False
+    device: Device = field(default_factory=Device)
+
+
+@dataclass(frozen=True)
+class StartedSession:
+    """A stored login: its id (its token family's) and when it started."""
+
+    id: uuid.UUID
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A live session as listed to its account."""
+
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    """When it ends unless refreshed: its live token's expiry or its absolute end, if sooner."""
+    remembered: bool
+    device: Device
+
+
+class TokenPurpose(StrEnum):
+    """What a single-use mailed token proves; the values are stored."""
+
+    VERIFY_EMAIL = "verify_email"
+    RESET_PASSWORD = "reset_password"
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A single-use token to store: the hash of what was mailed, and its expiry."""
+
+    token_hash: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Mail:
+    """A rendered mail, sealed by the service that queues it."""
+
+    kind: str
+    """Template name, in clear for logs."""
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class QueuedMail:
+    """A mail of the outbox handed to the sender."""
+
+    id: int
+    mail: Mail
+    attempts: int
+    """Failed delivery attempts before this one."""
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class MailClaim:
+    """The answer to a claim: whether the sender holds the lease, and the mails it got."""
+
+    holds_lease: bool
+    mails: tuple[QueuedMail, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The mail reached the SMTP server."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Delivery failed; try again at `at`."""
+
+    at: datetime
+
+
+@dataclass(frozen=True)
+class GivenUp:
+    """Delivery failed for good."""
+
+
+MailOutcome = Sent | Retry | GivenUp
 
 
 @dataclass(frozen=True)

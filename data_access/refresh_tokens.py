@@ -1,16 +1,14 @@
 """Refresh-token families: start one per login, rotate on every refresh, revoke on reuse or logout.
 
 Only SHA-256 hashes are stored. A token is usable while it is neither consumed, revoked nor
-expired, no token of its family is revoked and its session has not outlived its lifetime;
-presenting a consumed token again means it leaked, so its whole family is revoked — except the
-same rotation repeated within a short reuse window (two tabs refreshing at once): the caller
-derives the successor from the presented token, so a repeat names the very successor stored the
-first time, and gets it again.
+expired, no token of its family is revoked and its session has not reached its end (the
+sessions row, whose id is the family's); presenting a consumed token again means it leaked, so
+its whole family is revoked — except the same rotation repeated within a short reuse window (two
+tabs refreshing at once): the caller derives the successor from the presented token, so a
+repeat names the very successor stored the first time, and gets it again.
 
-Rotation and revocation of one family are serialised by a transaction-scoped advisory lock on
-the family, taken before any row lock. A row lock alone is not enough under READ COMMITTED: a
-revoking UPDATE that waits for a rotation re-checks only the rows it saw when it started, so
-the successor that rotation inserts would stay live.
+Every change of a family happens under its advisory lock (families.py), taken before any row
+lock.
 """
 
 from __future__ import annotations
@@ -19,23 +17,21 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Text, cast, exists, func, insert, select, update
+from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from data_access.accounts import account_record
 from data_access.database import Database, violated_constraint
-from data_access.models import Account, RefreshToken
-from data_access.records import Rotation
+from data_access.families import lock_family_of_token, revoke_families
+from data_access.models import Account, LoginSession, RefreshToken
+from data_access.records import Device, NewSession, Rotation, StartedSession
 from data_access.validation import Violations, parse_id
 from meshkit.errors import AlreadyExists, FailedPrecondition, NotFound
 from meshkit.reasons import Reason
 
 _TOKEN_HASH_CONSTRAINT = "uq_refresh_tokens_token_hash"
-_ACCOUNT_CONSTRAINT = "fk_refresh_tokens_account_id_accounts"
-# First key of the two-key advisory locks on families ("rtfm" in ASCII). Two-key locks live
-# apart from the one-key ones of the sweeper and migrations, so the keys cannot collide.
-_FAMILY_LOCK_SPACE = 0x7274666D
+_ACCOUNT_CONSTRAINT = "fk_sessions_account_id_accounts"
 
 
 @dataclass(frozen=True)
@@ -44,11 +40,13 @@ class _Reused:
 
 
 @dataclass(frozen=True)
-class _Policy:
-    """How long a rotation may be repeated, and how long a session may live."""
+class _Successor:
+    """What a rotation stores, and for how long a repeat of it is accepted."""
 
+    token_hash: str
+    expires_at: datetime
     reuse_window: timedelta
-    session_lifetime: timedelta | None
+    device: Device | None
 
 
 class RefreshTokenStore:
@@ -57,24 +55,44 @@ class RefreshTokenStore:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def create(self, account_id: str, token_hash: str, expires_at: datetime) -> uuid.UUID:
-        """Store the first token of a new family and return the family id; NotFound
-        (ACCOUNT_NOT_FOUND) when the account does not exist."""
+    async def create(self, login: NewSession) -> StartedSession:
+        """Store a session and the first token of its family (expiring at the session's end
+        at the latest) in one transaction; NotFound (ACCOUNT_NOT_FOUND) when the account does
+        not exist."""
         check = Violations()
-        token_hash = check.sha256_hex("token_hash", token_hash)
+        token_hash = check.sha256_hex("token_hash", login.token_hash)
+        device = check.device("device", login.device)
         check.raise_if_any()
-        owner = parse_id(account_id, reason=Reason.ACCOUNT_NOT_FOUND, what="account")
-        family_id = uuid.uuid4()
+        owner = parse_id(login.account_id, reason=Reason.ACCOUNT_NOT_FOUND, what="account")
+        session_id = uuid.uuid4()
         async with self._database.transaction() as session:
+            try:
+                inserted = await session.execute(
+                    insert(LoginSession)
+                    .values(
+                        id=session_id,
+                        account_id=owner,
+                        ends_at=login.ends_at,
+                        remembered=login.remembered,
+                        user_agent=device.user_agent,
+                        client_ip=device.client_ip,
+                    )
+                    .returning(LoginSession.created_at)
+                )
+            except IntegrityError as exc:
+                if violated_constraint(exc) == _ACCOUNT_CONSTRAINT:
+                    raise _account_not_found() from None
+                raise
+            started = inserted.scalar_one()
             await _insert_token(
                 session,
                 account_id=owner,
-                family_id=family_id,
+                family_id=session_id,
                 token_hash=token_hash,
-                expires_at=expires_at,
+                expires_at=min(login.expires_at, login.ends_at),
                 field="token_hash",
             )
-        return family_id
+        return StartedSession(id=session_id, created_at=started)
 
     async def rotate(
         self,
@@ -83,15 +101,16 @@ class RefreshTokenStore:
         new_expires_at: datetime,
         *,
         reuse_window: timedelta = timedelta(0),
-        session_lifetime: timedelta | None = None,
+        device: Device | None = None,
     ) -> Rotation:
-        """Consume a token and store its successor in the same family.
+        """Consume a token and store its successor (expiring at the session's end at the
+        latest) in the same family, recording the session's use (and device, when given).
 
         NotFound (REFRESH_TOKEN_INVALID) when the token is unknown, expired, revoked or its
-        session is older than session_lifetime; FailedPrecondition (REFRESH_TOKEN_REUSED) when
-        it was already consumed, after the whole family has been revoked for good — unless it
-        was consumed at most reuse_window ago for this same successor, which is then returned
-        again (Rotation.repeated).
+        session has ended; FailedPrecondition (REFRESH_TOKEN_REUSED) when it was already
+        consumed, after the whole family has been revoked for good — unless it was consumed at
+        most reuse_window ago for this same successor, which is then returned again
+        (Rotation.repeated).
         """
         check = Violations()
         token_hash = check.sha256_hex("token_hash", token_hash)
@@ -100,12 +119,12 @@ class RefreshTokenStore:
             check.add("new_token_hash", "must differ from token_hash")
         if reuse_window < timedelta(0):
             check.add("reuse_window", "must not be negative")
-        if session_lifetime is not None and session_lifetime <= timedelta(0):
-            check.add("session_lifetime", "must be positive")
+        if device is not None:
+            device = check.device("device", device)
         check.raise_if_any()
-        policy = _Policy(reuse_window, session_lifetime)
+        successor = _Successor(new_token_hash, new_expires_at, reuse_window, device)
         async with self._database.transaction() as session:
-            outcome = await _rotate(session, token_hash, new_token_hash, new_expires_at, policy)
+            outcome = await _rotate(session, token_hash, successor)
         # Raised only now, after the block above committed the family's revocation.
         if isinstance(outcome, _Reused):
             raise FailedPrecondition(
@@ -120,22 +139,18 @@ class RefreshTokenStore:
         token_hash = check.sha256_hex("token_hash", token_hash)
         check.raise_if_any()
         async with self._database.transaction() as session:
-            family_id = await _lock_family(session, token_hash)
+            family_id = await lock_family_of_token(session, token_hash)
             if family_id is not None:
-                await _revoke(session, family_id)
+                await revoke_families(session, [family_id])
 
 
 async def _rotate(
-    session: AsyncSession,
-    token_hash: str,
-    new_token_hash: str,
-    new_expires_at: datetime,
-    policy: _Policy,
+    session: AsyncSession, token_hash: str, successor: _Successor
 ) -> Rotation | _Reused:
     """Rotate inside the caller's transaction; the family stays locked until it ends."""
     # The family lock also serialises concurrent refreshes of one token: the second one waits,
     # then sees the token consumed: a repeat within the window, or a reuse.
-    family_id = await _lock_family(session, token_hash)
+    family_id = await lock_family_of_token(session, token_hash)
     if family_id is None:
         raise _invalid()
     # Read only now, under the lock, so a revocation committed while this call waited is seen.
@@ -147,60 +162,86 @@ async def _rotate(
     )
     found = (
         await session.execute(
-            select(RefreshToken, Account, func.now(), family_revoked)
+            select(
+                RefreshToken,
+                Account,
+                LoginSession.created_at,
+                LoginSession.ends_at,
+                LoginSession.remembered,
+                func.now(),
+                family_revoked,
+            )
             .join(Account, Account.id == RefreshToken.account_id)
+            .join(LoginSession, LoginSession.id == RefreshToken.family_id)
             .where(RefreshToken.token_hash == token_hash)
             .with_for_update(of=RefreshToken)
         )
     ).one_or_none()
     if found is None:
         raise _invalid()
-    token, account, now, revoked = found
-    session_ends = (
-        None
-        if policy.session_lifetime is None
-        else token.session_started_at + policy.session_lifetime
-    )
+    token, account, started_at, ends_at, remembered, now, revoked = found
     # Any revoked sibling means the family was logged out or caught reusing: none of it lives on.
-    if revoked or token.expires_at <= now or (session_ends is not None and session_ends <= now):
+    if revoked or token.expires_at <= now or ends_at <= now:
         raise _invalid()
     if token.consumed_at is not None:
-        if _repeats(token, new_token_hash, now, policy.reuse_window):
-            successor = await session.scalar(
-                select(RefreshToken.expires_at).where(RefreshToken.token_hash == new_token_hash)
+        if _repeats(token, successor, now):
+            expires_at = await session.scalar(
+                select(RefreshToken.expires_at).where(
+                    RefreshToken.token_hash == successor.token_hash
+                )
             )
-            if successor is not None:
+            if expires_at is not None:
+                await _record_use(session, family_id, successor.device)
                 return Rotation(
                     account=account_record(account),
-                    family_id=token.family_id,
-                    expires_at=successor,
+                    family_id=family_id,
+                    expires_at=expires_at,
+                    session_started_at=started_at,
+                    remembered=remembered,
                     repeated=True,
                 )
-        await _revoke(session, token.family_id)
+        await revoke_families(session, [family_id])
         return _Reused()
     token.consumed_at = now
-    token.successor_hash = new_token_hash
-    expires_at = new_expires_at if session_ends is None else min(new_expires_at, session_ends)
+    token.successor_hash = successor.token_hash
+    expires_at = min(successor.expires_at, ends_at)
     await _insert_token(
         session,
         account_id=token.account_id,
-        family_id=token.family_id,
-        token_hash=new_token_hash,
+        family_id=family_id,
+        token_hash=successor.token_hash,
         expires_at=expires_at,
         field="new_token_hash",
-        session_started_at=token.session_started_at,
     )
+    await _record_use(session, family_id, successor.device)
     return Rotation(
-        account=account_record(account), family_id=token.family_id, expires_at=expires_at
+        account=account_record(account),
+        family_id=family_id,
+        expires_at=expires_at,
+        session_started_at=started_at,
+        remembered=remembered,
     )
 
 
-def _repeats(token: RefreshToken, new_token_hash: str, now: datetime, window: timedelta) -> bool:
+def _repeats(token: RefreshToken, successor: _Successor, now: datetime) -> bool:
     """Whether this rotation repeats the one that consumed token, within the reuse window."""
     return (
         token.consumed_at is not None
-        and token.successor_hash == new_token_hash
-        and now - token.consumed_at <= window
+        and token.successor_hash == successor.token_hash
+        and now - token.consumed_at <= successor.reuse_window
+    )
+
+
+async def _record_use(session: AsyncSession, family_id: uuid.UUID, device: Device | None) -> None:
+    """Record that the session was just refreshed, from device when it is known."""
+    values: dict[str, object] = {"last_used_at": func.now()}
+    if device is not None:
+        values.update(user_agent=device.user_agent, client_ip=device.client_ip)
+    await session.execute(
+        update(LoginSession)
+        .where(LoginSession.id == family_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -212,26 +253,20 @@ async def _insert_token(
     token_hash: str,
     expires_at: datetime,
     field: str,
-    session_started_at: datetime | None = None,
 ) -> None:
-    """Insert one token row (session_started_at: that of its family; None for a new login),
-    turning broken constraints into the caller's errors."""
-    values = {
-        "id": uuid.uuid4(),
-        "account_id": account_id,
-        "family_id": family_id,
-        "token_hash": token_hash,
-        "expires_at": expires_at,
-    }
-    if session_started_at is not None:
-        values["session_started_at"] = session_started_at
+    """Insert one token row, turning a repeated hash into the caller's error."""
     try:
-        await session.execute(insert(RefreshToken).values(**values))
+        await session.execute(
+            insert(RefreshToken).values(
+                id=uuid.uuid4(),
+                account_id=account_id,
+                family_id=family_id,
+                token_hash=token_hash,
+                expires_at=expires_at,
+            )
+        )
     except IntegrityError as exc:
-        constraint = violated_constraint(exc)
-        if constraint == _ACCOUNT_CONSTRAINT:
-            raise NotFound(message="account not found", reason=Reason.ACCOUNT_NOT_FOUND) from None
-        if constraint == _TOKEN_HASH_CONSTRAINT:
+        if violated_constraint(exc) == _TOKEN_HASH_CONSTRAINT:
             # 256-bit random tokens do not collide; a repeated hash is a caller's bug.
             raise AlreadyExists(
                 message="this refresh token hash is already stored",
@@ -241,34 +276,9 @@ async def _insert_token(
         raise
 
 
-async def _lock_family(session: AsyncSession, token_hash: str) -> uuid.UUID | None:
-    """Lock the family of a token until the transaction ends and return its id; None when the
-    token is unknown."""
-    # Every transaction takes at most this one advisory lock, before any row lock, and then
-    # locks rows of that family only: no two can wait for each other in a cycle. Families
-    # whose hashes collide merely share a lock.
-    found = (
-        await session.execute(
-            select(
-                RefreshToken.family_id,
-                func.pg_advisory_xact_lock(
-                    _FAMILY_LOCK_SPACE, func.hashtext(cast(RefreshToken.family_id, Text))
-                ),
-            ).where(RefreshToken.token_hash == token_hash)
-        )
-    ).one_or_none()
-    return None if found is None else found.family_id
-
-
-async def _revoke(session: AsyncSession, family_id: uuid.UUID) -> None:
-    """Mark every not yet revoked token of a family revoked; the caller holds the family lock."""
-    # A statement run after the lock was granted sees every successor committed before it.
-    await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=func.now())
-        .execution_options(synchronize_session=False)
-    )
+def _account_not_found() -> NotFound:
+    """The answer for a login of an account that does not exist."""
+    return NotFound(message="account not found", reason=Reason.ACCOUNT_NOT_FOUND)
 
 
 def _invalid() -> NotFound:

@@ -6,25 +6,33 @@ import asyncio
 
 import grpc
 
+from data_access.account_tokens import AccountTokenStore
 from data_access.accounts import AccountStore
 from data_access.callers import CallerInterceptor, CallerPolicy
 from data_access.changes import ChangeFeed
 from data_access.database import open_database
 from data_access.embedded import configured_database
 from data_access.images import ImageStore
+from data_access.outbox import MailOutbox
 from data_access.profiles import ProfileStore
 from data_access.refresh_tokens import RefreshTokenStore
 from data_access.servicers import (
     AccountStoreServicer,
     ChangeFeedServicer,
+    MailOutboxServicer,
     MediaStoreServicer,
     ProfileStoreServicer,
 )
+from data_access.sessions import SessionStore
 from data_access.settings import SERVICE_NAME, DataAccessSettings
-from data_access.sweeper import REFRESH_TOKENS, Sweeper, change_log_job
+from data_access.sweeper import EXPIRY_JOBS, Sweeper, change_log_job
+from data_access.validation import SEALED_MAIL_MAX_BYTES
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
 from meshkit.server import ServiceDefinition, serve
 from meshkit.settings import load_settings
+
+# A request carries at most one sealed mail, besides fields of a few kilobytes.
+MAX_MESSAGE_BYTES = SEALED_MAIL_MAX_BYTES + 64 * 1024
 
 SERVICE_NAMES = tuple(
     service.full_name for service in dataaccess_pb2.DESCRIPTOR.services_by_name.values()
@@ -46,14 +54,23 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
     )
     feed = ChangeFeed(database, heartbeat_seconds=settings.change_heartbeat_seconds)
     sweepers = [
-        Sweeper(database, REFRESH_TOKENS, interval_seconds=settings.refresh_token_sweep_seconds),
+        *(
+            Sweeper(database, job, interval_seconds=settings.refresh_token_sweep_seconds)
+            for job in EXPIRY_JOBS
+        ),
         Sweeper(
             database,
             change_log_job(settings.change_retention_seconds),
             interval_seconds=settings.change_retention_seconds / 10,
         ),
     ]
-    accounts = AccountStoreServicer(AccountStore(database), RefreshTokenStore(database))
+    accounts = AccountStoreServicer(
+        AccountStore(database),
+        RefreshTokenStore(database),
+        AccountTokenStore(database),
+        SessionStore(database),
+    )
+    mail = MailOutboxServicer(MailOutbox(database))
     profiles = ProfileStoreServicer(ProfileStore(database, feed))
     media = MediaStoreServicer(ImageStore(database, feed))
     changes = ChangeFeedServicer(feed)
@@ -61,6 +78,7 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
     def register(server: grpc.aio.Server) -> None:
         """Add the servicers and start the sweepers and the change feed."""
         dataaccess_pb2_grpc.add_AccountStoreServiceServicer_to_server(accounts, server)
+        dataaccess_pb2_grpc.add_MailOutboxServiceServicer_to_server(mail, server)
         dataaccess_pb2_grpc.add_ProfileStoreServiceServicer_to_server(profiles, server)
         dataaccess_pb2_grpc.add_MediaStoreServiceServicer_to_server(media, server)
         dataaccess_pb2_grpc.add_ChangeFeedServiceServicer_to_server(changes, server)
@@ -82,6 +100,7 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
         interceptors=[CallerInterceptor(CallerPolicy(settings.mesh_secret_value()))],
         on_drained=[feed.stop],
         on_shutdown=[*(sweeper.stop for sweeper in sweepers), database.dispose],
+        max_message_bytes=MAX_MESSAGE_BYTES,
     )
 
 

@@ -4,19 +4,38 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from data_access.account_tokens import AccountTokenStore
 from data_access.accounts import AccountStore
 from data_access.changes import Change, ChangeFeed, FeedEvent, Heartbeat
 from data_access.images import ImageStore
+from data_access.outbox import MailOutbox
 from data_access.profiles import ProfileStore
-from data_access.records import AccountRecord, ImageRecord, NewImage, ProfileRecord
+from data_access.records import (
+    AccountRecord,
+    Device,
+    GivenUp,
+    ImageRecord,
+    Mail,
+    MailOutcome,
+    NewImage,
+    NewSession,
+    NewToken,
+    ProfileRecord,
+    Retry,
+    Sent,
+    SessionRecord,
+    TokenPurpose,
+)
 from data_access.refresh_tokens import RefreshTokenStore
+from data_access.sessions import SessionStore
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
 from meshkit.errors import FieldViolation, invalid
@@ -24,28 +43,48 @@ from meshkit.timestamps import to_datetime, to_timestamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+_PURPOSES: dict[pb.AccountTokenPurpose.ValueType, TokenPurpose] = {
+    pb.ACCOUNT_TOKEN_PURPOSE_VERIFY_EMAIL: TokenPurpose.VERIFY_EMAIL,
+    pb.ACCOUNT_TOKEN_PURPOSE_RESET_PASSWORD: TokenPurpose.RESET_PASSWORD,
+}
+
 
 class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
-    """AccountStoreService over the account and refresh-token repositories."""
+    """AccountStoreService over the account, token and session repositories."""
 
-    def __init__(self, accounts: AccountStore, refresh_tokens: RefreshTokenStore) -> None:
+    def __init__(
+        self,
+        accounts: AccountStore,
+        refresh_tokens: RefreshTokenStore,
+        account_tokens: AccountTokenStore,
+        sessions: SessionStore,
+    ) -> None:
         self._accounts = accounts
         self._refresh_tokens = refresh_tokens
+        self._account_tokens = account_tokens
+        self._sessions = sessions
 
     async def CreateAccount(  # noqa: N802 (name fixed by the proto)
         self, request: pb.CreateAccountRequest, context: Context
     ) -> pb.CreateAccountResponse:
-        """Create an account and its empty profile."""
+        """Create an account, its empty profile, its verification token and its mail."""
         account = await self._accounts.create(
-            request.email, request.username, request.password_hash
+            request.email,
+            request.username,
+            request.password_hash,
+            verification=_new_token(request, "verification"),
+            mail=_mail(request),
         )
         return pb.CreateAccountResponse(account=_account(account))
 
     async def GetCredentials(  # noqa: N802 (name fixed by the proto)
         self, request: pb.GetCredentialsRequest, context: Context
     ) -> pb.GetCredentialsResponse:
-        """Return an account and its password hash by email."""
-        credentials = await self._accounts.credentials(request.email)
+        """Return an account and its password hash by email or by account id."""
+        if request.account_id:
+            credentials = await self._accounts.credentials_by_id(request.account_id)
+        else:
+            credentials = await self._accounts.credentials(request.email)
         return pb.GetCredentialsResponse(
             account=_account(credentials.account), password_hash=credentials.password_hash
         )
@@ -53,11 +92,20 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
     async def CreateRefreshToken(  # noqa: N802 (name fixed by the proto)
         self, request: pb.CreateRefreshTokenRequest, context: Context
     ) -> pb.CreateRefreshTokenResponse:
-        """Store the first token of a new family."""
-        family_id = await self._refresh_tokens.create(
-            request.account_id, request.token_hash, _required_time(request, "expire_time")
+        """Store a session and the first token of its family."""
+        started = await self._refresh_tokens.create(
+            NewSession(
+                account_id=request.account_id,
+                token_hash=request.token_hash,
+                expires_at=_required_time(request, "expire_time"),
+                ends_at=_required_time(request, "session_end_time"),
+                remembered=request.remembered,
+                device=_device(request.device),
+            )
         )
-        return pb.CreateRefreshTokenResponse(family_id=str(family_id))
+        return pb.CreateRefreshTokenResponse(
+            family_id=str(started.id), session_start_time=to_timestamp(started.created_at)
+        )
 
     async def RotateRefreshToken(  # noqa: N802 (name fixed by the proto)
         self, request: pb.RotateRefreshTokenRequest, context: Context
@@ -67,18 +115,16 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
             request.token_hash,
             request.new_token_hash,
             _required_time(request, "new_expire_time"),
-            reuse_window=request.reuse_window.ToTimedelta(),
-            session_lifetime=(
-                request.session_lifetime.ToTimedelta()
-                if request.HasField("session_lifetime")
-                else None
-            ),
+            reuse_window=_duration(request, "reuse_window"),
+            device=_device(request.device) if request.HasField("device") else None,
         )
         return pb.RotateRefreshTokenResponse(
             account=_account(rotation.account),
             family_id=str(rotation.family_id),
             repeated=rotation.repeated,
             new_expire_time=to_timestamp(rotation.expires_at),
+            session_start_time=to_timestamp(rotation.session_started_at),
+            remembered=rotation.remembered,
         )
 
     async def RevokeRefreshToken(  # noqa: N802 (name fixed by the proto)
@@ -91,11 +137,116 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
     async def ReplacePasswordHash(  # noqa: N802 (name fixed by the proto)
         self, request: pb.ReplacePasswordHashRequest, context: Context
     ) -> pb.ReplacePasswordHashResponse:
-        """Replace a password hash that is still the expected one."""
-        replaced = await self._accounts.replace_password_hash(
-            request.account_id, request.old_password_hash, request.new_password_hash
+        """Replace a password hash that is still the expected one (a change ends sessions)."""
+        ended = await self._accounts.replace_password_hash(
+            request.account_id,
+            request.old_password_hash,
+            request.new_password_hash,
+            password_changed=request.password_changed,
+            keep_session_id=request.keep_session_id,
+            mail=_mail(request),
         )
-        return pb.ReplacePasswordHashResponse(replaced=replaced)
+        return pb.ReplacePasswordHashResponse(replaced=ended is not None, ended_sessions=ended or 0)
+
+    async def IssueAccountToken(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.IssueAccountTokenRequest, context: Context
+    ) -> pb.IssueAccountTokenResponse:
+        """Store a single-use token and its mail for whoever owns an email, if eligible."""
+        token = _new_token(request, "token")
+        mail = _mail(request)
+        if token is None or mail is None:
+            raise invalid(
+                [
+                    FieldViolation(name, "is required")
+                    for name in ("token", "mail")
+                    if not request.HasField(name)
+                ]
+            )
+        await self._account_tokens.issue(
+            request.email,
+            _purpose(request.purpose),
+            token,
+            mail,
+            cooldown=_duration(request, "cooldown"),
+        )
+        return pb.IssueAccountTokenResponse()
+
+    async def LookupAccountToken(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.LookupAccountTokenRequest, context: Context
+    ) -> pb.LookupAccountTokenResponse:
+        """Return the account of a usable token."""
+        account = await self._account_tokens.lookup(request.token_hash, _purpose(request.purpose))
+        return pb.LookupAccountTokenResponse(account=_account(account))
+
+    async def UseAccountToken(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.UseAccountTokenRequest, context: Context
+    ) -> pb.UseAccountTokenResponse:
+        """Use a token up and apply what it proves."""
+        account = await self._account_tokens.use(
+            request.token_hash,
+            _purpose(request.purpose),
+            new_password_hash=request.new_password_hash,
+            mail=_mail(request),
+        )
+        return pb.UseAccountTokenResponse(account=_account(account))
+
+    async def ListSessions(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ListSessionsRequest, context: Context
+    ) -> pb.ListSessionsResponse:
+        """List the live sessions of an account."""
+        sessions = await self._sessions.live(request.account_id)
+        return pb.ListSessionsResponse(sessions=[_session(session) for session in sessions])
+
+    async def RevokeSessions(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.RevokeSessionsRequest, context: Context
+    ) -> pb.RevokeSessionsResponse:
+        """End one session of an account, or all but one."""
+        which = request.WhichOneof("which")
+        if which == "session_id":
+            ended = await self._sessions.end_one(request.account_id, request.session_id)
+        elif which == "all_except_session_id":
+            ended = await self._sessions.end_all_except(
+                request.account_id, request.all_except_session_id
+            )
+        else:
+            raise invalid([FieldViolation("which", "set session_id or all_except_session_id")])
+        return pb.RevokeSessionsResponse(revoked_count=ended)
+
+
+class MailOutboxServicer(pb_grpc.MailOutboxServiceServicer):
+    """MailOutboxService over the outbox."""
+
+    def __init__(self, outbox: MailOutbox) -> None:
+        self._outbox = outbox
+
+    async def ClaimMail(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ClaimMailRequest, context: Context
+    ) -> pb.ClaimMailResponse:
+        """Take the sending lease and the mails due."""
+        if not request.HasField("lease_duration"):
+            raise invalid([FieldViolation("lease_duration", "is required")])
+        claim = await self._outbox.claim(
+            request.sender, _duration(request, "lease_duration"), request.limit
+        )
+        return pb.ClaimMailResponse(
+            holds_lease=claim.holds_lease,
+            mails=[
+                pb.OutboxMail(
+                    id=queued.id,
+                    mail=pb.SealedMail(kind=queued.mail.kind, sealed=queued.mail.sealed),
+                    attempts=queued.attempts,
+                    create_time=to_timestamp(queued.created_at),
+                )
+                for queued in claim.mails
+            ],
+        )
+
+    async def CompleteMail(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.CompleteMailRequest, context: Context
+    ) -> pb.CompleteMailResponse:
+        """Record the outcome of a claimed mail."""
+        await self._outbox.complete(request.sender, request.id, _outcome(request), request.error)
+        return pb.CompleteMailResponse()
 
 
 class ProfileStoreServicer(pb_grpc.ProfileStoreServiceServicer):
@@ -198,16 +349,75 @@ def _feed_event(event: FeedEvent) -> pb.SubscribeChangesResponse:
     return pb.SubscribeChangesResponse(reset=pb.Reset(reason=event.reason, position=event.position))
 
 
-def _required_time(request: Message, field: str) -> datetime:
-    """Return a request's Timestamp field as an aware UTC datetime; InvalidArgument when unset
-    or outside the representable range."""
+def _required_time(request: Message, field: str, *, path: str = "") -> datetime:
+    """Return a request's Timestamp field as an aware UTC datetime; InvalidArgument (naming
+    path, else field) when unset or outside the representable range."""
     if not request.HasField(field):
-        raise invalid([FieldViolation(field, "is required")])
+        raise invalid([FieldViolation(path or field, "is required")])
     stamp: Timestamp = getattr(request, field)
     try:
         return to_datetime(stamp)
     except (ValueError, OverflowError):
-        raise invalid([FieldViolation(field, "is not a valid timestamp")]) from None
+        raise invalid([FieldViolation(path or field, "is not a valid timestamp")]) from None
+
+
+def _duration(request: Message, field: str) -> timedelta:
+    """Return a request's Duration field as a timedelta (zero when unset); InvalidArgument when
+    outside the representable range."""
+    duration: Duration = getattr(request, field)
+    try:
+        return duration.ToTimedelta()
+    except (ValueError, OverflowError):
+        raise invalid([FieldViolation(field, "is not a valid duration")]) from None
+
+
+def _purpose(value: pb.AccountTokenPurpose.ValueType) -> TokenPurpose:
+    """Return the purpose a wire enum value names; InvalidArgument for any other value."""
+    purpose = _PURPOSES.get(value)
+    if purpose is None:
+        raise invalid([FieldViolation("purpose", "must be specified")])
+    return purpose
+
+
+def _new_token(request: Message, field: str) -> NewToken | None:
+    """Return a request's NewAccountToken field, None when unset; InvalidArgument when its
+    expiry is missing."""
+    if not request.HasField(field):
+        return None
+    token: pb.NewAccountToken = getattr(request, field)
+    return NewToken(
+        token_hash=token.token_hash,
+        expires_at=_required_time(token, "expire_time", path=f"{field}.expire_time"),
+    )
+
+
+def _mail(
+    request: pb.CreateAccountRequest
+    | pb.ReplacePasswordHashRequest
+    | pb.IssueAccountTokenRequest
+    | pb.UseAccountTokenRequest,
+) -> Mail | None:
+    """Return a request's SealedMail field `mail`, None when unset."""
+    if not request.HasField("mail"):
+        return None
+    return Mail(kind=request.mail.kind, sealed=request.mail.sealed)
+
+
+def _device(device: pb.SessionDevice) -> Device:
+    """Convert a wire device (empty when unset) to a record."""
+    return Device(user_agent=device.user_agent, client_ip=device.client_ip)
+
+
+def _outcome(request: pb.CompleteMailRequest) -> MailOutcome:
+    """Return what a CompleteMailRequest says happened; InvalidArgument when it says nothing."""
+    which = request.WhichOneof("outcome")
+    if which == "retry_time":
+        return Retry(at=_required_time(request, "retry_time"))
+    if which == "sent" and request.sent:
+        return Sent()
+    if which == "given_up" and request.given_up:
+        return GivenUp()
+    raise invalid([FieldViolation("outcome", "set sent, retry_time or given_up")])
 
 
 def _id(value: uuid.UUID | None) -> str:
@@ -222,6 +432,21 @@ def _account(account: AccountRecord) -> pb.AccountRecord:
         email=account.email,
         username=account.username,
         create_time=to_timestamp(account.created_at),
+        email_verified=account.email_verified,
+    )
+
+
+def _session(session: SessionRecord) -> pb.SessionRecord:
+    """Convert a session record to protobuf."""
+    return pb.SessionRecord(
+        id=_id(session.id),
+        create_time=to_timestamp(session.created_at),
+        last_use_time=to_timestamp(session.last_used_at),
+        expire_time=to_timestamp(session.expires_at),
+        remembered=session.remembered,
+        device=pb.SessionDevice(
+            user_agent=session.device.user_agent, client_ip=session.device.client_ip
+        ),
     )
 
 

@@ -1,5 +1,6 @@
-"""Deletes rows past their lifetime (expired refresh tokens, old change-log entries) in the
-background, on one replica at a time.
+"""Deletes rows past their lifetime (expired refresh tokens, ended sessions, used or expired
+account tokens, delivered mails, old change-log entries) in the background, on one replica at a
+time.
 
 PostgreSQL has no TTL, so rows would pile up forever. Every replica runs the sweepers; a
 transaction-scoped advisory lock per table lets only one replica delete at a time and frees
@@ -13,18 +14,23 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, text
+from sqlalchemy import ColumnElement, delete, exists, func, select, text
 
 from data_access.database import Database
-from data_access.models import ChangeLog, RefreshToken
+from data_access.models import AccountToken, ChangeLog, LoginSession, OutboxMail, RefreshToken
 
 log = logging.getLogger("data_access.sweeper")
 
-# Any constants shared by all replicas work; these spell "rtsweep" and "clsweep" in ASCII.
+# Any constants shared by all replicas work; these spell "rtsweep", "clsweep", "sssweep",
+# "atsweep" and "obsweep" in ASCII.
 SWEEP_LOCK_KEY = 0x72747377656570
 CHANGE_LOG_LOCK_KEY = 0x636C7377656570
+SESSIONS_LOCK_KEY = 0x73737377656570
+ACCOUNT_TOKENS_LOCK_KEY = 0x61747377656570
+OUTBOX_LOCK_KEY = 0x6F627377656570
 _BATCH_SIZE = 5_000
 
 
@@ -46,6 +52,48 @@ REFRESH_TOKENS = SweepJob(
     id_column=RefreshToken.id,  # type: ignore[arg-type]
     expired=lambda: RefreshToken.expires_at < func.now(),
 )
+
+# A session is deleted this long after its end. Its tokens go with it (ON DELETE CASCADE), and
+# by then no transaction that found the session still running can be about to lock its row
+# while holding one of those tokens (transactions are capped far below this, database.py).
+SESSION_END_GRACE = timedelta(minutes=10)
+
+SESSIONS = SweepJob(
+    name="ended sessions",
+    lock_key=SESSIONS_LOCK_KEY,
+    table=LoginSession,
+    id_column=LoginSession.id,  # type: ignore[arg-type]
+    expired=lambda: (
+        (LoginSession.ends_at < func.now() - SESSION_END_GRACE)
+        | ~exists().where(RefreshToken.family_id == LoginSession.id)
+    ),
+)
+
+ACCOUNT_TOKENS = SweepJob(
+    name="used or expired account tokens",
+    lock_key=ACCOUNT_TOKENS_LOCK_KEY,
+    table=AccountToken,
+    id_column=AccountToken.id,  # type: ignore[arg-type]
+    expired=lambda: AccountToken.used_at.is_not(None) | (AccountToken.expires_at < func.now()),
+)
+
+# Delivered mails stay a day and given-up ones a month, for looking into complaints.
+SENT_MAIL_RETENTION = timedelta(days=1)
+GIVEN_UP_MAIL_RETENTION = timedelta(days=30)
+
+OUTBOX = SweepJob(
+    name="finished mails",
+    lock_key=OUTBOX_LOCK_KEY,
+    table=OutboxMail,
+    id_column=OutboxMail.id,  # type: ignore[arg-type]
+    expired=lambda: (
+        (OutboxMail.sent_at < func.now() - SENT_MAIL_RETENTION)
+        | (OutboxMail.given_up_at < func.now() - GIVEN_UP_MAIL_RETENTION)
+    ),
+)
+
+# The jobs that run at the expiry sweep interval (settings.refresh_token_sweep_seconds).
+EXPIRY_JOBS = (REFRESH_TOKENS, SESSIONS, ACCOUNT_TOKENS, OUTBOX)
 
 
 def change_log_job(retention_seconds: float) -> SweepJob:

@@ -3,13 +3,21 @@ PostgreSQL as an error (which would surface as INTERNAL)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
+from datetime import timedelta
 
+from data_access.records import Device, Mail, NewToken
 from meshkit.errors import FieldViolation, NotFound, invalid
 from meshkit.reasons import Reason
 
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+USER_AGENT_MAX = 512
+# The longest textual IPv6 address with a zone is well below this.
+CLIENT_IP_MAX = 64
+MAIL_KIND_MAX = 64
+SEALED_MAIL_MAX_BYTES = 256 * 1024
 
 
 class Violations:
@@ -42,6 +50,63 @@ class Violations:
             self._items.append(FieldViolation(field, "must be greater than zero"))
         return value
 
+    def in_range(self, field: str, value: int, low: int, high: int) -> int:
+        """Return value when low <= value <= high."""
+        if not low <= value <= high:
+            self._items.append(FieldViolation(field, f"must be between {low} and {high}"))
+        return value
+
+    def duration(self, field: str, value: timedelta, low: timedelta, high: timedelta) -> timedelta:
+        """Return value when low <= value <= high."""
+        if not low <= value <= high:
+            self._items.append(
+                FieldViolation(field, f"must be between {_seconds(low)} and {_seconds(high)}")
+            )
+        return value
+
+    def device(self, field: str, device: Device) -> Device:
+        """Return device with its IP address in canonical form, when its user agent is storable
+        text of at most USER_AGENT_MAX characters and its IP address empty or valid."""
+        self.text(
+            f"{field}.user_agent", device.user_agent, max_chars=USER_AGENT_MAX, required=False
+        )
+        client_ip = _canonical_ip(device.client_ip) if device.client_ip else ""
+        if client_ip is None:
+            self._items.append(FieldViolation(f"{field}.client_ip", "must be an IP address"))
+            client_ip = ""
+        return Device(user_agent=device.user_agent, client_ip=client_ip)
+
+    def mail(self, field: str, mail: Mail | None) -> Mail | None:
+        """Return mail when it has a kind (at most MAIL_KIND_MAX characters) and sealed content
+        of at most SEALED_MAIL_MAX_BYTES; None is accepted."""
+        if mail is None:
+            return None
+        self.text(f"{field}.kind", mail.kind, max_chars=MAIL_KIND_MAX)
+        if not mail.sealed:
+            self._items.append(FieldViolation(f"{field}.sealed", "is required"))
+        elif len(mail.sealed) > SEALED_MAIL_MAX_BYTES:
+            self._items.append(
+                FieldViolation(f"{field}.sealed", f"must be at most {SEALED_MAIL_MAX_BYTES} bytes")
+            )
+        return mail
+
+    def token(self, field: str, token: NewToken | None) -> NewToken | None:
+        """Return token with its hash lower-cased when it is a hex SHA-256 digest; None is
+        accepted."""
+        if token is None:
+            return None
+        return NewToken(self.sha256_hex(f"{field}.token_hash", token.token_hash), token.expires_at)
+
+    def optional_id(self, field: str, value: str) -> uuid.UUID | None:
+        """Return value as a UUID, or None when it is empty."""
+        if not value:
+            return None
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            self._items.append(FieldViolation(field, "must be a UUID or empty"))
+            return None
+
     def add(self, field: str, description: str) -> None:
         """Record a problem found by the caller's own check."""
         self._items.append(FieldViolation(field, description))
@@ -58,6 +123,21 @@ def parse_id(value: str, *, reason: Reason, what: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise NotFound(message=f"{what} not found", reason=reason) from None
+
+
+def _canonical_ip(value: str) -> str | None:
+    """Return an IP address in canonical form, or None when value is not one."""
+    if len(value) > CLIENT_IP_MAX:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def _seconds(value: timedelta) -> str:
+    """Render a duration bound for a message ("600s")."""
+    return f"{value.total_seconds():g}s"
 
 
 def lookup_key(value: str, *, max_chars: int) -> str | None:

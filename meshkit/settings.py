@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["development", "production"]
+UnverifiedEmailMay = Literal["nothing", "sign_in", "edit_profile"]
 # Accepted in any case ("debug" works); anything else stops the service with a clear message.
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
@@ -98,6 +99,14 @@ class ServiceSettings(BaseSettings):
         validation_alias="MESHGRAM_ENV",
         description="production turns off development conveniences: auth_svc never creates a "
         "missing signing key and `make run` generates no secrets. Secrets are required in both.",
+    )
+
+    unverified_email_may: UnverifiedEmailMay = Field(
+        "edit_profile",
+        validation_alias="MESHGRAM_UNVERIFIED_EMAIL_MAY",
+        description="What an account whose email is not verified yet may do: `nothing` (it "
+        "cannot sign in), `sign_in` (sign in and read, but change nothing) or `edit_profile` "
+        "(also edit its profile and upload its pictures). Same value for every service.",
     )
 
     def required_secrets(self) -> list[RequiredSecret]:

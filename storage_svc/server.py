@@ -37,7 +37,9 @@ def build_definition(
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
     )
-    servicer = StorageServicer(images, peers.verifier)
+    servicer = StorageServicer(
+        images, peers.verifier, unverified_email_may=settings.unverified_email_may
+    )
 
     def register(server: grpc.aio.Server) -> None:
         storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)

@@ -9,7 +9,7 @@ import grpc
 from google.api import httpbody_pb2
 
 from meshgram.storage.v1 import storage_pb2, storage_pb2_grpc
-from meshkit.access_tokens import AccessTokenVerifier
+from meshkit.access_tokens import AccessTokenVerifier, require_may_change
 from meshkit.timestamps import to_timestamp
 from storage_svc.images import Image, ImageService
 
@@ -24,9 +24,16 @@ NOT_MODIFIED_HEADER = "meshgram-not-modified"
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     """Implements meshgram.storage.v1.StorageService (method names are the proto's, hence N802)."""
 
-    def __init__(self, images: ImageService, verifier: AccessTokenVerifier) -> None:
+    def __init__(
+        self,
+        images: ImageService,
+        verifier: AccessTokenVerifier,
+        *,
+        unverified_email_may: str = "edit_profile",
+    ) -> None:
         self._images = images
         self._verifier = verifier
+        self._unverified_may = unverified_email_may
 
     async def UploadImage(  # noqa: N802
         self, request_iterator: AsyncIterator[storage_pb2.UploadImageRequest], context: Context
@@ -34,6 +41,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         """Collect the chunks of an upload, then store and describe the image."""
         # Authenticate before reading a single chunk: strangers cannot make us buffer bytes.
         principal = await self._verifier.authenticate(context.invocation_metadata())
+        require_may_change(principal, self._unverified_may)
         upload = self._images.new_upload()
         async for request in request_iterator:
             upload.add(request.body.data)
@@ -76,6 +84,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.SetAvatarResponse:
         """Make one of the caller's images their avatar."""
         principal = await self._verifier.authenticate(context.invocation_metadata())
+        require_may_change(principal, self._unverified_may)
         image = await self._images.set_avatar(principal.account_id, request.image_id)
         return storage_pb2.SetAvatarResponse(image=image_message(image))
 

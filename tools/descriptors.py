@@ -92,6 +92,7 @@ JSON_STRING_TYPES = {"int64", "uint64", "fixed64", "sfixed64", "sint64"}
 
 # A service whose comment asks for this header authenticates every RPC.
 _AUTH_MARKER = "authorization: Bearer"
+_METHOD_AUTH_MARKER = "Needs a bearer access token"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _LONE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 
@@ -190,6 +191,13 @@ class Index:
         """Tell whether every RPC of a file's service-th service needs an access token, which
         its comment says by naming the "authorization: Bearer" header."""
         return _AUTH_MARKER in " ".join(self.paragraphs(file, (FILE_SERVICE, service)))
+
+    def method_requires_token(
+        self, file: descriptor_pb2.FileDescriptorProto, where: tuple[int, ...]
+    ) -> bool:
+        """Tell whether one RPC (at path `where`) needs an access token, which its own comment
+        says with "Needs a bearer access token" (for services where only some RPCs do)."""
+        return _METHOD_AUTH_MARKER in " ".join(self.paragraphs(file, where))
 
 
 def compile_descriptors(

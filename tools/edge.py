@@ -23,14 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVOY_DIR = ROOT / "envoy"
 LUA_DIR = ENVOY_DIR / "lua"
 DESCRIPTOR = ENVOY_DIR / "api_descriptor.pb"
-# The files of the API reference page at /docs, by template placeholder: ours, the generated
-# OpenAPI document and Swagger UI's (unpacked by `make docs-ui`). Envoy reads them when it starts.
-DOCS_FILES = {
+# The files Envoy serves itself, by template placeholder; it reads them when it starts.
+SERVED_FILES = {
+    # The API reference page at /docs: ours, the generated OpenAPI document and Swagger UI's
+    # (unpacked by `make docs-ui`).
     "DOCS_PAGE": ENVOY_DIR / "docs-ui" / "index.html",
     "DOCS_INITIALIZER": ENVOY_DIR / "docs-ui" / "swagger-initializer.js",
     "DOCS_OPENAPI": ROOT / "docs" / "openapi.json",
     "SWAGGER_UI_BUNDLE": SWAGGER_UI_BUNDLE,
     "SWAGGER_UI_CSS": SWAGGER_UI_CSS,
+    # The page that links in auth_svc's mails open (verify an address, reset a password).
+    "ACCOUNT_PAGE": ENVOY_DIR / "account" / "index.html",
+    "ACCOUNT_SCRIPT": ENVOY_DIR / "account" / "account.js",
+    "ACCOUNT_STYLE": ENVOY_DIR / "account" / "account.css",
 }
 
 # Largest request header block the edge accepts (envoy/lua/answers.lua answers 431 past it, as
@@ -100,7 +105,7 @@ def render(config: EdgeConfig) -> str:
         ROUTES=_routes_lua(rest_routes()),
         MAX_HEADER_BYTES=MAX_HEADER_BYTES,
     )
-    missing = [str(path) for path in DOCS_FILES.values() if not path.is_file()]
+    missing = [str(path) for path in SERVED_FILES.values() if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"run `make docs-ui` first; missing: {', '.join(missing)}")
     template = Template((ENVOY_DIR / "envoy.yaml.tmpl").read_text())
@@ -116,7 +121,7 @@ def render(config: EdgeConfig) -> str:
         ANSWERS_LUA=json.dumps(answers_lua),
         UPSTREAM_LUA=json.dumps(upstream_lua),
         CLUSTERS="".join(clusters),
-        **{name: json.dumps(str(path)) for name, path in DOCS_FILES.items()},
+        **{name: json.dumps(str(path)) for name, path in SERVED_FILES.items()},
     )
 
 

@@ -326,8 +326,9 @@ def render(
             authenticated = index.requires_token(file, s)
             for m, method in enumerate(service.method):
                 where = (FILE_SERVICE, s, SERVICE_METHOD, m)
+                needs_token = authenticated or index.method_requires_token(file, where)
                 for path, verb, operation in _operations(
-                    document, file, where, service, method, authenticated
+                    document, file, where, service, method, needs_token
                 ):
                     paths.setdefault(path, {})[verb] = operation
     document.ref(index.elements[_STATUS])

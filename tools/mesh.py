@@ -1,5 +1,6 @@
-"""Start and stop the whole mesh as local processes: data_access, the three public services and
-the Envoy edge, each restarted by a tools.supervisor.Supervisor when it exits unexpectedly.
+"""Start and stop the whole mesh as local processes: data_access, the three public services, the
+Envoy edge and the development mailbox (tools/mailbox.py, where auth_svc's mail lands), each
+restarted by a tools.supervisor.Supervisor when it exits unexpectedly.
 Used by `make run` / `make dev` (tools/run.py) and by the end-to-end tests."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import grpc
@@ -45,6 +46,7 @@ REPLICA_PORT_STEP = 100
 METRICS_PORT_OFFSET = 1000
 MESH_SECRET_FILE = "mesh-secret"
 PASSWORD_PEPPER_FILE = "password-pepper"
+MAILBOX = "mailbox"
 
 
 @dataclass(frozen=True)
@@ -57,21 +59,25 @@ class MeshPorts:
     user_svc: int = 50052
     storage_svc: int = 50053
     data_access: int = 50060
+    mailbox: int = 8025
+    """SMTP port of the development mailbox."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MeshPorts:
-        """Ports from EDGE_PORT, EDGE_ADMIN_PORT and <PREFIX>PORT, defaults otherwise."""
+        """Ports from EDGE_PORT, EDGE_ADMIN_PORT, <PREFIX>PORT and MAILBOX_PORT, defaults
+        otherwise."""
         base = cls()
         return cls(
             edge=int(env.get("EDGE_PORT", base.edge)),
             admin=int(env.get("EDGE_ADMIN_PORT", base.admin)),
+            mailbox=int(env.get("MAILBOX_PORT", base.mailbox)),
             **{svc: int(env.get(f"{PREFIX[svc]}PORT", getattr(base, svc))) for svc in SERVICES},
         )
 
     @classmethod
     def free(cls) -> MeshPorts:
         """Pick currently free loopback ports (for tests running beside a live mesh)."""
-        socks = [socket.socket() for _ in range(6)]
+        socks = [socket.socket() for _ in range(len(fields(cls)))]
         try:
             for sock in socks:
                 sock.bind(("127.0.0.1", 0))
@@ -149,6 +155,8 @@ class Mesh:
     """Starts and restarts every process; may be shared with the caller (make run's database)."""
     replicas: Mapping[str, int] = field(default_factory=dict)
     """Processes per public service (1 when not named); the edge balances across them."""
+    mail_dir: Path | None = None
+    """Where the mailbox stores the mail auth_svc sends; None: <state_dir>/mail."""
     _secrets: MeshSecrets | None = None
 
     @property
@@ -157,8 +165,10 @@ class Mesh:
         return f"127.0.0.1:{self.ports.edge}"
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start data_access, the services and Envoy; raise if any is not healthy in time."""
+        """Start the mailbox, data_access, the services and Envoy; raise if any is not healthy
+        in time."""
         try:
+            self.start_mailbox(timeout)
             self.start_services(timeout)
             self._start_envoy(timeout)
         except BaseException:
@@ -186,6 +196,22 @@ class Mesh:
         ]
         for replica, process in started:
             _wait_serving(f"127.0.0.1:{self.ports.of(service, replica)}", timeout, process)
+
+    @property
+    def mailbox_dir(self) -> Path:
+        """Folder of the mails the mailbox received."""
+        return self.mail_dir if self.mail_dir is not None else self.state_dir / "mail"
+
+    def start_mailbox(self, timeout: float = 60.0) -> None:
+        """Start the development mailbox under supervision and wait until it accepts
+        connections."""
+        env = without_service_settings(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["MAILBOX_PORT"] = str(self.ports.mailbox)
+        env["MAILBOX_DIR"] = str(self.mailbox_dir)
+        command = [sys.executable, "-m", "tools.mailbox", "serve"]
+        process = self._spawn(MAILBOX, command, env)
+        _wait_listening(self.ports.mailbox, timeout, process)
 
     def data_access_target(self) -> str:
         """gRPC target naming every replica of data_access (the channel balances over them)."""
@@ -219,6 +245,7 @@ class Mesh:
         """Stop everything this mesh started, edge first so clients see a clean refusal."""
         self.supervisor.stop("envoy")
         self.stop_services()
+        self.supervisor.stop(MAILBOX)
 
     def service_env(self, service: str, replica: int = 0) -> dict[str, str]:
         """Environment of one service process: its own settings and credential, nobody else's.
@@ -257,6 +284,19 @@ class Mesh:
             env.setdefault(
                 "AUTH_JWT_PRIVATE_KEY_FILE", str(self.state_dir / "keys" / "jwt-ed25519.pem")
             )
+            env.setdefault("AUTH_JWT_KEYS_DIR", str(self.state_dir / "keys" / "jwt"))
+            # Mail goes to this mesh's mailbox unless an SMTP server is configured; its links
+            # lead to this mesh's edge.
+            if "AUTH_SMTP_HOST" not in env:
+                env["AUTH_SMTP_HOST"] = "127.0.0.1"
+                env["AUTH_SMTP_PORT"] = str(self.ports.mailbox)
+                env["AUTH_SMTP_SECURITY"] = "none"
+            env.setdefault("AUTH_PUBLIC_URL", f"http://localhost:{self.ports.edge}")
+            # Browser calls that carry the refresh-token cookie must come from a page the
+            # edge lets in.
+            # The edge's own pages (/docs, /account) count too: browsers send their Origin.
+            own = [f"http://{host}:{self.ports.edge}" for host in ("localhost", "127.0.0.1")]
+            env.setdefault("AUTH_BROWSER_ORIGINS", ",".join([*self.cors_origins, *own]))
         if service == "storage_svc":
             env.setdefault("STORAGE_BLOB_DIR", str(self.state_dir / "blobs"))
         return env
@@ -315,6 +355,20 @@ def without_service_settings(env: Mapping[str, str]) -> dict[str, str]:
         for key, value in env.items()
         if not key.startswith(tuple(PREFIX.values())) and key != "DATABASE_URL"
     }
+
+
+def _wait_listening(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until proc accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for port {port} exited with {proc.returncode}")
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
 def _wait_serving(address: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:

@@ -1,9 +1,10 @@
 """`make run` / `make dev`: the whole system on this machine in one command.
 
-Starts an embedded PostgreSQL (unless DATABASE_URL is set), applies migrations, starts
-data_access, auth_svc, user_svc, storage_svc and the Envoy edge, and keeps them running until
-Ctrl-C or SIGTERM: any of them that exits is restarted (tools.supervisor), and all of them stop
-with the runner. With --reload the Python services restart whenever their code changes.
+Starts an embedded PostgreSQL (unless DATABASE_URL is set), applies migrations, starts the
+development mailbox, data_access, auth_svc, user_svc, storage_svc and the Envoy edge, and keeps
+them running until Ctrl-C or SIGTERM: any of them that exits is restarted (tools.supervisor),
+and all of them stop with the runner. With --reload the Python services restart whenever their
+code changes.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def banner(mesh: Mesh) -> str:
             f"  curl -s http://{edge}/.well-known/jwks.json",
             f"  API reference: http://{edge}/docs",
             f"  Envoy admin: http://127.0.0.1:{mesh.ports.admin}/ (loopback only)",
+            f"  Mail sent by auth_svc lands in {mesh.mailbox_dir}: python -m tools.mailbox latest",
             "Ctrl-C stops everything.",
             "",
         ]
@@ -126,6 +128,7 @@ def main() -> None:
             replicas=replicas_from_env(os.environ),
             cors_origins=cors,
             supervisor=supervisor,
+            mail_dir=Path(os.environ["MAILBOX_DIR"]) if os.environ.get("MAILBOX_DIR") else None,
         )
         mesh.start()
         print(banner(mesh), flush=True)

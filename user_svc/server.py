@@ -44,7 +44,11 @@ def build_definition(
             silence_seconds=settings.cache_fresh_seconds,
         )
         collectors.append(ProfileCacheCollector(cache, subscriber.figures))
-    servicer = UserServicer(ProfileService(store), peers.verifier)
+    servicer = UserServicer(
+        ProfileService(store),
+        peers.verifier,
+        unverified_email_may=settings.unverified_email_may,
+    )
 
     def register(server: grpc.aio.Server) -> None:
         """Add the servicer and start following the change feed."""

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 from meshgram.user.v1 import user_pb2, user_pb2_grpc
-from meshkit.access_tokens import AccessTokenVerifier
+from meshkit.access_tokens import AccessTokenVerifier, require_may_change
 from meshkit.errors import FieldViolation, invalid
 from meshkit.timestamps import to_timestamp
 from user_svc.profiles import Profile, ProfileService
@@ -18,9 +18,16 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class UserServicer(user_pb2_grpc.UserServiceServicer):
     """Implements meshgram.user.v1.UserService (method names are the proto's, hence N802)."""
 
-    def __init__(self, profiles: ProfileService, verifier: AccessTokenVerifier) -> None:
+    def __init__(
+        self,
+        profiles: ProfileService,
+        verifier: AccessTokenVerifier,
+        *,
+        unverified_email_may: str = "edit_profile",
+    ) -> None:
         self._profiles = profiles
         self._verifier = verifier
+        self._unverified_may = unverified_email_may
 
     async def GetMyProfile(  # noqa: N802
         self, request: user_pb2.GetMyProfileRequest, context: Context
@@ -43,6 +50,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     ) -> user_pb2.UpdateMyProfileResponse:
         """Change the caller's display name and/or bio: the masked fields, else the set ones."""
         principal = await self._verifier.authenticate(context.invocation_metadata())
+        require_may_change(principal, self._unverified_may)
         if not request.HasField("profile"):
             # The proto marks it REQUIRED: a request without it is a client bug, not a no-op.
             raise invalid([FieldViolation("profile", "is required")])

@@ -8,14 +8,17 @@
 - `edge_channel`: a native gRPC channel to the Envoy listener.
 - `client`: a Python client session (`meshgram_client.aio.Session`) on the Envoy listener, not
   logged in; `tests.e2e.support.sign_up(client)` registers a fresh user and logs it in.
-- `signing_key_file`: the Ed25519 key auth_svc signs with (to forge expired tokens in tests).
+- `signing_key_file`: the file of the Ed25519 key auth_svc signs with (to forge expired tokens in
+  tests), in the mesh's key folder <tmp>/keys/jwt.
 - `web_origin`: "http://127.0.0.1:PORT" of a static server for tests/e2e/web (the browser test's
   page), started before the mesh so that the edge's CORS allow-list can name it.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +30,9 @@ import httpx
 import pytest
 from meshgram_client import aio
 
+from auth_svc.keyring import read_keys
+from data_access import admin
+from data_access.migrate import upgrade_async
 from tools.mesh import Mesh, MeshPorts
 
 
@@ -46,9 +52,9 @@ def e2e_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def signing_key_file(e2e_state: Path) -> Path:
-    """Path of auth_svc's private signing key (created by auth_svc on first start)."""
-    return e2e_state / "keys" / "jwt-ed25519.pem"
+def signing_key_file(mesh: Mesh, e2e_state: Path) -> Path:
+    """Path of the private key auth_svc signs with (created by auth_svc on first start)."""
+    return read_keys(e2e_state / "keys" / "jwt", retention_seconds=0).signing(time.time()).path
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -82,9 +88,21 @@ REUSE_WINDOW_SECONDS = 1.0
 
 
 @pytest.fixture(scope="session")
-def mesh(
-    database_url: str, e2e_state: Path, signing_key_file: Path, web_origin: str
-) -> Iterator[Mesh]:
+async def database_url(database_url: str) -> AsyncIterator[str]:
+    """A migrated database of the end-to-end meshes' own, on the session's server: the
+    integration tests' auth_svc sends the mail of its database, the session mesh that of this
+    one (one sender per database holds the sending lease)."""
+    name = f"meshgram_e2e_{secrets.token_hex(6)}"
+    url = await admin.create_database(database_url, name)
+    try:
+        await upgrade_async(url)
+        yield url
+    finally:
+        await admin.drop_database(database_url, name)
+
+
+@pytest.fixture(scope="session")
+def mesh(database_url: str, e2e_state: Path, web_origin: str) -> Iterator[Mesh]:
     """Run the complete mesh for the whole session."""
     running = Mesh(
         database_url=database_url,
@@ -96,7 +114,7 @@ def mesh(
             # Cheap hashing keeps the suite fast; production uses the default cost.
             "AUTH_BCRYPT_ROUNDS": "4",
             "AUTH_REFRESH_REUSE_WINDOW_SECONDS": str(REUSE_WINDOW_SECONDS),
-            "AUTH_JWT_PRIVATE_KEY_FILE": str(signing_key_file),
+            "AUTH_JWT_KEYS_DIR": str(e2e_state / "keys" / "jwt"),
             "STORAGE_BLOB_DIR": str(e2e_state / "blobs"),
             "STORAGE_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
         },

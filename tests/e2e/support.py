@@ -1,5 +1,5 @@
 """Helpers shared by the end-to-end tests: unique users, test images, gRPC-web framing, logs,
-expired tokens."""
+expired tokens, mail in the mesh's mailbox."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -23,6 +24,7 @@ from meshgram_client import aio
 from PIL import Image
 
 from meshgram.auth.v1 import auth_pb2
+from tools.mailbox import StoredMail, read_mail, stored_mails
 from tools.mesh import Mesh
 
 
@@ -170,3 +172,27 @@ def raw_grpc_status(edge_address: str, path: str, body: bytes, headers: dict[str
         if name.strip().lower() == "grpc-status":
             return value.strip()
     return ""
+
+
+def mails_to(mesh: Mesh, address: str, count: int, seconds: float = 15.0) -> list[StoredMail]:
+    """Every mail to address in the mesh's mailbox, oldest first, once there are at least
+    `count` of them or `seconds` have passed (whichever comes first: check the length)."""
+    wanted = address.strip().lower()
+    seen: dict[Path, StoredMail] = {}
+    deadline = time.monotonic() + seconds
+    while True:
+        for path in stored_mails(mesh.mailbox_dir):
+            if path not in seen:
+                seen[path] = read_mail(path)
+        found = [mail for mail in seen.values() if wanted in mail.recipients()]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def link_token(mail: StoredMail, path: str) -> str:
+    """The token in the fragment (#token=...) of the mail's one link to the page at path."""
+    [link] = [link for link in mail.links() if urlsplit(link).path == path]
+    fragment = urlsplit(link).fragment
+    assert fragment.startswith("token="), link
+    return fragment.removeprefix("token=")

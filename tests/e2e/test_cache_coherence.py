@@ -98,6 +98,8 @@ def own_mesh(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         extra_env={
             "MESHGRAM_ENV": "development",
             "AUTH_BCRYPT_ROUNDS": "4",
+            # The session mesh delivers the shared database's mail, not this one.
+            "AUTH_MAIL_SENDING": "false",
             # The defaults, pinned: BOUND_SECONDS relies on them.
             "USER_CACHE_FRESH_SECONDS": str(FRESH_SECONDS),
             "DATA_ACCESS_CHANGE_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),

@@ -10,6 +10,16 @@ from tests.e2e.support import new_user, wait_for_request
 from tools.mesh import Mesh
 
 
+def test_a_client_cannot_choose_its_request_id(edge_url: str) -> None:
+    with httpx.Client(base_url=edge_url, timeout=30) as http:
+        reply = http.get(
+            "/.well-known/jwks.json",
+            headers={"x-request-id": "chosen-by-the-client", "x-forwarded-for": "203.0.113.9"},
+        )
+    assert reply.status_code == 200
+    assert reply.headers["x-request-id"] not in ("", "chosen-by-the-client")
+
+
 def test_one_request_id_follows_a_call_through_every_hop(mesh: Mesh, edge_url: str) -> None:
     user = new_user()
     with httpx.Client(base_url=edge_url, timeout=30) as http:

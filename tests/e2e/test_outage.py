@@ -25,7 +25,13 @@ def own_mesh(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         database_url=database_url,
         ports=MeshPorts.free(),
         state_dir=state,
-        extra_env={"MESHGRAM_ENV": "development", "AUTH_BCRYPT_ROUNDS": "4"},
+        # The session mesh delivers the mail of the shared database; this one must not take
+        # the sending lease from it.
+        extra_env={
+            "MESHGRAM_ENV": "development",
+            "AUTH_BCRYPT_ROUNDS": "4",
+            "AUTH_MAIL_SENDING": "false",
+        },
         log_dir=state / "logs",
     )
     mesh.start(timeout=90)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ def listening(port: int) -> bool:
 
 
 @pytest.fixture
-def runner(database_url: str) -> Iterator[tuple[subprocess.Popen[str], MeshPorts]]:
+def runner(database_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], MeshPorts]]:
     """tools.run on free ports against the session's database, once it printed its banner."""
     ports = MeshPorts.free()
     env = {
@@ -44,6 +45,11 @@ def runner(database_url: str) -> Iterator[tuple[subprocess.Popen[str], MeshPorts
         "USER_PORT": str(ports.user_svc),
         "STORAGE_PORT": str(ports.storage_svc),
         "DATA_ACCESS_PORT": str(ports.data_access),
+        # Its own mailbox: a developer's `make run` may hold the default port and folder.
+        "MAILBOX_PORT": str(ports.mailbox),
+        "MAILBOX_DIR": str(tmp_path / "mail"),
+        # The session mesh delivers the shared database's mail, not this one.
+        "AUTH_MAIL_SENDING": "false",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "tools.run"],

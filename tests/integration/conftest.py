@@ -7,7 +7,7 @@ Fixtures:
 - `auth_address` (session) -> str: "127.0.0.1:PORT" of auth_svc running in-process (built with
   `auth_svc.server.build_definition`, served with `tests.helpers.serving`), talking to
   `data_access_address` with the caller token derived from `mesh_secret`, bcrypt cost 4 and a
-  fresh signing key in a temporary folder. Stopped at the end of the session.
+  fresh signing key in a temporary key folder. Stopped at the end of the session.
 - `auth_channel` (session) -> grpc.aio.Channel to `auth_address`.
 - `auth_stub` (session) -> meshgram.auth.v1 AuthServiceStub on `auth_channel`.
 - `new_user` (session) -> async factory `await new_user(username=None, password=None)` that
@@ -28,6 +28,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
@@ -39,6 +40,7 @@ from auth_svc.settings import AuthSettings
 from meshgram.auth.v1 import auth_pb2, auth_pb2_grpc
 from meshgram.user.v1 import user_pb2_grpc
 from tests.helpers import service_settings, serving
+from tools.mailbox import open_mailbox
 from user_svc.server import build_definition as build_user
 from user_svc.settings import UserSettings
 
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
 
 # Short, so that tests can wait past it.
 REUSE_WINDOW_SECONDS = 0.5
+# The one page origin the session's auth_svc lets use the refresh-token cookie.
+BROWSER_ORIGIN = "http://app.example.test"
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,28 @@ class UserFactory(Protocol):
 
 
 @pytest.fixture(scope="session")
+def mail_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of the session mailbox's stored mails."""
+    return tmp_path_factory.mktemp("mail")
+
+
+@pytest.fixture(scope="session")
+async def mailbox_port(mail_dir: Path) -> AsyncIterator[int]:
+    """A real SMTP server on loopback storing into mail_dir; yields its port."""
+    server = await open_mailbox(mail_dir)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture(scope="session")
 async def auth_address(
-    data_access_address: str, mesh_secret: str, tmp_path_factory: pytest.TempPathFactory
+    data_access_address: str,
+    mesh_secret: str,
+    mailbox_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[str]:
     """auth_svc in-process against the session's data_access; yields "127.0.0.1:PORT"."""
     settings = service_settings(
@@ -90,8 +114,15 @@ async def auth_address(
         MESHGRAM_ENV="development",  # the signing key is generated in the temporary folder
         password_pepper=SecretStr(secrets.token_urlsafe(32)),
         bcrypt_rounds=4,  # the minimum: hashing speed, not strength, matters in tests
-        jwt_private_key_file=tmp_path_factory.mktemp("auth-keys") / "jwt-ed25519.pem",
+        jwt_keys_dir=tmp_path_factory.mktemp("auth-keys") / "jwt",
+        # Never there: a developer's own var/keys/jwt-ed25519.pem must not be adopted.
+        jwt_private_key_file=tmp_path_factory.mktemp("auth-no-key") / "jwt-ed25519.pem",
         refresh_reuse_window_seconds=REUSE_WINDOW_SECONDS,
+        smtp_host="127.0.0.1",
+        smtp_port=mailbox_port,
+        mail_poll_seconds=0.2,
+        mail_cooldown_seconds=2,
+        browser_origins=BROWSER_ORIGIN,
     )
     async with serving(build_auth(settings)) as address:
         yield address

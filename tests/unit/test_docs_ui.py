@@ -68,7 +68,7 @@ def test_unpack_refuses_a_tarball_without_the_bundle(tmp_path: Path) -> None:
 
 def test_edge_config_needs_the_page_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     missing = tmp_path / "swagger-ui-bundle.js"
-    monkeypatch.setitem(edge.DOCS_FILES, "SWAGGER_UI_BUNDLE", missing)
+    monkeypatch.setitem(edge.SERVED_FILES, "SWAGGER_UI_BUNDLE", missing)
     config = edge.EdgeConfig(
         listen_host="127.0.0.1",
         listen_port=8080,

@@ -6,7 +6,11 @@
 // "grpc-status:0\r\ngrpc-message:...\r\n". An error without a body ("trailers-only") carries
 // grpc-status and grpc-message as HTTP headers instead, which the edge's CORS policy exposes.
 //
-// Only what the sign-up page needs is encoded: messages whose fields are all strings.
+// Sessions live in the browser: Login, RefreshToken and Logout include credentials, so the browser
+// stores the refresh-token cookie that the edge sets and sends it back; the page never holds a
+// refresh token. Other calls leave cookies out, so the token travels only where it is used.
+//
+// Only what the pages need is encoded: messages whose fields are strings or booleans.
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -71,12 +75,17 @@ function pushVarint(out, value) {
   out.push(value);
 }
 
-// Encode a message whose fields are strings: `fields` maps field numbers to values. Empty
-// strings are left out, as proto3 never writes a field that holds its default value.
-export function encodeStrings(fields) {
+// Encode a message whose fields are strings or booleans: `fields` maps field numbers to values.
+// Empty strings and false are left out, as proto3 never writes a field that holds its default.
+export function encodeMessage(fields) {
   const out = [];
   for (const [number, value] of Object.entries(fields)) {
     if (!value) continue;
+    if (typeof value === "boolean") {
+      pushVarint(out, (Number(number) << 3) | VARINT);
+      out.push(1);
+      continue;
+    }
     const bytes = encoder.encode(value);
     pushVarint(out, (Number(number) << 3) | LEN);
     pushVarint(out, bytes.length);
@@ -104,8 +113,9 @@ function advance(bytes, pos, count) {
   return next;
 }
 
-// Walk the fields of a message, calling visit(number, payload) for every length-delimited one and
-// skipping every other wire type (varint, fixed 64/32-bit, and the deprecated groups, nested).
+// Walk the fields of a message, calling visit(number, wireType, value) for every varint (the
+// number) and length-delimited field (the payload), and skipping every other wire type (fixed
+// 64/32-bit, and the deprecated groups, nested).
 function eachField(bytes, visit, pos = 0, group = null) {
   while (pos < bytes.length) {
     let key;
@@ -114,9 +124,12 @@ function eachField(bytes, visit, pos = 0, group = null) {
     const wireType = key % 8;
     if (number === 0) throw new Error("field number 0");
     switch (wireType) {
-      case VARINT:
-        [, pos] = readVarint(bytes, pos);
+      case VARINT: {
+        let value;
+        [value, pos] = readVarint(bytes, pos);
+        if (visit) visit(number, wireType, value);
         break;
+      }
       case I64:
         pos = advance(bytes, pos, 8);
         break;
@@ -124,7 +137,7 @@ function eachField(bytes, visit, pos = 0, group = null) {
         let length;
         [length, pos] = readVarint(bytes, pos);
         const end = advance(bytes, pos, length);
-        if (visit) visit(number, bytes.subarray(pos, end));
+        if (visit) visit(number, wireType, bytes.subarray(pos, end));
         pos = end;
         break;
       }
@@ -150,8 +163,8 @@ function eachField(bytes, visit, pos = 0, group = null) {
 // and merging protobuf messages is concatenating their encodings.
 export function messageField(bytes, number) {
   const parts = [];
-  eachField(bytes, (n, payload) => {
-    if (n === number) parts.push(payload);
+  eachField(bytes, (n, wireType, payload) => {
+    if (n === number && wireType === LEN) parts.push(payload);
   });
   const merged = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
   let offset = 0;
@@ -165,8 +178,17 @@ export function messageField(bytes, number) {
 // The string in field `number` ("" when absent; the last occurrence wins).
 export function stringField(bytes, number) {
   let value = "";
-  eachField(bytes, (n, payload) => {
-    if (n === number) value = decoder.decode(payload);
+  eachField(bytes, (n, wireType, payload) => {
+    if (n === number && wireType === LEN) value = decoder.decode(payload);
+  });
+  return value;
+}
+
+// The varint in field `number` (0 when absent; the last occurrence wins): ints, enums, bools.
+export function varintField(bytes, number) {
+  let value = 0;
+  eachField(bytes, (n, wireType, varint) => {
+    if (n === number && wireType === VARINT) value = varint;
   });
   return value;
 }
@@ -227,7 +249,10 @@ function codeFromHttp(status) {
 }
 
 // Call one unary method; returns the response message's bytes or throws GrpcError/NetworkError.
-export async function unary(edge, method, request, accessToken = null) {
+// With `withCookies` the browser sends its cookies for the edge and stores those the answer
+// sets; a cross-origin answer counts only if the edge's CORS policy allows credentials.
+export async function unary(edge, method, request, options = {}) {
+  const { accessToken = null, withCookies = false } = options;
   const headers = {
     "content-type": "application/grpc-web+proto",
     "x-grpc-web": "1",
@@ -239,6 +264,7 @@ export async function unary(edge, method, request, accessToken = null) {
     response = await fetch(`${edge}/${method}`, {
       method: "POST",
       mode: "cors",
+      credentials: withCookies ? "include" : "same-origin",
       headers,
       body: frame(request),
     });
@@ -269,7 +295,7 @@ export async function unary(edge, method, request, accessToken = null) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The three calls of the page
+// The calls of the pages
 
 // AuthService.Register; returns RegisterResponse.account.username.
 export async function register(edge, { email, username, password }) {
@@ -277,22 +303,60 @@ export async function register(edge, { email, username, password }) {
   const reply = await unary(
     edge,
     "meshgram.auth.v1.AuthService/Register",
-    encodeStrings({ 1: email, 2: username, 3: password }),
+    encodeMessage({ 1: email, 2: username, 3: password }),
   );
   // RegisterResponse.account = 1 -> Account.username = 3.
   return stringField(messageField(reply, 1), 3);
 }
 
-// AuthService.Login; returns LoginResponse.tokens.access_token.
-export async function login(edge, { email, password }) {
-  // LoginRequest: email = 1, password = 2.
+// A TokenPair message as an object. A browser gets an empty refreshToken and
+// refreshTokenInCookie true: the token went into the cookie.
+function tokenPair(bytes) {
+  // TokenPair: access_token = 1, expires_in = 3, refresh_token = 4, refresh_expires_in = 5,
+  // refresh_token_in_cookie = 6, session_id = 7.
+  return {
+    accessToken: stringField(bytes, 1),
+    expiresIn: varintField(bytes, 3),
+    refreshToken: stringField(bytes, 4),
+    refreshExpiresIn: varintField(bytes, 5),
+    refreshTokenInCookie: varintField(bytes, 6) === 1,
+    sessionId: stringField(bytes, 7),
+  };
+}
+
+// AuthService.Login; returns LoginResponse.tokens. With rememberMe the cookie outlives the
+// browser; without it the browser drops the cookie when it closes.
+export async function login(edge, { email, password, rememberMe = false }) {
+  // LoginRequest: email = 1, password = 2, remember_me = 3.
   const reply = await unary(
     edge,
     "meshgram.auth.v1.AuthService/Login",
-    encodeStrings({ 1: email, 2: password }),
+    encodeMessage({ 1: email, 2: password, 3: rememberMe }),
+    { withCookies: true },
   );
-  // LoginResponse.tokens = 1 -> TokenPair.access_token = 1.
-  return stringField(messageField(reply, 1), 1);
+  // LoginResponse.tokens = 1.
+  return tokenPair(messageField(reply, 1));
+}
+
+// AuthService.RefreshToken with no token in the request: the edge reads the browser's cookie and
+// sets its successor. Returns RefreshTokenResponse.tokens.
+export async function refreshSession(edge) {
+  const reply = await unary(
+    edge,
+    "meshgram.auth.v1.AuthService/RefreshToken",
+    new Uint8Array(0),
+    { withCookies: true },
+  );
+  // RefreshTokenResponse.tokens = 1.
+  return tokenPair(messageField(reply, 1));
+}
+
+// AuthService.Logout with no token in the request: ends the session of the browser's cookie and
+// clears the cookie.
+export async function logout(edge) {
+  await unary(edge, "meshgram.auth.v1.AuthService/Logout", new Uint8Array(0), {
+    withCookies: true,
+  });
 }
 
 // UserService.GetMyProfile; returns GetMyProfileResponse.profile.username.
@@ -302,7 +366,7 @@ export async function getMyProfileUsername(edge, accessToken) {
     edge,
     "meshgram.user.v1.UserService/GetMyProfile",
     new Uint8Array(0),
-    accessToken,
+    { accessToken },
   );
   // GetMyProfileResponse.profile = 1 -> Profile.username = 2.
   return stringField(messageField(reply, 1), 2);
@@ -311,7 +375,7 @@ export async function getMyProfileUsername(edge, accessToken) {
 // Register, log in and read the new account's profile; returns what each step answered.
 export async function signUpAndLoadProfile(edge, credentials) {
   const registered = await register(edge, credentials);
-  const accessToken = await login(edge, credentials);
+  const { accessToken } = await login(edge, credentials);
   const profileUsername = await getMyProfileUsername(edge, accessToken);
   return { registered, profileUsername };
 }

@@ -50,15 +50,18 @@ async def refresh(stub: Stub, token: str) -> auth_pb2.TokenPair:
 
 async def test_register_login_refresh_reuse_logout(auth_stub: Stub) -> None:
     suffix = unique()
-    account = await register(auth_stub, f"Flow.{suffix}@Example.com", f"Flow_{suffix}", "s3cret-pw")
+    account = await register(
+        auth_stub, f"Flow.{suffix}@Example.com", f"Flow_{suffix}", "amber kettle s3cret"
+    )
     assert account.email == f"flow.{suffix}@example.com"
     assert account.username == f"flow_{suffix}"
     uuid.UUID(account.id)
 
-    first = await login(auth_stub, f"FLOW.{suffix}@example.com", "s3cret-pw")
+    first = await login(auth_stub, f"FLOW.{suffix}@example.com", "amber kettle s3cret")
     assert first.token_type == "Bearer"
     assert first.expires_in == 900
-    assert first.refresh_expires_in == 30 * 24 * 3600
+    # Without remember-me the session, and so its refresh token, lasts 12 hours.
+    assert first.refresh_expires_in == 12 * 3600
 
     async def fetch_jwks() -> Iterable[Mapping[str, str]]:
         jwks = await auth_stub.GetJwks(auth_pb2.GetJwksRequest())
@@ -90,7 +93,7 @@ async def test_register_login_refresh_reuse_logout(auth_stub: Stub) -> None:
         "REFRESH_TOKEN_INVALID",
     )
 
-    third = await login(auth_stub, account.email, "s3cret-pw")
+    third = await login(auth_stub, account.email, "amber kettle s3cret")
     await auth_stub.Logout(auth_pb2.LogoutRequest(refresh_token=third.refresh_token))
     await auth_stub.Logout(auth_pb2.LogoutRequest(refresh_token=third.refresh_token))
     logged_out = await failure_of(refresh(auth_stub, third.refresh_token))
@@ -116,18 +119,18 @@ async def test_logout_always_succeeds(auth_stub: Stub, token: str) -> None:
 
 async def test_duplicate_email_in_another_case(auth_stub: Stub) -> None:
     suffix = unique()
-    await register(auth_stub, f"dup.{suffix}@example.com", f"dup_a_{suffix}", "s3cret-pw")
+    await register(auth_stub, f"dup.{suffix}@example.com", f"dup_a_{suffix}", "amber kettle s3cret")
     failure = await failure_of(
-        register(auth_stub, f"DUP.{suffix}@EXAMPLE.com", f"dup_b_{suffix}", "s3cret-pw")
+        register(auth_stub, f"DUP.{suffix}@EXAMPLE.com", f"dup_b_{suffix}", "amber kettle s3cret")
     )
     assert (failure.code, failure.reason) == (grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN")
 
 
 async def test_duplicate_username(auth_stub: Stub) -> None:
     suffix = unique()
-    await register(auth_stub, f"u1.{suffix}@example.com", f"same_{suffix}", "s3cret-pw")
+    await register(auth_stub, f"u1.{suffix}@example.com", f"same_{suffix}", "amber kettle s3cret")
     failure = await failure_of(
-        register(auth_stub, f"u2.{suffix}@example.com", f"SAME_{suffix}", "s3cret-pw")
+        register(auth_stub, f"u2.{suffix}@example.com", f"SAME_{suffix}", "amber kettle s3cret")
     )
     assert (failure.code, failure.reason) == (grpc.StatusCode.ALREADY_EXISTS, "USERNAME_TAKEN")
 
@@ -135,9 +138,9 @@ async def test_duplicate_username(auth_stub: Stub) -> None:
 @pytest.mark.parametrize(
     ("email", "username", "password", "fields"),
     [
-        ("not-an-email", "valid_name", "s3cret-pw", ["email"]),
-        ("ok@example.com", "no", "s3cret-pw", ["username"]),
-        ("ok@example.com", "bad..name", "s3cret-pw", ["username"]),
+        ("not-an-email", "valid_name", "amber kettle s3cret", ["email"]),
+        ("ok@example.com", "no", "amber kettle s3cret", ["username"]),
+        ("ok@example.com", "bad..name", "amber kettle s3cret", ["username"]),
         ("ok@example.com", "valid_name", "7chars!", ["password"]),
         ("ok@example.com", "valid_name", "p" * 1025, ["password"]),
         ("", "", "", ["email", "username", "password"]),
@@ -165,12 +168,12 @@ async def test_long_unicode_password(auth_stub: Stub) -> None:
 async def test_login_failures_are_indistinguishable(auth_stub: Stub) -> None:
     suffix = unique()
     email = f"enum.{suffix}@example.com"
-    await register(auth_stub, email, f"enum_{suffix}", "s3cret-pw")
+    await register(auth_stub, email, f"enum_{suffix}", "amber kettle s3cret")
     attempts = [
         login(auth_stub, email, "wrong-password"),
-        login(auth_stub, f"nobody.{suffix}@example.com", "s3cret-pw"),
-        login(auth_stub, "", "s3cret-pw"),
-        login(auth_stub, "not an email", "s3cret-pw"),
+        login(auth_stub, f"nobody.{suffix}@example.com", "amber kettle s3cret"),
+        login(auth_stub, "", "amber kettle s3cret"),
+        login(auth_stub, "not an email", "amber kettle s3cret"),
         login(auth_stub, email, ""),
         # Over the raw length limit: refused without normalising, yet answered the same way.
         login(auth_stub, email, "\ufdfa" * 5000),

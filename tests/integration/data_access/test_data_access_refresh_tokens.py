@@ -29,6 +29,7 @@ def _in(delta: timedelta) -> Timestamp:
 
 
 DAY = timedelta(days=1)
+SESSION = timedelta(days=30)
 
 
 class Families:
@@ -38,12 +39,18 @@ class Families:
         self.store = store
         self.metadata = metadata
 
-    async def login(self, account_id: str, ttl: timedelta = DAY) -> tuple[str, str]:
-        """Start a family; return (token hash, family id)."""
+    async def login(
+        self, account_id: str, ttl: timedelta = DAY, *, session: timedelta = SESSION
+    ) -> tuple[str, str]:
+        """Start a family (a session ending `session` from now); return (token hash, family
+        id)."""
         token = _token_hash()
         created = await self.store.CreateRefreshToken(
             pb.CreateRefreshTokenRequest(
-                account_id=account_id, token_hash=token, expire_time=_in(ttl)
+                account_id=account_id,
+                token_hash=token,
+                expire_time=_in(ttl),
+                session_end_time=_in(session),
             ),
             metadata=self.metadata,
         )
@@ -55,18 +62,16 @@ class Families:
         successor: str | None = None,
         *,
         window: timedelta | None = None,
-        lifetime: timedelta | None = None,
+        device: pb.SessionDevice | None = None,
     ) -> tuple[str, pb.RotateRefreshTokenResponse]:
         """Rotate token (to `successor`, else a fresh hash) with an optional reuse window and
-        session lifetime; return (successor hash, response)."""
+        device; return (successor hash, response)."""
         successor = successor or _token_hash()
         request = pb.RotateRefreshTokenRequest(
-            token_hash=token, new_token_hash=successor, new_expire_time=_in(DAY)
+            token_hash=token, new_token_hash=successor, new_expire_time=_in(DAY), device=device
         )
         if window is not None:
             request.reuse_window.FromTimedelta(window)
-        if lifetime is not None:
-            request.session_lifetime.FromTimedelta(lifetime)
         response = await self.store.RotateRefreshToken(request, metadata=self.metadata)
         return successor, response
 
@@ -253,7 +258,10 @@ async def test_starting_a_family_with_a_stored_hash_is_already_exists(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await families.store.CreateRefreshToken(
             pb.CreateRefreshTokenRequest(
-                account_id=account.id, token_hash=token, expire_time=_in(DAY)
+                account_id=account.id,
+                token_hash=token,
+                expire_time=_in(DAY),
+                session_end_time=_in(SESSION),
             ),
             metadata=families.metadata,
         )
@@ -348,18 +356,84 @@ async def test_a_repeat_with_another_successor_or_after_the_window_is_a_reuse(
     assert await families.rejection(successor) == INVALID
 
 
-async def test_a_session_ends_at_its_lifetime_however_often_it_is_refreshed(
+async def test_a_session_ends_at_its_end_however_often_it_is_refreshed(
     families: Families, new_account: AccountFactory
 ) -> None:
     account = await new_account()
-    token, _ = await families.login(account.id)
-    lifetime = timedelta(seconds=2)
-    successor, rotated = await families.rotate(token, lifetime=lifetime)
+    token, _ = await families.login(account.id, session=timedelta(seconds=2))
+    successor, rotated = await families.rotate(token)
     # The successor was asked to live a day, but the session ends first.
     expires = rotated.new_expire_time.ToDatetime(tzinfo=UTC)
-    assert expires <= datetime.now(UTC) + lifetime
+    assert expires <= datetime.now(UTC) + timedelta(seconds=2)
     await asyncio.sleep(2.2)
     assert await families.rejection(successor) == INVALID
-    # Without the lifetime the same token would still rotate: only the limit ended it.
+    # A session with a later end would still rotate: only its end stopped this one.
     fresh, _ = await families.login(account.id)
     await families.rotate(fresh)
+
+
+async def test_the_first_token_expires_at_the_session_end_at_the_latest(
+    families: Families, new_account: AccountFactory
+) -> None:
+    account = await new_account()
+    token, _ = await families.login(account.id, session=timedelta(seconds=1))
+    await asyncio.sleep(1.2)
+
+    assert await families.rejection(token) == INVALID
+
+
+async def test_rotations_report_the_session_start_of_the_login(
+    families: Families, new_account: AccountFactory
+) -> None:
+    account = await new_account()
+    token = _token_hash()
+    created = await families.store.CreateRefreshToken(
+        pb.CreateRefreshTokenRequest(
+            account_id=account.id,
+            token_hash=token,
+            expire_time=_in(DAY),
+            session_end_time=_in(SESSION),
+        ),
+        metadata=families.metadata,
+    )
+    started = created.session_start_time.ToDatetime(tzinfo=UTC)
+    assert abs(started - datetime.now(UTC)) < timedelta(seconds=5)
+
+    second, first = await families.rotate(token)
+    _, later = await families.rotate(second)
+
+    assert first.session_start_time == later.session_start_time == created.session_start_time
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad_field"),
+    [
+        ({"session_end_time": None}, "session_end_time"),
+        ({"device": pb.SessionDevice(user_agent="x" * 513)}, "device.user_agent"),
+        ({"device": pb.SessionDevice(client_ip="256.1.1.1")}, "device.client_ip"),
+        ({"device": pb.SessionDevice(client_ip="localhost")}, "device.client_ip"),
+    ],
+    ids=["no-session-end", "long-user-agent", "bad-ip", "host-name"],
+)
+async def test_a_login_without_an_end_or_with_a_bad_device_is_invalid_argument(
+    families: Families, new_account: AccountFactory, fields: dict[str, object], bad_field: str
+) -> None:
+    account = await new_account()
+    request = pb.CreateRefreshTokenRequest(
+        account_id=account.id,
+        token_hash=_token_hash(),
+        expire_time=_in(DAY),
+        session_end_time=_in(SESSION),
+    )
+    for name, value in fields.items():
+        if value is None:
+            request.ClearField(name)  # type: ignore[arg-type]
+        else:
+            getattr(request, name).CopyFrom(value)
+
+    failure = await failure_of(
+        families.store.CreateRefreshToken(request, metadata=families.metadata)
+    )
+
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields == [bad_field]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -84,3 +86,90 @@ async def test_databases_are_created_and_dropped_by_name(database_url: str) -> N
     await admin.drop_database(database_url, name)
     assert not await admin.database_exists(database_url, name)
     await admin.drop_database(database_url, name)
+
+
+ACCOUNT = uuid.uuid4()
+FAMILY = uuid.uuid4()
+OTHER_FAMILY = uuid.uuid4()
+NOV_1 = datetime(2026, 11, 1, 10, tzinfo=UTC)
+NOV_2 = datetime(2026, 11, 2, 10, tzinfo=UTC)
+NOV_5 = datetime(2026, 11, 5, 10, tzinfo=UTC)
+
+
+def _downgrade_to_0003(connection: Connection) -> None:
+    command.downgrade(alembic_config(connection), "0003")
+
+
+def _fill_0003(connection: Connection) -> None:
+    """An account with two refresh-token families (one refreshed) as revision 0003 stores them."""
+    connection.execute(
+        text(
+            "INSERT INTO accounts (id, email, username, password_hash) "
+            "VALUES (:id, 'a@example.com', 'a', 'h')"
+        ),
+        {"id": ACCOUNT},
+    )
+    for family, token, created, started in [
+        (FAMILY, "1", NOV_1, NOV_1),
+        (FAMILY, "2", NOV_2, NOV_1),
+        (OTHER_FAMILY, "3", NOV_5, NOV_5),
+    ]:
+        connection.execute(
+            text(
+                "INSERT INTO refresh_tokens (id, account_id, family_id, token_hash, expires_at, "
+                "created_at, session_started_at) VALUES (gen_random_uuid(), :account, :family, "
+                ":hash, now() + interval '1 day', :created, :started)"
+            ),
+            {
+                "account": ACCOUNT,
+                "family": family,
+                "hash": token * 64,
+                "created": created,
+                "started": started,
+            },
+        )
+
+
+def _sessions(connection: Connection) -> list[tuple[object, ...]]:
+    return [
+        tuple(row)
+        for row in connection.execute(
+            text(
+                "SELECT id, account_id, created_at, ends_at - created_at, remembered, user_agent, "
+                "client_ip, last_used_at FROM sessions ORDER BY created_at"
+            )
+        )
+    ]
+
+
+def _login_times(connection: Connection) -> set[tuple[object, ...]]:
+    return {
+        tuple(row)
+        for row in connection.execute(
+            text("SELECT token_hash, session_started_at FROM refresh_tokens")
+        )
+    }
+
+
+async def test_0004_makes_every_token_family_a_session_and_its_downgrade_gives_it_back(
+    scratch_database: str,
+) -> None:
+    await upgrade_async(scratch_database, "0003")
+    await _run(scratch_database, _fill_0003)
+
+    await upgrade_async(scratch_database)
+
+    ninety_days = timedelta(days=90)
+    assert await _run(scratch_database, _sessions) == [
+        (FAMILY, ACCOUNT, NOV_1, ninety_days, True, "", "", NOV_2),
+        (OTHER_FAMILY, ACCOUNT, NOV_5, ninety_days, True, "", "", NOV_5),
+    ]
+
+    await _run(scratch_database, _downgrade_to_0003)
+
+    assert await _run(scratch_database, _login_times) == {
+        ("1" * 64, NOV_1),
+        ("2" * 64, NOV_1),
+        ("3" * 64, NOV_5),
+    }
+    assert "sessions" not in await _run(scratch_database, _tables)

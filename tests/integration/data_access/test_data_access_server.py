@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 SERVICES = [
     "meshgram.dataaccess.v1.AccountStoreService",
+    "meshgram.dataaccess.v1.MailOutboxService",
     "meshgram.dataaccess.v1.ProfileStoreService",
     "meshgram.dataaccess.v1.MediaStoreService",
 ]
@@ -50,15 +51,30 @@ def _set_avatar(channel: grpc.aio.Channel, metadata: Metadata) -> Awaitable[Any]
     )
 
 
+def _complete_mail(channel: grpc.aio.Channel, metadata: Metadata) -> Awaitable[Any]:
+    return pb_grpc.MailOutboxServiceStub(channel).CompleteMail(
+        pb.CompleteMailRequest(sender=f"probe-{uuid.uuid4()}", id=1, sent=True),
+        metadata=metadata,
+    )
+
+
 CALLS: dict[str, Call] = {
     "AccountStoreService": _get_credentials,
+    "MailOutboxService": _complete_mail,
     "ProfileStoreService": _get_profile,
     "MediaStoreService": _set_avatar,
 }
+# What each probe gets from its servicer: it asks for something missing or not its own.
+ANSWERS = {
+    "AccountStoreService": grpc.StatusCode.NOT_FOUND,
+    "MailOutboxService": grpc.StatusCode.FAILED_PRECONDITION,
+    "ProfileStoreService": grpc.StatusCode.NOT_FOUND,
+    "MediaStoreService": grpc.StatusCode.NOT_FOUND,
+}
 ALLOWED = {
-    "auth_svc": "AccountStoreService",
-    "user_svc": "ProfileStoreService",
-    "storage_svc": "MediaStoreService",
+    "auth_svc": ("AccountStoreService", "MailOutboxService"),
+    "user_svc": ("ProfileStoreService",),
+    "storage_svc": ("MediaStoreService",),
 }
 
 
@@ -120,7 +136,7 @@ async def test_credentials_from_another_mesh_secret_are_unauthenticated(
         (caller, service)
         for caller, allowed in ALLOWED.items()
         for service in CALLS
-        if service != allowed
+        if service not in allowed
     ],
 )
 async def test_known_caller_outside_its_allow_list_is_permission_denied(
@@ -134,16 +150,19 @@ async def test_known_caller_outside_its_allow_list_is_permission_denied(
     )
 
 
-@pytest.mark.parametrize(("caller", "service"), list(ALLOWED.items()))
-async def test_each_caller_reaches_its_own_service(
+@pytest.mark.parametrize(
+    ("caller", "service"),
+    [(caller, service) for caller, allowed in ALLOWED.items() for service in allowed],
+)
+async def test_each_caller_reaches_its_own_services(
     data_access_channel: grpc.aio.Channel, mesh_secret: str, caller: str, service: str
 ) -> None:
-    # The probe asks for something missing: NOT_FOUND proves the servicer answered.
+    # The probe's answer can only come from the servicer itself.
     code, _ = await _refusal(
         CALLS[service], data_access_channel, caller_metadata(mesh_secret, caller)
     )
 
-    assert code == grpc.StatusCode.NOT_FOUND
+    assert code == ANSWERS[service]
 
 
 @pytest.mark.parametrize("service", ["", *SERVICES])
@@ -155,7 +174,7 @@ async def test_health_is_serving_without_credentials(
     assert status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_reflection_lists_the_three_stores_without_credentials(
+async def test_reflection_lists_the_data_access_services_without_credentials(
     data_access_channel: grpc.aio.Channel,
 ) -> None:
     reflection_info = data_access_channel.stream_stream(

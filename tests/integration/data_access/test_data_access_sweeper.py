@@ -1,4 +1,4 @@
-"""The refresh-token sweeper against the real database."""
+"""The sweepers (refresh tokens, sessions, account tokens, mails) against the real database."""
 
 from __future__ import annotations
 
@@ -8,19 +8,31 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
 
+from data_access.account_tokens import AccountTokenStore
 from data_access.accounts import AccountStore
 from data_access.database import Database, open_database
 from data_access.models import RefreshToken
+from data_access.records import Mail, NewSession, NewToken, TokenPurpose
 from data_access.refresh_tokens import RefreshTokenStore
-from data_access.sweeper import REFRESH_TOKENS, SWEEP_LOCK_KEY, Sweeper
+from data_access.sweeper import (
+    ACCOUNT_TOKENS,
+    OUTBOX,
+    REFRESH_TOKENS,
+    SESSIONS,
+    SWEEP_LOCK_KEY,
+    Sweeper,
+    SweepJob,
+)
 
 pytestmark = pytest.mark.integration
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 
 
 @pytest.fixture
@@ -40,7 +52,14 @@ async def _account_with_tokens(database: Database, *lifetimes: timedelta) -> tup
     hashes = []
     for lifetime in lifetimes:
         token_hash = hashlib.sha256(secrets.token_bytes(32)).hexdigest()
-        await tokens.create(str(account.id), token_hash, datetime.now(UTC) + lifetime)
+        await tokens.create(
+            NewSession(
+                account_id=str(account.id),
+                token_hash=token_hash,
+                expires_at=datetime.now(UTC) + lifetime,
+                ends_at=datetime.now(UTC) + DAY,
+            )
+        )
         hashes.append(token_hash)
     return str(account.id), hashes
 
@@ -103,3 +122,122 @@ async def test_background_sweeper_removes_expired_tokens_until_stopped(
         await sweeper.stop()
 
     assert remaining == set()
+
+
+async def _sweep(database: Database, job: SweepJob) -> None:
+    """Run one sweep of job now."""
+    assert await Sweeper(database, job, interval_seconds=3600).sweep_once() is not None
+
+
+async def _execute(database: Database, statement: str, **params: object) -> None:
+    """Run one statement that changes rows as no RPC does (ages them)."""
+    async with database.transaction() as session:
+        await session.execute(text(statement), params)
+
+
+async def _rows(database: Database, query: str, **params: object) -> list[Any]:
+    """The rows of one query."""
+    async with database.transaction() as session:
+        return list((await session.execute(text(query), params)).all())
+
+
+async def test_sessions_past_their_end_or_without_tokens_go_with_their_tokens(
+    database: Database,
+) -> None:
+    account_id, hashes = await _account_with_tokens(database, HOUR, HOUR, HOUR, HOUR)
+    families = {
+        row.token_hash: row.family_id
+        for row in await _rows(
+            database,
+            "SELECT token_hash, family_id FROM refresh_tokens WHERE token_hash = ANY(:hashes)",
+            hashes=hashes,
+        )
+    }
+    live, ended_long_ago, ended_just_now, emptied = (families[h] for h in hashes)
+    await _execute(
+        database,
+        "UPDATE sessions SET ends_at = now() - interval '1 hour' WHERE id = :id",
+        id=ended_long_ago,
+    )
+    # Within the grace period: kept for now.
+    await _execute(
+        database,
+        "UPDATE sessions SET ends_at = now() - interval '1 minute' WHERE id = :id",
+        id=ended_just_now,
+    )
+    await _execute(database, "DELETE FROM refresh_tokens WHERE family_id = :id", id=emptied)
+
+    await _sweep(database, SESSIONS)
+
+    remaining = await _rows(
+        database,
+        "SELECT id FROM sessions WHERE account_id = :account",
+        account=uuid.UUID(account_id),
+    )
+    assert {row.id for row in remaining} == {live, ended_just_now}
+    assert await _stored(database, account_id) == {hashes[0], hashes[2]}
+
+
+async def test_used_or_expired_account_tokens_are_swept(database: Database) -> None:
+    unique = uuid.uuid4().hex[:16]
+    verification = _hash()
+    account = await AccountStore(database).create(
+        f"{unique}@example.com",
+        f"u_{unique}",
+        "h",
+        verification=NewToken(verification, datetime.now(UTC) - HOUR),
+    )
+    store = AccountTokenStore(database)
+    used, live = _hash(), _hash()
+    mail = Mail(kind="password_reset", sealed=b"sealed")
+    await store.issue(account.email, TokenPurpose.RESET_PASSWORD, NewToken(used, _later()), mail)
+    await store.use(used, TokenPurpose.RESET_PASSWORD, new_password_hash="h2")
+    await store.issue(account.email, TokenPurpose.RESET_PASSWORD, NewToken(live, _later()), mail)
+
+    await _sweep(database, ACCOUNT_TOKENS)
+
+    remaining = await _rows(
+        database, "SELECT token_hash FROM account_tokens WHERE account_id = :id", id=account.id
+    )
+    assert {row.token_hash for row in remaining} == {live}
+
+
+async def test_finished_mails_are_swept_after_their_retention(database: Database) -> None:
+    ages = {
+        "sent two days ago": "sent_at = now() - interval '2 days'",
+        "sent an hour ago": "sent_at = now() - interval '1 hour'",
+        "given up 31 days ago": "given_up_at = now() - interval '31 days'",
+        "given up 29 days ago": "given_up_at = now() - interval '29 days'",
+        "queued 40 days ago": "created_at = now() - interval '40 days'",
+    }
+    kind = f"k_{uuid.uuid4().hex}"
+    for age in ages.values():
+        await _execute(
+            database,
+            "INSERT INTO outbox (kind, last_error) VALUES (:kind, :age)",
+            kind=kind,
+            age=age,
+        )
+        await _execute(
+            database,
+            f"UPDATE outbox SET {age} WHERE kind = :kind AND last_error = :age",
+            kind=kind,
+            age=age,
+        )
+
+    await _sweep(database, OUTBOX)
+
+    remaining = await _rows(database, "SELECT last_error FROM outbox WHERE kind = :k", k=kind)
+    assert {row.last_error for row in remaining} == {
+        ages["sent an hour ago"],
+        ages["given up 29 days ago"],
+        ages["queued 40 days ago"],
+    }
+
+
+def _hash() -> str:
+    return hashlib.sha256(secrets.token_bytes(32)).hexdigest()
+
+
+def _later() -> datetime:
+    return datetime.now(UTC) + HOUR

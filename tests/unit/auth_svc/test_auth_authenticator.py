@@ -5,15 +5,27 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from auth_svc.accounts import Account, Rotated, StoredCredentials
+from auth_svc.accounts import (
+    Account,
+    Device,
+    MailedToken,
+    MailKind,
+    NewSession,
+    Rotated,
+    SealedMail,
+    SessionStart,
+    StoredCredentials,
+)
 from auth_svc.authenticator import INVALID_CREDENTIALS_MESSAGE, Authenticator, SessionPolicy
 from auth_svc.passwords import PasswordHasher
 from auth_svc.tokens import AccessTokenSigner, successor_refresh_token
+from auth_svc.verification import EmailVerification
 from meshkit.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -22,6 +34,7 @@ from meshkit.errors import (
     Unauthenticated,
 )
 from meshkit.reasons import Reason
+from meshkit.settings import UnverifiedEmailMay
 
 
 @dataclass
@@ -33,34 +46,63 @@ class _Token:
 
 
 @dataclass
+class _Session:
+    started_at: datetime
+    ends_at: datetime
+    remembered: bool
+    device: Device
+
+
+@dataclass
+class MemoryMailer:
+    """Records what would be mailed, in clear, instead of sealing it."""
+
+    composed: list[tuple[MailKind, str, str]] = field(default_factory=list)
+    wakes: int = 0
+
+    def compose(self, kind: MailKind, to: str, *, token: str = "") -> SealedMail:
+        self.composed.append((kind, to, token))
+        return SealedMail(kind=kind.value, sealed=b"sealed")
+
+    def queued(self) -> None:
+        self.wakes += 1
+
+
+@dataclass
 class MemoryStore:
-    """Follows AccountStoreService's documented behaviour, in memory."""
+    """Follows AccountStoreService's documented behaviour, in memory (the parts these flows use)."""
 
     accounts: dict[str, StoredCredentials] = field(default_factory=dict)
     tokens: dict[str, _Token] = field(default_factory=dict)
+    sessions: dict[str, _Session] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
     lookups: list[str] = field(default_factory=list)
+    verification_hashes: list[str] = field(default_factory=list)
 
-    async def create_account(self, email: str, username: str, password_hash: str) -> Account:
+    async def create_account(
+        self, email: str, username: str, password_hash: str, verification: MailedToken | None
+    ) -> Account:
         if email in self.accounts:
             raise AlreadyExists(message="email is taken", reason=Reason.EMAIL_TAKEN)
         if any(c.account.username == username for c in self.accounts.values()):
             raise AlreadyExists(message="username is taken", reason=Reason.USERNAME_TAKEN)
         account = Account(id=str(uuid.uuid4()), email=email, username=username)
         self.accounts[email] = StoredCredentials(account, password_hash)
+        if verification is not None:
+            self.verification_hashes.append(verification.token_hash)
         return account
 
     async def get_credentials(self, email: str) -> StoredCredentials | None:
         self.lookups.append(email)
         return self.accounts.get(email)
 
-    async def create_refresh_token(
-        self, account_id: str, token_hash: str, expires_at: datetime
-    ) -> str:
+    async def create_session(self, account_id: str, session: NewSession) -> SessionStart:
         account = next(c.account for c in self.accounts.values() if c.account.id == account_id)
         family = str(uuid.uuid4())
-        self.tokens[token_hash] = _Token(account, family)
-        return family
+        now = datetime.now(UTC)
+        self.sessions[family] = _Session(now, session.ends_at, session.remembered, session.device)
+        self.tokens[session.token_hash] = _Token(account, family)
+        return SessionStart(session_id=family, started_at=now)
 
     async def rotate_refresh_token(
         self,
@@ -69,21 +111,25 @@ class MemoryStore:
         new_expires_at: datetime,
         *,
         reuse_window_seconds: float = 0.0,
-        session_lifetime_seconds: int | None = None,
+        device: Device | None = None,
     ) -> Rotated:
         token = self.tokens.get(token_hash)
         if token is None or token.family in self.revoked:
             raise NotFound(message="unknown", reason=Reason.REFRESH_TOKEN_INVALID)
+        session = self.sessions[token.family]
+        rotated = Rotated(
+            token.account, new_expires_at, token.family, session.started_at, session.remembered
+        )
         if token.consumed:
             # A repeat of the same rotation (same successor) inside the window is accepted.
             if reuse_window_seconds > 0 and token.successor == new_token_hash:
-                return Rotated(token.account, new_expires_at)
+                return rotated
             self.revoked.add(token.family)
             raise FailedPrecondition(message="reused", reason=Reason.REFRESH_TOKEN_REUSED)
         token.consumed = True
         token.successor = new_token_hash
         self.tokens[new_token_hash] = _Token(token.account, token.family)
-        return Rotated(token.account, new_expires_at)
+        return rotated
 
     async def revoke_refresh_token(self, token_hash: str) -> None:
         token = self.tokens.get(token_hash)
@@ -97,9 +143,6 @@ class MemoryStore:
                 return True
         return False
 
-    async def healthy(self) -> bool:
-        return True
-
 
 @pytest.fixture
 def store() -> MemoryStore:
@@ -107,13 +150,107 @@ def store() -> MemoryStore:
 
 
 @pytest.fixture
-def auth(store: MemoryStore) -> Authenticator:
+def mailer() -> MemoryMailer:
+    return MemoryMailer()
+
+
+def authenticator(
+    store: MemoryStore,
+    mailer: MemoryMailer | None = None,
+    *,
+    rounds: int = 4,
+    reuse_window_seconds: float = 0.0,
+    unverified_email_may: UnverifiedEmailMay = "edit_profile",
+    min_score: int = 0,
+) -> Authenticator:
+    """An Authenticator over the in-memory store with cheap hashing."""
     return Authenticator(
-        store,
-        PasswordHasher("unit-pepper", rounds=4),
+        store,  # type: ignore[arg-type]  # implements only what these flows call
+        PasswordHasher("unit-pepper", rounds=rounds),
         AccessTokenSigner(Ed25519PrivateKey.generate(), ttl_seconds=900),
-        sessions=SessionPolicy(idle_seconds=3600, successor_key=b"unit-successor-key"),
+        sessions=SessionPolicy(
+            idle_seconds=3600,
+            successor_key=b"unit-successor-key",
+            reuse_window_seconds=reuse_window_seconds,
+            short_seconds=1800,
+            max_seconds=7200,
+        ),
+        verification=EmailVerification(
+            store,  # type: ignore[arg-type]
+            mailer or MemoryMailer(),
+            ttl_seconds=86_400,
+            cooldown_seconds=60,
+        ),
+        unverified_email_may=unverified_email_may,
+        password_min_score=min_score,
     )
+
+
+@pytest.fixture
+def auth(store: MemoryStore, mailer: MemoryMailer) -> Authenticator:
+    return authenticator(store, mailer)
+
+
+async def test_register_queues_a_verification_mail_whose_token_is_stored_hashed(
+    auth: Authenticator, store: MemoryStore, mailer: MemoryMailer
+) -> None:
+    await auth.register("Ann@Example.com", "Ann", "a fine password")
+    [(kind, to, token)] = mailer.composed
+    assert (kind, to, mailer.wakes) == (MailKind.VERIFY_EMAIL, "ann@example.com", 1)
+    assert store.verification_hashes == [hashlib.sha256(token.encode()).hexdigest()]
+
+
+async def test_a_guessable_password_is_refused_with_the_reason(store: MemoryStore) -> None:
+    auth = authenticator(store, min_score=3)
+    with pytest.raises(InvalidArgument) as caught:
+        await auth.register("ann@example.com", "annabel", "annabel1990")
+    [violation] = caught.value.violations
+    assert violation.field == "password"
+    assert violation.description.startswith("is too easy to guess")
+    assert store.accounts == {}
+    await auth.register("ann@example.com", "annabel", "maple quartz lantern orbit")
+
+
+async def test_remember_me_decides_the_session_lifetime(
+    auth: Authenticator, store: MemoryStore
+) -> None:
+    await auth.register("ann@example.com", "ann", "a fine password")
+    short = await auth.login("ann@example.com", "a fine password")
+    long = await auth.login("ann@example.com", "a fine password", remember_me=True)
+    assert (short.remembered, long.remembered) == (False, True)
+    lives = {
+        pair.session_id: store.sessions[pair.session_id].ends_at
+        - store.sessions[pair.session_id].started_at
+        for pair in (short, long)
+    }
+    assert round(lives[short.session_id].total_seconds()) == 1800
+    assert round(lives[long.session_id].total_seconds()) == 7200
+    # A short session's refresh token never outlives the session itself.
+    assert (short.refresh_expires_in, long.refresh_expires_in) == (1800, 3600)
+
+
+async def test_unverified_accounts_cannot_sign_in_when_the_deployment_says_so(
+    store: MemoryStore,
+) -> None:
+    auth = authenticator(store, unverified_email_may="nothing")
+    await auth.register("ann@example.com", "ann", "a fine password")
+    with pytest.raises(FailedPrecondition) as caught:
+        await auth.login("ann@example.com", "a fine password")
+    assert caught.value.reason == Reason.EMAIL_NOT_VERIFIED
+    # A wrong password still gets the answer every stranger gets.
+    with pytest.raises(Unauthenticated):
+        await auth.login("ann@example.com", "not the password")
+
+
+async def test_access_tokens_name_their_session(auth: Authenticator) -> None:
+    await auth.register("ann@example.com", "ann", "a fine password")
+    pair = await auth.login("ann@example.com", "a fine password")
+    claims = jwt.decode(pair.access_token, options={"verify_signature": False})
+    assert claims["sid"] == pair.session_id
+    assert claims["email_verified"] is False
+    refreshed = await auth.refresh(pair.refresh_token)
+    again = jwt.decode(refreshed.access_token, options={"verify_signature": False})
+    assert (again["sid"], again["auth_time"]) == (pair.session_id, claims["auth_time"])
 
 
 async def test_register_stores_normalised_account_and_a_hash(
@@ -139,7 +276,7 @@ async def test_login_refresh_reuse_logout(auth: Authenticator, store: MemoryStor
     await auth.register("ann@example.com", "ann", "a fine password")
     first = await auth.login("ANN@example.com", "a fine password")
     assert first.token_type == "Bearer"
-    assert (first.expires_in, first.refresh_expires_in) == (900, 3600)
+    assert (first.expires_in, first.refresh_expires_in) == (900, 1800)
     assert hashlib.sha256(first.refresh_token.encode()).hexdigest() in store.tokens
 
     second = await auth.refresh(first.refresh_token)
@@ -197,14 +334,7 @@ async def test_logout_of_unknown_or_empty_token_succeeds(auth: Authenticator) ->
 async def test_a_refresh_repeated_within_the_window_gets_the_same_refresh_token(
     store: MemoryStore,
 ) -> None:
-    auth = Authenticator(
-        store,
-        PasswordHasher("unit-pepper", rounds=4),
-        AccessTokenSigner(Ed25519PrivateKey.generate(), ttl_seconds=900),
-        sessions=SessionPolicy(
-            idle_seconds=3600, successor_key=b"unit-successor-key", reuse_window_seconds=5
-        ),
-    )
+    auth = authenticator(store, reuse_window_seconds=5)
     await auth.register("ann@example.com", "ann", "a fine password")
     first = await auth.login("ann@example.com", "a fine password")
     tab_one = await auth.refresh(first.refresh_token)
@@ -223,23 +353,18 @@ def test_successors_depend_on_the_token_and_the_key_alone() -> None:
 
 
 async def test_login_rehashes_a_password_hashed_at_an_older_cost(store: MemoryStore) -> None:
-    def authenticator(rounds: int) -> Authenticator:
-        return Authenticator(
-            store,
-            PasswordHasher("unit-pepper", rounds=rounds),
-            AccessTokenSigner(Ed25519PrivateKey.generate(), ttl_seconds=900),
-            sessions=SessionPolicy(idle_seconds=3600, successor_key=b"unit-successor-key"),
-        )
+    def at_cost(rounds: int) -> Authenticator:
+        return authenticator(store, rounds=rounds)
 
-    await authenticator(4).register("ann@example.com", "ann", "a fine password")
+    await at_cost(4).register("ann@example.com", "ann", "a fine password")
     assert store.accounts["ann@example.com"].password_hash.startswith("$2b$04$")
     # The cost setting was raised: the next login stores a hash at the new cost.
-    await authenticator(5).login("ann@example.com", "a fine password")
+    await at_cost(5).login("ann@example.com", "a fine password")
     rehashed = store.accounts["ann@example.com"].password_hash
     assert rehashed.startswith("$2b$05$")
-    await authenticator(5).login("ann@example.com", "a fine password")
+    await at_cost(5).login("ann@example.com", "a fine password")
     assert store.accounts["ann@example.com"].password_hash == rehashed
     # A wrong password changes nothing.
     with pytest.raises(Unauthenticated):
-        await authenticator(6).login("ann@example.com", "not the password")
+        await at_cost(6).login("ann@example.com", "not the password")
     assert store.accounts["ann@example.com"].password_hash == rehashed

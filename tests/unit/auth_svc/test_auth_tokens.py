@@ -188,6 +188,160 @@ async def test_jwks_unreachable_from_the_start_is_asked_once_per_interval() -> N
     assert jwks.calls == 2
 
 
+async def settle() -> None:
+    """Let background tasks (a JWKS fetch started without waiting) run to completion."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_unknown_kids_make_one_fetch_at_a_time_and_at_most_one_a_second() -> None:
+    known = new_signer()
+    jwks = Jwks(known)
+    clock = Clock()
+    verifier = AccessTokenVerifier(jwks.fetch, monotonic=clock)
+    await verifier.verify(known.issue("account-1", "ann").token)
+    assert jwks.calls == 1
+
+    # A burst of tokens under kids nobody published (forged, or garbage): one fetch, shared.
+    clock.now += 1
+    forged = [new_signer().issue("account-1", "ann").token for _ in range(20)]
+    results = await asyncio.gather(*(verifier.verify(t) for t in forged), return_exceptions=True)
+    assert all(isinstance(r, Unauthenticated) and r.reason == Reason.TOKEN_INVALID for r in results)
+    assert jwks.calls == 2
+    # More within the second: no fetch.
+    clock.now += 0.5
+    with pytest.raises(Unauthenticated):
+        await verifier.verify(new_signer().issue("account-1", "ann").token)
+    assert jwks.calls == 2
+
+    # A real new key, a second later, is fetched at once.
+    rotated = new_signer()
+    jwks.signers.append(rotated)
+    clock.now += 0.5
+    assert (await verifier.verify(rotated.issue("account-2", "bob").token)).username == "bob"
+    assert jwks.calls == 3
+
+
+async def test_failing_fetches_back_off() -> None:
+    signer = new_signer()
+    jwks = Jwks(signer)
+    jwks.down = True
+    clock = Clock()
+    verifier = AccessTokenVerifier(
+        jwks.fetch, min_refetch_seconds=1, max_backoff_seconds=8, monotonic=clock
+    )
+    token = signer.issue("account-1", "ann").token
+    fetched_at = []
+    for _ in range(40):
+        calls = jwks.calls
+        with pytest.raises(Unavailable):
+            await verifier.verify(token)
+        if jwks.calls > calls:
+            fetched_at.append(clock.now - 1000)
+        clock.now += 1
+    # After each failure the pause doubles (2, 4, 8 s), up to the maximum.
+    assert fetched_at == [0, 2, 6, 14, 22, 30, 38]
+
+    jwks.down = False
+    clock.now += 8
+    assert (await verifier.verify(token)).username == "ann"
+    # Success resets the pace: the next unknown kid may fetch a second later.
+    clock.now += 1
+    calls = jwks.calls
+    with pytest.raises(Unauthenticated):
+        await verifier.verify(new_signer().issue("account-2", "bob").token)
+    assert jwks.calls == calls + 1
+
+
+async def test_keys_are_refreshed_in_the_background_so_a_new_key_is_known_before_it_signs() -> None:
+    current, upcoming = new_signer(), new_signer()
+    jwks = Jwks(current)
+    clock = Clock()
+    verifier = AccessTokenVerifier(jwks.fetch, refresh_seconds=60, monotonic=clock)
+    token = current.issue("account-1", "ann").token
+    await verifier.verify(token)
+    assert jwks.calls == 1
+
+    # auth_svc publishes the next key ahead of its activation.
+    jwks.signers.append(upcoming)
+    clock.now += 59
+    await verifier.verify(token)
+    await settle()
+    assert jwks.calls == 1  # not due yet
+    clock.now += 1
+    await verifier.verify(token)  # answered from cache; the refresh starts behind it
+    await settle()
+    assert jwks.calls == 2
+
+    # The first token of the new key needs no fetch: the key is known already.
+    assert (await verifier.verify(upcoming.issue("account-2", "bob").token)).username == "bob"
+    assert jwks.calls == 2
+
+
+async def test_verifying_never_waits_for_a_background_refresh() -> None:
+    signer = new_signer()
+    release = asyncio.Event()
+    calls = 0
+
+    async def slow_fetch() -> Iterable[Mapping[str, str]]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            await release.wait()
+        return signer.jwks()
+
+    clock = Clock()
+    verifier = AccessTokenVerifier(slow_fetch, refresh_seconds=60, monotonic=clock)
+    await verifier.verify(signer.issue("account-1", "ann").token)
+    clock.now += 61
+    async with asyncio.timeout(1):
+        await verifier.verify(signer.issue("account-2", "bob").token)
+        await settle()
+        assert calls == 2  # the refresh is under way, and hangs
+        # Known keys still verify at once, cached or not.
+        await verifier.verify(signer.issue("account-2", "bob").token)
+        await verifier.verify(signer.issue("account-3", "cy").token)
+    assert calls == 2
+    release.set()
+    await settle()
+
+
+async def test_an_idle_verifier_is_refreshed_by_its_readiness_probe() -> None:
+    current, upcoming = new_signer(), new_signer()
+    jwks = Jwks(current)
+    clock = Clock()
+    verifier = AccessTokenVerifier(jwks.fetch, refresh_seconds=60, monotonic=clock)
+    assert await verifier.ensure_keys()
+    assert jwks.calls == 1
+    jwks.signers.append(upcoming)
+    clock.now += 60
+    assert await verifier.ensure_keys()
+    await settle()
+    assert jwks.calls == 2
+    assert (await verifier.verify(upcoming.issue("account-1", "ann").token)).username == "ann"
+    assert jwks.calls == 2
+
+
+async def test_a_caller_giving_up_does_not_cancel_the_fetch_of_the_others() -> None:
+    known, rotated = new_signer(), new_signer()
+    release = asyncio.Event()
+
+    async def slow_fetch() -> Iterable[Mapping[str, str]]:
+        await release.wait()
+        return [*known.jwks(), *rotated.jwks()]
+
+    verifier = AccessTokenVerifier(slow_fetch)
+    token = rotated.issue("account-1", "ann").token
+    impatient = asyncio.create_task(verifier.verify(token))
+    patient = asyncio.create_task(verifier.verify(token))
+    await settle()
+    impatient.cancel()
+    await settle()
+    release.set()
+    assert (await patient).username == "ann"
+    assert impatient.cancelled()
+
+
 def test_jwks_shape(signer: AccessTokenSigner) -> None:
     (key,) = signer.jwks()
     assert set(key) == {"kty", "crv", "x", "kid", "alg", "use"}
