@@ -234,7 +234,11 @@ class ChangeFeed:
             try:
                 while True:
                     began = datetime.now(UTC)
-                    await asyncio.wait_for(driver.fetchval("SELECT 1"), 4 * self._heartbeat + 1)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                    # cancellation that arrives as the query completes, and stop() would then
+                    # wait forever for a feed that keeps beating.
+                    async with asyncio.timeout(4 * self._heartbeat + 1):
+                        await driver.fetchval("SELECT 1")
                     # Every change committed before `began` has now been broadcast.
                     self._broadcast(Heartbeat(position=self._position, at=began))
                     await asyncio.sleep(self._heartbeat)

@@ -17,9 +17,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import DateTime, Text, bindparam, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import Uuid
 
 from data_access.accounts import account_record
 from data_access.database import Database, violated_constraint
@@ -29,6 +30,51 @@ from data_access.records import Device, NewSession, Rotation, StartedSession
 from data_access.validation import Violations, parse_id
 from meshkit.errors import AlreadyExists, FailedPrecondition, NotFound
 from meshkit.reasons import Reason
+
+# The common rotation (a live token presented once) in one round trip, under the family lock the
+# caller holds: consume the presented token, insert its successor (expiring at the session's end
+# at the latest), record the session's use, and return what Rotation needs. No row comes back
+# when the token is anything but live; _rotate then finds out why, statement by statement. The
+# conditions are live_token() and a live session, as the slow path checks them.
+_ROTATE_LIVE = text(
+    """
+    WITH presented AS (
+        SELECT t.id, t.account_id, s.created_at AS started_at, s.ends_at, s.remembered
+        FROM refresh_tokens AS t JOIN sessions AS s ON s.id = t.family_id
+        WHERE t.token_hash = :token_hash AND t.family_id = :family_id
+          AND t.consumed_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
+          AND s.ends_at > now()
+          AND NOT EXISTS (
+              SELECT 1 FROM refresh_tokens AS r
+              WHERE r.family_id = :family_id AND r.revoked_at IS NOT NULL
+          )
+        FOR UPDATE OF t
+    ), consumed AS (
+        UPDATE refresh_tokens SET consumed_at = now(), successor_hash = :new_token_hash
+        FROM presented WHERE refresh_tokens.id = presented.id
+        RETURNING presented.*
+    ), successor AS (
+        INSERT INTO refresh_tokens (id, account_id, family_id, token_hash, expires_at)
+        SELECT :new_id, account_id, :family_id, :new_token_hash, LEAST(:new_expires_at, ends_at)
+        FROM consumed
+        RETURNING expires_at
+    ), used AS (
+        UPDATE sessions SET last_used_at = now(),
+            user_agent = COALESCE(:user_agent, user_agent),
+            client_ip = COALESCE(:client_ip, client_ip)
+        WHERE id = :family_id AND EXISTS (SELECT 1 FROM consumed)
+    )
+    SELECT a.id, a.email, a.username, a.created_at, a.email_verified_at,
+           c.started_at, c.remembered, (SELECT expires_at FROM successor) AS expires_at
+    FROM consumed AS c JOIN accounts AS a ON a.id = c.account_id
+    """
+).bindparams(
+    bindparam("family_id", type_=Uuid()),
+    bindparam("new_id", type_=Uuid()),
+    bindparam("new_expires_at", type_=DateTime(timezone=True)),
+    bindparam("user_agent", type_=Text()),
+    bindparam("client_ip", type_=Text()),
+)
 
 _TOKEN_HASH_CONSTRAINT = "uq_refresh_tokens_token_hash"
 _ACCOUNT_CONSTRAINT = "fk_sessions_account_id_accounts"
@@ -153,6 +199,9 @@ async def _rotate(
     family_id = await lock_family_of_token(session, token_hash)
     if family_id is None:
         raise _invalid()
+    rotated = await _rotate_live(session, token_hash, family_id, successor)
+    if rotated is not None:
+        return rotated
     # Read only now, under the lock, so a revocation committed while this call waited is seen.
     # FOR UPDATE keeps the sweeper (which skips locked rows) off the presented row.
     family_revoked = (
@@ -223,6 +272,39 @@ async def _rotate(
     )
 
 
+async def _rotate_live(
+    session: AsyncSession, token_hash: str, family_id: uuid.UUID, successor: _Successor
+) -> Rotation | None:
+    """Rotate a live token in one statement (the family locked); None when it is not live."""
+    device = successor.device
+    try:
+        row = (
+            await session.execute(
+                _ROTATE_LIVE,
+                {
+                    "token_hash": token_hash,
+                    "family_id": family_id,
+                    "new_id": uuid.uuid4(),
+                    "new_token_hash": successor.token_hash,
+                    "new_expires_at": successor.expires_at,
+                    "user_agent": None if device is None else device.user_agent,
+                    "client_ip": None if device is None else device.client_ip,
+                },
+            )
+        ).one_or_none()
+    except IntegrityError as exc:
+        raise _refused_successor(exc) from None
+    if row is None:
+        return None
+    return Rotation(
+        account=account_record(row),
+        family_id=family_id,
+        expires_at=row.expires_at,
+        session_started_at=row.started_at,
+        remembered=row.remembered,
+    )
+
+
 def _repeats(token: RefreshToken, successor: _Successor, now: datetime) -> bool:
     """Whether this rotation repeats the one that consumed token, within the reuse window."""
     return (
@@ -266,14 +348,20 @@ async def _insert_token(
             )
         )
     except IntegrityError as exc:
-        if violated_constraint(exc) == _TOKEN_HASH_CONSTRAINT:
-            # 256-bit random tokens do not collide; a repeated hash is a caller's bug.
-            raise AlreadyExists(
-                message="this refresh token hash is already stored",
-                reason=Reason.REFRESH_TOKEN_EXISTS,
-                metadata={"field": field},
-            ) from None
-        raise
+        raise _refused_successor(exc, field) from None
+
+
+def _refused_successor(error: IntegrityError, field: str = "new_token_hash") -> Exception:
+    """What a broken rule of a new token row means: its hash is stored already (AlreadyExists:
+    256-bit random tokens do not collide, a repeated hash is a caller's bug), or the error
+    itself."""
+    if violated_constraint(error) == _TOKEN_HASH_CONSTRAINT:
+        return AlreadyExists(
+            message="this refresh token hash is already stored",
+            reason=Reason.REFRESH_TOKEN_EXISTS,
+            metadata={"field": field},
+        )
+    return error
 
 
 def _account_not_found() -> NotFound:
