@@ -57,7 +57,12 @@ class DataAccessSettings(DatabaseSettings):
         10, ge=0, le=1000, description="Extra connections opened under load beyond pool_size."
     )
     refresh_token_sweep_seconds: float = Field(
-        300.0, gt=0, description="Interval between deletions of expired refresh tokens."
+        300.0,
+        gt=0,
+        description=(
+            "Interval between sweeps of what has outlived its use: expired refresh tokens, ended "
+            "sessions, used or expired mailed tokens, and sent or given-up mail."
+        ),
     )
     change_heartbeat_seconds: float = Field(
         0.25,
