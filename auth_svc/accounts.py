@@ -110,6 +110,15 @@ class Mailer(Protocol):
 
 
 @dataclass(frozen=True)
+class TakenNotice:
+    """The mail a sign-up with a registered email sends that email's owner, at most once per
+    cooldown."""
+
+    mail: SealedMail
+    cooldown_seconds: float
+
+
+@dataclass(frozen=True)
 class MailedToken:
     """A single-use token to store with the mail that carries it."""
 
@@ -139,10 +148,16 @@ class AccountStore(Protocol):
     """The account store (data_access's AccountStoreService); its errors are meshkit.errors."""
 
     async def create_account(
-        self, email: str, username: str, password_hash: str, verification: MailedToken | None
+        self,
+        email: str,
+        username: str,
+        password_hash: str,
+        verification: MailedToken | None,
+        if_email_taken: TakenNotice | None = None,
     ) -> Account:
         """Create an account (with its verification token and mail, atomically); AlreadyExists
-        (EMAIL_TAKEN / USERNAME_TAKEN) when either is used."""
+        USERNAME_TAKEN when the username is used, else EMAIL_TAKEN when the email is, after
+        queueing if_email_taken's notice for the email's owner (at most once per cooldown)."""
         ...
 
     async def get_credentials(self, email: str) -> StoredCredentials | None:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,13 @@ from auth_svc.accounts import Account, AccountStore, Device, NewSession
 from auth_svc.passwords import PasswordHasher
 from auth_svc.tokens import AccessTokenSigner, Clock, SessionClaims
 from auth_svc.verification import EmailVerification
-from meshkit.errors import FailedPrecondition, NotFound, Unauthenticated, Unavailable
+from meshkit.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from meshkit.reasons import Reason
 from meshkit.settings import UnverifiedEmailMay
 
@@ -88,18 +95,27 @@ class Authenticator:
 
     async def register(self, email: str, username: str, password: str) -> Account:
         """Create an account and queue its verification mail; InvalidArgument lists every bad
-        field (a weak password included), AlreadyExists when the email or username is taken."""
+        field (a weak password included), AlreadyExists (USERNAME_TAKEN) when the username is
+        taken. A registered email gets the answer a new one gets, with an id of no account,
+        and its owner a notice instead: the reply never tells whether it is registered."""
         # The strength estimate costs milliseconds of CPU: off the event loop.
         registration = await asyncio.to_thread(
             accounts.validate_registration, email, username, password, min_score=self._min_score
         )
         password_hash = await self._hasher.hash(registration.password)
-        account = await self._store.create_account(
-            registration.email,
-            registration.username,
-            password_hash,
-            self._verification.new_token(registration.email),
-        )
+        # Both mails are made whatever happens, so both outcomes cost the same.
+        verification = self._verification.new_token(registration.email)
+        notice = self._verification.taken_notice(registration.email)
+        try:
+            account = await self._store.create_account(
+                registration.email, registration.username, password_hash, verification, notice
+            )
+        except AlreadyExists as taken:
+            if taken.reason != Reason.EMAIL_TAKEN:
+                raise
+            account = Account(
+                id=str(uuid.uuid4()), email=registration.email, username=registration.username
+            )
         self._verification.sent()
         return account
 

@@ -17,6 +17,7 @@ from auth_svc.accounts import (
     SessionInfo,
     SessionStart,
     StoredCredentials,
+    TakenNotice,
     TokenPurpose,
 )
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
@@ -78,16 +79,27 @@ class AccountStoreClient:
         self._caller = caller
 
     async def create_account(
-        self, email: str, username: str, password_hash: str, verification: MailedToken | None
+        self,
+        email: str,
+        username: str,
+        password_hash: str,
+        verification: MailedToken | None,
+        if_email_taken: TakenNotice | None = None,
     ) -> Account:
         """Create an account (with its verification token and mail, atomically); AlreadyExists
-        (EMAIL_TAKEN / USERNAME_TAKEN) when either is used."""
+        USERNAME_TAKEN when the username is used, else EMAIL_TAKEN when the email is, after
+        queueing if_email_taken's notice for the email's owner (at most once per cooldown)."""
         request = pb.CreateAccountRequest(
             email=email, username=username, password_hash=password_hash
         )
         if verification is not None:
             request.verification.CopyFrom(_token(verification))
             request.mail.CopyFrom(_mail(verification.mail))
+        if if_email_taken is not None:
+            request.mail_if_email_taken.CopyFrom(_mail(if_email_taken.mail))
+            request.taken_mail_cooldown.FromTimedelta(
+                timedelta(seconds=if_email_taken.cooldown_seconds)
+            )
         response = await self._caller.unary(self._stub.CreateAccount, request)
         return _account(response.account)
 

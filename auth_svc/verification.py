@@ -10,7 +10,15 @@ from __future__ import annotations
 import time
 
 from auth_svc import accounts, tokens
-from auth_svc.accounts import Account, AccountStore, MailedToken, Mailer, MailKind, TokenPurpose
+from auth_svc.accounts import (
+    Account,
+    AccountStore,
+    MailedToken,
+    Mailer,
+    MailKind,
+    TakenNotice,
+    TokenPurpose,
+)
 from auth_svc.tokens import Clock
 from meshkit.errors import FieldViolation, NotFound, invalid
 from meshkit.reasons import Reason
@@ -66,6 +74,14 @@ class EmailVerification:
             token_hash=token.token_hash,
             expires_at=token.expires_at,
             mail=self._mailer.compose(MailKind.VERIFY_EMAIL, email, token=token.token),
+        )
+
+    def taken_notice(self, email: str) -> TakenNotice:
+        """The mail telling the owner of a registered email that someone tried to sign up
+        with it (sent at most once per cooldown)."""
+        return TakenNotice(
+            mail=self._mailer.compose(MailKind.SIGNUP_ATTEMPT, email),
+            cooldown_seconds=self._cooldown,
         )
 
     def sent(self) -> None:

@@ -4,13 +4,14 @@ email verification token and mail) in the same transaction."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Executable, bindparam, func, insert, select, update
+from sqlalchemy import Executable, bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from data_access.database import Database, violated_constraint
+from data_access.leases import take_lease
 from data_access.models import (
     EMAIL_MAX,
     PASSWORD_HASH_MAX,
@@ -20,7 +21,14 @@ from data_access.models import (
     Profile,
 )
 from data_access.outbox import queue_mail
-from data_access.records import AccountRecord, Credentials, Mail, NewToken, TokenPurpose
+from data_access.records import (
+    AccountRecord,
+    Credentials,
+    Mail,
+    NewToken,
+    TakenEmailMail,
+    TokenPurpose,
+)
 from data_access.sessions import end_sessions
 from data_access.validation import Violations, lookup_key, parse_id
 from meshkit.errors import AlreadyExists, DomainError, FieldViolation, NotFound, invalid
@@ -94,17 +102,39 @@ class AccountStore:
         *,
         verification: NewToken | None = None,
         mail: Mail | None = None,
+        if_email_taken: TakenEmailMail | None = None,
     ) -> AccountRecord:
         """Store an account (email and username lower-cased), its empty profile, its email
         verification token and its mail (each when given) atomically; AlreadyExists
-        (EMAIL_TAKEN / USERNAME_TAKEN, metadata field) when either is in use."""
+        (USERNAME_TAKEN, else EMAIL_TAKEN; metadata field) when either is in use, after queueing
+        if_email_taken's mail for a taken email (at most once per its cooldown)."""
         check = Violations()
         email = check.text("email", email.strip(), max_chars=EMAIL_MAX).lower()
         username = check.text("username", username.strip(), max_chars=USERNAME_MAX).lower()
         check.text("password_hash", password_hash, max_chars=PASSWORD_HASH_MAX)
         verification = check.token("verification", verification)
         mail = check.mail("mail", mail)
+        if if_email_taken is not None:
+            check.mail("mail_if_email_taken", if_email_taken.mail)
+            if if_email_taken.cooldown < timedelta(0):
+                check.add("taken_mail_cooldown", "must not be negative")
         check.raise_if_any()
+        try:
+            return await self._insert(email, username, password_hash, verification, mail)
+        except AlreadyExists as refused:
+            if refused.reason == Reason.EMAIL_TAKEN:
+                await self._email_taken(email, username, if_email_taken)
+            raise
+
+    async def _insert(
+        self,
+        email: str,
+        username: str,
+        password_hash: str,
+        verification: NewToken | None,
+        mail: Mail | None,
+    ) -> AccountRecord:
+        """Insert the account and what comes with it in one transaction (see create)."""
         account_id = uuid.uuid4()
         async with self._database.transaction() as session:
             try:
@@ -136,6 +166,23 @@ class AccountStore:
             if mail is not None:
                 await queue_mail(session, mail)
         return account_record(account)
+
+    async def _email_taken(self, email: str, username: str, notice: TakenEmailMail | None) -> None:
+        """After a sign-up with a taken email: raise USERNAME_TAKEN if the username is taken
+        too (usernames are public, and one answer must not depend on which index PostgreSQL
+        checked first); otherwise queue the notice for the email's owner unless one went out
+        less than its cooldown ago."""
+        async with self._database.transaction() as session:
+            if await session.scalar(select(exists().where(Account.username == username))):
+                raise _taken("uq_accounts_username")
+            owner = await session.scalar(select(Account.id).where(Account.email == email))
+            if notice is None or owner is None:
+                return
+            # A lease per account spaces the notices: a fresh holder takes it only once the
+            # previous one has expired.
+            name = f"signup-attempt:{owner}"
+            if await take_lease(session, name, uuid.uuid4().hex, notice.cooldown):
+                await queue_mail(session, notice.mail)
 
     async def credentials(self, email: str) -> Credentials:
         """Return the account and password hash for an email (any case), or NotFound."""
@@ -206,8 +253,10 @@ def _refusal(error: IntegrityError) -> DomainError | None:
     if constraint == _ACCOUNT_TOKEN_HASH_CONSTRAINT:
         # 256-bit random tokens do not collide; a repeated hash is a caller's bug.
         return invalid([FieldViolation("verification.token_hash", "is already stored")])
-    known = _TAKEN.get(constraint)
-    if known is None:
-        return None
-    reason, field, message = known
+    return _taken(constraint) if constraint in _TAKEN else None
+
+
+def _taken(constraint: str) -> AlreadyExists:
+    """The AlreadyExists of a broken uniqueness rule of accounts (a key of _TAKEN)."""
+    reason, field, message = _TAKEN[constraint]
     return AlreadyExists(message=message, reason=reason, metadata={"field": field})

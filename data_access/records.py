@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -187,3 +187,12 @@ class ImageRecord:
     height: int
     sha256: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class TakenEmailMail:
+    """The notice a sign-up with a taken email queues for that email's owner, and the least
+    time between two of them to one account."""
+
+    mail: Mail
+    cooldown: timedelta

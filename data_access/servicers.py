@@ -32,6 +32,7 @@ from data_access.records import (
     Retry,
     Sent,
     SessionRecord,
+    TakenEmailMail,
     TokenPurpose,
 )
 from data_access.refresh_tokens import RefreshTokenStore
@@ -74,6 +75,17 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
             request.password_hash,
             verification=_new_token(request, "verification"),
             mail=_mail(request),
+            if_email_taken=(
+                TakenEmailMail(
+                    mail=Mail(
+                        kind=request.mail_if_email_taken.kind,
+                        sealed=request.mail_if_email_taken.sealed,
+                    ),
+                    cooldown=request.taken_mail_cooldown.ToTimedelta(),
+                )
+                if request.HasField("mail_if_email_taken")
+                else None
+            ),
         )
         return pb.CreateAccountResponse(account=_account(account))
 

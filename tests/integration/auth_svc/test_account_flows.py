@@ -398,3 +398,45 @@ async def test_remembered_browser_sessions_get_a_lasting_cookie(auth_stub: Stub)
     native = auth_stub.Login(auth_pb2.LoginRequest(email=person.email, password=person.password))
     assert (await native).tokens.refresh_token
     assert not [k for k, _ in (await native.initial_metadata() or ()) if k == "set-cookie"]
+
+
+async def test_signing_up_with_a_registered_email_answers_as_for_a_new_one_and_tells_its_owner(
+    auth_stub: Stub, mail_dir: Path
+) -> None:
+    owner = await register(auth_stub)
+    await mails_to(mail_dir, owner.email, 1)
+    tag = uuid.uuid4().hex[:10]
+    attempt = auth_pb2.RegisterRequest(
+        email=owner.email.upper(), username=f"other_{tag}", password=f"maple quartz {tag}"
+    )
+    reply = await auth_stub.Register(attempt)
+    fresh = await auth_stub.Register(
+        auth_pb2.RegisterRequest(
+            email=f"fresh.{tag}@example.com",
+            username=f"fresh_{tag}",
+            password=f"maple quartz {tag}",
+        )
+    )
+    # The same shape as a real sign-up: an id (of no account), the email, the username.
+    assert len(reply.account.ListFields()) == len(fresh.account.ListFields())
+    assert (reply.account.email, reply.account.username) == (owner.email, f"other_{tag}")
+    assert reply.account.id != fresh.account.id
+    uuid.UUID(reply.account.id)
+    notice = (await mails_to(mail_dir, owner.email, 2))[-1]
+    assert "tried to create a meshgram account" in notice.text()
+    assert "#token=" not in notice.text()
+    # The owner's password still works, and no account was made for the attempt's password.
+    await login(auth_stub, owner)
+    refused = await failure_of(
+        login(auth_stub, Person(owner.email, f"other_{tag}", f"maple quartz {tag}"))
+    )
+    assert refused.reason == "INVALID_CREDENTIALS"
+    # Another attempt within the cooldown (2 s here) answers the same and mails nothing more.
+    again = await auth_stub.Register(
+        auth_pb2.RegisterRequest(
+            email=owner.email, username=f"third_{tag}", password=f"maple quartz {tag}"
+        )
+    )
+    assert again.account.email == owner.email
+    await asyncio.sleep(1.0)
+    assert len(await mails_to(mail_dir, owner.email, 2)) == 2

@@ -117,13 +117,14 @@ async def test_logout_always_succeeds(auth_stub: Stub, token: str) -> None:
     await auth_stub.Logout(auth_pb2.LogoutRequest(refresh_token=token))
 
 
-async def test_duplicate_email_in_another_case(auth_stub: Stub) -> None:
+async def test_a_taken_username_is_said_even_when_the_email_is_taken_too(auth_stub: Stub) -> None:
     suffix = unique()
-    await register(auth_stub, f"dup.{suffix}@example.com", f"dup_a_{suffix}", "amber kettle s3cret")
+    await register(auth_stub, f"dup.{suffix}@example.com", f"dup_{suffix}", "amber kettle s3cret")
+    # Usernames are public: the answer names the username, whatever the email.
     failure = await failure_of(
-        register(auth_stub, f"DUP.{suffix}@EXAMPLE.com", f"dup_b_{suffix}", "amber kettle s3cret")
+        register(auth_stub, f"DUP.{suffix}@EXAMPLE.com", f"DUP_{suffix}", "amber kettle s3cret")
     )
-    assert (failure.code, failure.reason) == (grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN")
+    assert (failure.code, failure.reason) == (grpc.StatusCode.ALREADY_EXISTS, "USERNAME_TAKEN")
 
 
 async def test_duplicate_username(auth_stub: Stub) -> None:

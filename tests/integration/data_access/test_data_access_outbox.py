@@ -259,3 +259,49 @@ async def test_unusable_completions_are_invalid_argument(
     failure = await failure_of(outbox.store.CompleteMail(request, metadata=outbox.metadata))
 
     assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, [bad_field])
+
+
+async def test_a_sign_up_with_a_taken_email_queues_one_notice_per_cooldown(
+    outbox: Outbox,
+) -> None:
+    tag = uuid.uuid4().hex[:12]
+    email, kind = f"{tag}@example.com", f"signup_attempt_{tag}"
+    await outbox.accounts.CreateAccount(
+        pb.CreateAccountRequest(email=email, username=f"u_{tag}", password_hash="h"),
+        metadata=outbox.metadata,
+    )
+
+    def attempt(username: str) -> pb.CreateAccountRequest:
+        request = pb.CreateAccountRequest(
+            email=email.upper(),
+            username=username,
+            password_hash="h",
+            mail=pb.SealedMail(kind="verify_email", sealed=b"never queued"),
+            mail_if_email_taken=pb.SealedMail(kind=kind, sealed=secrets.token_bytes(16)),
+        )
+        request.taken_mail_cooldown.FromTimedelta(timedelta(seconds=1))
+        return request
+
+    async def notices() -> int:
+        async with outbox.database.transaction() as session:
+            found = await session.scalar(
+                text("SELECT count(*) FROM outbox WHERE kind = :kind"), {"kind": kind}
+            )
+        return int(found or 0)
+
+    for username in (f"a_{tag}", f"b_{tag}"):
+        taken = await failure_of(
+            outbox.accounts.CreateAccount(attempt(username), metadata=outbox.metadata)
+        )
+        assert (taken.code, taken.reason) == (grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN")
+    # The second attempt came within the cooldown.
+    assert await notices() == 1
+    await asyncio.sleep(1.2)
+    await failure_of(outbox.accounts.CreateAccount(attempt(f"c_{tag}"), metadata=outbox.metadata))
+    assert await notices() == 2
+    # With the username taken too, that is the answer, and nothing is queued.
+    both = await failure_of(
+        outbox.accounts.CreateAccount(attempt(f"u_{tag}"), metadata=outbox.metadata)
+    )
+    assert both.reason == "USERNAME_TAKEN"
+    assert await notices() == 2

@@ -21,6 +21,7 @@ from auth_svc.accounts import (
     SealedMail,
     SessionStart,
     StoredCredentials,
+    TakenNotice,
 )
 from auth_svc.authenticator import INVALID_CREDENTIALS_MESSAGE, Authenticator, SessionPolicy
 from auth_svc.passwords import PasswordHasher
@@ -78,14 +79,22 @@ class MemoryStore:
     revoked: set[str] = field(default_factory=set)
     lookups: list[str] = field(default_factory=list)
     verification_hashes: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
 
     async def create_account(
-        self, email: str, username: str, password_hash: str, verification: MailedToken | None
+        self,
+        email: str,
+        username: str,
+        password_hash: str,
+        verification: MailedToken | None,
+        if_email_taken: TakenNotice | None = None,
     ) -> Account:
-        if email in self.accounts:
-            raise AlreadyExists(message="email is taken", reason=Reason.EMAIL_TAKEN)
         if any(c.account.username == username for c in self.accounts.values()):
             raise AlreadyExists(message="username is taken", reason=Reason.USERNAME_TAKEN)
+        if email in self.accounts:
+            if if_email_taken is not None:
+                self.notices.append(email)
+            raise AlreadyExists(message="email is taken", reason=Reason.EMAIL_TAKEN)
         account = Account(id=str(uuid.uuid4()), email=email, username=username)
         self.accounts[email] = StoredCredentials(account, password_hash)
         if verification is not None:
@@ -195,8 +204,13 @@ async def test_register_queues_a_verification_mail_whose_token_is_stored_hashed(
     auth: Authenticator, store: MemoryStore, mailer: MemoryMailer
 ) -> None:
     await auth.register("Ann@Example.com", "Ann", "a fine password")
-    [(kind, to, token)] = mailer.composed
-    assert (kind, to, mailer.wakes) == (MailKind.VERIFY_EMAIL, "ann@example.com", 1)
+    # The notice for a registered email is made too (and dropped): both outcomes cost the same.
+    assert [kind for kind, _, _ in mailer.composed] == [
+        MailKind.VERIFY_EMAIL,
+        MailKind.SIGNUP_ATTEMPT,
+    ]
+    [(_, to, token)] = [m for m in mailer.composed if m[0] is MailKind.VERIFY_EMAIL]
+    assert (to, mailer.wakes) == ("ann@example.com", 1)
     assert store.verification_hashes == [hashlib.sha256(token.encode()).hexdigest()]
 
 
@@ -368,3 +382,21 @@ async def test_login_rehashes_a_password_hashed_at_an_older_cost(store: MemorySt
     with pytest.raises(Unauthenticated):
         await at_cost(6).login("ann@example.com", "not the password")
     assert store.accounts["ann@example.com"].password_hash == rehashed
+
+
+async def test_a_registered_email_gets_a_new_accounts_answer_and_its_owner_a_notice(
+    auth: Authenticator, store: MemoryStore
+) -> None:
+    first = await auth.register("ann@example.com", "ann", "a fine password")
+    again = await auth.register("ANN@example.com", "annie", "another fine password")
+    assert (again.email, again.username, again.email_verified) == (
+        "ann@example.com",
+        "annie",
+        False,
+    )
+    assert again.id != first.id
+    assert store.notices == ["ann@example.com"]
+    assert [c.account.username for c in store.accounts.values()] == ["ann"]
+    with pytest.raises(AlreadyExists) as taken:
+        await auth.register("bob@example.com", "ann", "a fine password")
+    assert taken.value.reason == Reason.USERNAME_TAKEN
