@@ -155,7 +155,7 @@ class Authenticator:
         policy = self._sessions
         now = datetime.fromtimestamp(self._clock(), tz=UTC)
         ends_at = now + timedelta(seconds=policy.lifetime(remember_me))
-        refresh = tokens.new_refresh_token(
+        refresh = tokens.new_token(
             min(policy.idle_seconds, policy.lifetime(remember_me)), clock=self._clock
         )
         started = await self._store.create_session(
@@ -199,7 +199,7 @@ class Authenticator:
         )
         try:
             rotated = await self._store.rotate_refresh_token(
-                tokens.hash_refresh_token(refresh_token),
+                tokens.hash_token(refresh_token),
                 successor.token_hash,
                 successor.expires_at,
                 reuse_window_seconds=policy.reuse_window_seconds,
@@ -230,7 +230,7 @@ class Authenticator:
             return
         # Logging out twice, or with a token that expired long ago, must stay harmless.
         with contextlib.suppress(NotFound):
-            await self._store.revoke_refresh_token(tokens.hash_refresh_token(refresh_token))
+            await self._store.revoke_refresh_token(tokens.hash_token(refresh_token))
 
     def jwks(self) -> list[dict[str, str]]:
         """Return the public keys that verify access tokens."""

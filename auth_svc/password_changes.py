@@ -92,7 +92,7 @@ class PasswordChanges:
         """Mail a reset link to a registered address at most once per cooldown; succeeds alike,
         doing the same work, whether or not the address is registered."""
         address = checked_email(email)
-        token = tokens.new_mailed_token(self._reset_ttl, clock=self._clock)
+        token = tokens.new_token(self._reset_ttl, clock=self._clock)
         mailed = MailedToken(
             token_hash=token.token_hash,
             expires_at=token.expires_at,
@@ -108,7 +108,7 @@ class PasswordChanges:
         NotFound (ACCOUNT_TOKEN_INVALID) for an unknown, used or expired token, InvalidArgument
         for a weak password."""
         token = required_token(token)
-        token_hash = tokens.hash_refresh_token(token)
+        token_hash = tokens.hash_token(token)
         try:
             account = await self._store.lookup_account_token(
                 token_hash, TokenPurpose.RESET_PASSWORD

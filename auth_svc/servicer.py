@@ -12,7 +12,7 @@ from auth_svc.authenticator import Authenticator, TokenPair
 from auth_svc.password_changes import PasswordChanges
 from auth_svc.sessions import ListedSession, Sessions
 from auth_svc.verification import EmailVerification
-from auth_svc.web_clients import WebClients, clear_cookie, set_cookie
+from auth_svc.web_clients import Metadata, WebClients, clear_cookie, set_cookie
 from meshgram.auth.v1 import auth_pb2, auth_pb2_grpc
 from meshkit.access_tokens import AccessTokenVerifier
 from meshkit.timestamps import to_timestamp
@@ -83,7 +83,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             remember_me=request.remember_me,
             device=self._web.device(metadata, context.peer()),
         )
-        return auth_pb2.LoginResponse(tokens=await self._deliver(pair, context))
+        return auth_pb2.LoginResponse(tokens=await self._deliver(pair, metadata, context))
 
     async def RefreshToken(  # noqa: N802 (name fixed by the proto)
         self, request: auth_pb2.RefreshTokenRequest, context: Context
@@ -93,7 +93,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self._web.check_origin(metadata)
         token = request.refresh_token or self._web.cookie_token(metadata)
         pair = await self._auth.refresh(token, device=self._web.device(metadata, context.peer()))
-        return auth_pb2.RefreshTokenResponse(tokens=await self._deliver(pair, context))
+        return auth_pb2.RefreshTokenResponse(tokens=await self._deliver(pair, metadata, context))
 
     async def Logout(  # noqa: N802 (name fixed by the proto)
         self, request: auth_pb2.LogoutRequest, context: Context
@@ -178,7 +178,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             keys=[auth_pb2.JsonWebKey(**key) for key in self._auth.jwks()]
         )
 
-    async def _deliver(self, pair: TokenPair, context: Context) -> auth_pb2.TokenPair:
+    async def _deliver(
+        self, pair: TokenPair, metadata: Metadata, context: Context
+    ) -> auth_pb2.TokenPair:
         """The wire token pair; for a browser the refresh token goes into the cookie instead
         (with a Max-Age only for a remembered session)."""
         message = auth_pb2.TokenPair(
@@ -189,7 +191,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             refresh_expires_in=pair.refresh_expires_in,
             session_id=pair.session_id,
         )
-        if self._web.is_browser(context.invocation_metadata() or ()):
+        if self._web.is_browser(metadata):
             max_age = pair.refresh_expires_in if pair.remembered else None
             await context.send_initial_metadata(
                 (("set-cookie", set_cookie(pair.refresh_token, max_age)),)

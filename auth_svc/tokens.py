@@ -52,8 +52,9 @@ class SessionClaims:
 
 
 @dataclass(frozen=True)
-class RefreshToken:
-    """A new refresh token: the secret for the client, the hash for the store, its expiry."""
+class OpaqueToken:
+    """A new opaque token (a refresh token, or a mailed link's): the secret for the client, the
+    hash for the store, its expiry."""
 
     token: str
     token_hash: str
@@ -159,29 +160,25 @@ class AccessTokenSigner:
         ]
 
 
-def hash_refresh_token(token: str) -> str:
-    """Return the hex SHA-256 of a refresh token, the only form the store ever sees."""
+def hash_token(token: str) -> str:
+    """Return the hex SHA-256 of an opaque token (refresh or mailed), the only form the store
+    ever sees."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def new_refresh_token(ttl_seconds: int, *, clock: Clock = time.time) -> RefreshToken:
-    """Return a fresh 256-bit base64url refresh token that expires ttl_seconds from now."""
-    return _refresh_token(secrets.token_urlsafe(32), ttl_seconds, clock)
-
-
-def new_mailed_token(ttl_seconds: int, *, clock: Clock = time.time) -> RefreshToken:
-    """Return a fresh 256-bit single-use token for a mailed link (verification, reset); like a
-    refresh token, only its hash is ever stored."""
-    return new_refresh_token(ttl_seconds, clock=clock)
+def new_token(ttl_seconds: int, *, clock: Clock = time.time) -> OpaqueToken:
+    """Return a fresh 256-bit base64url token (a login's first refresh token, or a mailed
+    link's) that expires ttl_seconds from now."""
+    return _opaque_token(secrets.token_urlsafe(32), ttl_seconds, clock)
 
 
 def successor_refresh_token(
     presented: str, key: bytes, ttl_seconds: int, *, clock: Clock = time.time
-) -> RefreshToken:
+) -> OpaqueToken:
     """Return the token that replaces `presented`: always the same for the same token and key,
     unpredictable without the key; it expires ttl_seconds from now."""
     digest = hmac.new(key, presented.encode("utf-8"), hashlib.sha256).digest()
-    return _refresh_token(_b64url(digest), ttl_seconds, clock)
+    return _opaque_token(_b64url(digest), ttl_seconds, clock)
 
 
 def successor_key(secret: str) -> bytes:
@@ -191,12 +188,12 @@ def successor_key(secret: str) -> bytes:
     ).digest()
 
 
-def _refresh_token(token: str, ttl_seconds: int, clock: Clock) -> RefreshToken:
-    """A refresh token with its hash and an expiry ttl_seconds from now."""
+def _opaque_token(token: str, ttl_seconds: int, clock: Clock) -> OpaqueToken:
+    """A token with its hash and an expiry ttl_seconds from now."""
     expires_at = datetime.fromtimestamp(clock(), tz=UTC) + timedelta(seconds=ttl_seconds)
-    return RefreshToken(
+    return OpaqueToken(
         token=token,
-        token_hash=hash_refresh_token(token),
+        token_hash=hash_token(token),
         expires_at=expires_at,
         expires_in=ttl_seconds,
     )

@@ -69,7 +69,7 @@ class EmailVerification:
 
     def new_token(self, email: str) -> MailedToken:
         """A fresh verification token for email with the mail that carries it, to store."""
-        token = tokens.new_mailed_token(self._ttl, clock=self._clock)
+        token = tokens.new_token(self._ttl, clock=self._clock)
         return MailedToken(
             token_hash=token.token_hash,
             expires_at=token.expires_at,
@@ -94,7 +94,7 @@ class EmailVerification:
         token = required_token(token)
         try:
             return await self._store.use_account_token(
-                tokens.hash_refresh_token(token), TokenPurpose.VERIFY_EMAIL
+                tokens.hash_token(token), TokenPurpose.VERIFY_EMAIL
             )
         except NotFound:
             raise invalid_link("verification") from None

@@ -79,8 +79,7 @@ class WebClients:
         """Refuse a browser call from a page that is not allowed: PermissionDenied
         (ORIGIN_NOT_ALLOWED). Calls that set, use or clear the cookie make this check first, so
         no other page can sign the user in as someone else, out, or refresh."""
-        origin = _header(metadata, "origin")
-        if origin and origin.rstrip("/") not in self.allowed_origins:
+        if _header(metadata, "origin") and not self._origin_allowed(metadata):
             raise _origin_not_allowed()
 
     def cookie_token(self, metadata: Metadata) -> str:
@@ -96,9 +95,13 @@ class WebClients:
                     token = content
         # A cookie comes with whatever request the browser makes, so only an allowed Origin
         # (which no other page can forge) shows the call is the app's.
-        if token and _header(metadata, "origin").rstrip("/") not in self.allowed_origins:
+        if token and not self._origin_allowed(metadata):
             raise _origin_not_allowed()
         return token
+
+    def _origin_allowed(self, metadata: Metadata) -> bool:
+        """Whether the call names an Origin this deployment lets use the cookie."""
+        return _header(metadata, "origin").rstrip("/") in self.allowed_origins
 
     def device(self, metadata: Metadata, peer: str) -> Device:
         """The device of a call: its User-Agent (bounded, printable) and client IP, taken from

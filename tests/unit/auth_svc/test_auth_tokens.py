@@ -361,12 +361,12 @@ def test_jwks_shape(signer: AccessTokenSigner) -> None:
 
 def test_refresh_tokens_are_random_and_stored_only_as_hashes() -> None:
     now = time.time()
-    first = tokens.new_refresh_token(3600, clock=lambda: now)
-    second = tokens.new_refresh_token(3600, clock=lambda: now)
+    first = tokens.new_token(3600, clock=lambda: now)
+    second = tokens.new_token(3600, clock=lambda: now)
     assert first.token != second.token
     assert len(base64.urlsafe_b64decode(first.token + "=")) == 32
     assert first.token_hash == hashlib.sha256(first.token.encode()).hexdigest()
-    assert first.token_hash == tokens.hash_refresh_token(first.token)
+    assert first.token_hash == tokens.hash_token(first.token)
     assert first.expires_in == 3600
     assert first.expires_at.timestamp() == pytest.approx(now + 3600)
     assert first.expires_at.tzinfo is not None
