@@ -86,6 +86,7 @@ class TokenPurpose(Enum):
 
     VERIFY_EMAIL = "verify_email"
     RESET_PASSWORD = "reset_password"
+    CHANGE_EMAIL = "change_email"
 
 
 class MailKind(Enum):
@@ -95,12 +96,20 @@ class MailKind(Enum):
     RESET_PASSWORD = "reset_password"
     PASSWORD_CHANGED = "password_changed"
     SIGNUP_ATTEMPT = "signup_attempt"
+    MFA_ENABLED = "mfa_enabled"
+    MFA_DISABLED = "mfa_disabled"
+    NEW_DEVICE_LOGIN = "new_device_login"
+    CONFIRM_EMAIL_CHANGE = "confirm_email_change"
+    EMAIL_CHANGE_REQUESTED = "email_change_requested"
+    EMAIL_CHANGED = "email_changed"
 
 
 class Mailer(Protocol):
     """Renders and seals mails for the outbox, and wakes the sender once one is queued."""
 
-    def compose(self, kind: MailKind, to: str, *, token: str = "") -> SealedMail:
+    def compose(
+        self, kind: MailKind, to: str, *, token: str = "", device: str = "", new_email: str = ""
+    ) -> SealedMail:
         """Return the sealed mail of that kind for the address; token goes into its link."""
         ...
 
@@ -209,6 +218,18 @@ class AccountStore(Protocol):
         it now; answers alike in every case."""
         ...
 
+    async def request_email_change(
+        self,
+        account_id: str,
+        new_email: str,
+        token: MailedToken,
+        notice: SealedMail | None,
+        cooldown_seconds: float,
+    ) -> None:
+        """Store a token that moves the account to new_email, queueing its mail and the notice
+        to the current address; nothing within the cooldown. NotFound (ACCOUNT_NOT_FOUND)."""
+        ...
+
     async def lookup_account_token(self, token_hash: str, purpose: TokenPurpose) -> Account:
         """Return the account of a usable token; NotFound (ACCOUNT_TOKEN_INVALID) otherwise."""
         ...
@@ -252,7 +273,8 @@ class Rotated:
     account: Account
     expires_at: datetime
     session_id: str
-    session_started_at: datetime
+    auth_time: datetime
+    """When the session last proved its credentials (its login or a re-authentication)."""
     remembered: bool
 
 

@@ -12,18 +12,27 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 from auth_svc import accounts, tokens
-from auth_svc.accounts import Account, AccountStore, Device, NewSession
+from auth_svc.accounts import Account, AccountStore, Device, Mailer, MailKind, NewSession
+from auth_svc.activity import SecurityLog
+from auth_svc.login_defence import AttemptKeys, LoginDefence
+from auth_svc.mfa import SecondFactor
+from auth_svc.mfa import wrong_code as mfa_wrong_code
 from auth_svc.passwords import PasswordHasher
-from auth_svc.tokens import AccessTokenSigner, Clock, SessionClaims
+from auth_svc.security_store import EventKind, NewEvent, SecurityStore
+from auth_svc.tokens import AccessTokenSigner, Clock, OpaqueToken, SessionClaims
 from auth_svc.verification import EmailVerification
+from meshkit.access_tokens import Principal
 from meshkit.errors import (
     AlreadyExists,
     FailedPrecondition,
+    FieldViolation,
     NotFound,
     Unauthenticated,
     Unavailable,
+    invalid,
 )
 from meshkit.reasons import Reason
 from meshkit.settings import UnverifiedEmailMay
@@ -47,6 +56,46 @@ class TokenPair:
     remembered: bool
     """Whether the session outlives a browser restart (its cookie gets a Max-Age)."""
     token_type: str = tokens.TOKEN_TYPE
+
+
+@dataclass(frozen=True)
+class MfaRequired:
+    """A login whose password was right and whose second factor is still owed."""
+
+    challenge: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class MfaLogin:
+    """A login finished with a second factor."""
+
+    tokens: TokenPair
+    recovery_code_used: bool
+    recovery_codes_left: int
+
+
+@dataclass(frozen=True)
+class Reauthenticated:
+    """A fresh access token after the caller proved their credentials again."""
+
+    access_token: str
+    expires_in: int
+    auth_time: datetime
+
+
+@dataclass(frozen=True)
+class LoginGuards:
+    """What guards logins beyond the password: the brute-force defence, the second factor,
+    where both keep their state, the security log and the mail of a new device's login."""
+
+    defence: LoginDefence
+    second_factor: SecondFactor
+    store: SecurityStore
+    log: SecurityLog
+    mailer: Mailer
+    challenge_ttl_seconds: int = 300
+    challenge_max_attempts: int = 5
 
 
 @dataclass(frozen=True)
@@ -80,6 +129,7 @@ class Authenticator:
         *,
         sessions: SessionPolicy,
         verification: EmailVerification,
+        guards: LoginGuards,
         unverified_email_may: UnverifiedEmailMay = "edit_profile",
         password_min_score: int = 0,
         clock: Clock = time.time,
@@ -89,6 +139,7 @@ class Authenticator:
         self._signer = signer
         self._sessions = sessions
         self._verification = verification
+        self._guards = guards
         self._unverified_may = unverified_email_may
         self._min_score = password_min_score
         self._clock = clock
@@ -126,10 +177,17 @@ class Authenticator:
         *,
         remember_me: bool = False,
         device: Device | None = None,
-    ) -> TokenPair:
-        """Return a token pair starting a new session; Unauthenticated (INVALID_CREDENTIALS) for
-        an unknown or malformed email and for a wrong password alike; FailedPrecondition
-        (EMAIL_NOT_VERIFIED) when unverified accounts may not sign in."""
+        captcha_token: str = "",
+    ) -> TokenPair | MfaRequired:
+        """Return a token pair starting a new session, or the challenge of its second step
+        when the account has MFA on. Unauthenticated (INVALID_CREDENTIALS) for an unknown or
+        malformed email and for a wrong password alike; FailedPrecondition
+        (EMAIL_NOT_VERIFIED) when unverified accounts may not sign in; the defence's answers
+        (LoginDefence.admit) after repeated failures."""
+        device = device or Device()
+        guards = self._guards
+        keys = guards.defence.keys(email, device.client_ip)
+        admission = await guards.defence.admit(keys, captcha_token)
         normal_email = accounts.login_email(email)
         credentials = None
         if normal_email is not None:
@@ -140,6 +198,7 @@ class Authenticator:
             password, credentials.password_hash if credentials is not None else None
         )
         if credentials is None or not matches:
+            await self._failed(keys, credentials.account.id if credentials else None, device)
             raise Unauthenticated(
                 message=INVALID_CREDENTIALS_MESSAGE, reason=Reason.INVALID_CREDENTIALS
             )
@@ -152,28 +211,186 @@ class Authenticator:
             )
         if self._hasher.outdated(credentials.password_hash):
             await self._rehash(account.id, password, credentials.password_hash)
-        policy = self._sessions
-        now = datetime.fromtimestamp(self._clock(), tz=UTC)
-        ends_at = now + timedelta(seconds=policy.lifetime(remember_me))
-        refresh = tokens.new_token(
-            min(policy.idle_seconds, policy.lifetime(remember_me)), clock=self._clock
-        )
-        started = await self._store.create_session(
-            account.id,
-            NewSession(
-                token_hash=refresh.token_hash,
-                expires_at=refresh.expires_at,
-                ends_at=ends_at,
-                remembered=remember_me,
-                device=device or Device(),
-            ),
-        )
+        mfa = await guards.store.mfa(account.id)
+        if mfa.enabled:
+            # The counters stay until the second factor is right too: someone holding only the
+            # password must not get a fresh allowance of code guesses with every login.
+            return await self._challenge(account.id, remember_me)
+        await guards.defence.succeeded(admission)
+        refresh, new_session = self._new_session(remember_me, device)
+        started = await self._store.create_session(account.id, new_session)
+        await self._logged_in(account, started.session_id, device)
         claims = SessionClaims(
             session_id=started.session_id,
             email_verified=account.email_verified,
             auth_time=started.started_at.timestamp(),
         )
         return self._pair(account, claims, refresh.token, refresh.expires_in, remember_me)
+
+    async def verify_mfa(
+        self, challenge: str, code: str, recovery_code: str, *, device: Device | None = None
+    ) -> MfaLogin:
+        """Finish a login with its challenge and a second factor: a token pair and what is
+        left of the recovery codes. NotFound (MFA_CHALLENGE_INVALID) for a challenge that is
+        not live; Unauthenticated (MFA_CODE_INVALID) for a wrong or used code; InvalidArgument
+        when the request names no factor or two; the defence's answers after failures."""
+        device = device or Device()
+        guards = self._guards
+        if not challenge.strip():
+            raise invalid([FieldViolation("challenge", "is required")])
+        challenge_hash = tokens.hash_token(challenge.strip())
+        try:
+            pending = await guards.store.mfa_challenge(challenge_hash)
+        except NotFound:
+            raise _challenge_invalid() from None
+        account = pending.account
+        keys = guards.defence.keys(account.email, device.client_ip)
+        admission = await guards.defence.admit(keys, ask_captcha=False)
+        used = guards.second_factor.check(pending.mfa, code, recovery_code)
+        if used is None:
+            await self._wrong_code(challenge_hash, keys, account.id, device)
+        refresh, new_session = self._new_session(pending.remembered, device)
+        try:
+            started, codes_left = await guards.store.complete_mfa_challenge(
+                challenge_hash, used, account.id, new_session
+            )
+        except NotFound:
+            raise _challenge_invalid() from None
+        except FailedPrecondition:
+            # The recovery code was unknown or used, or a concurrent login used this step.
+            await self._wrong_code(challenge_hash, keys, account.id, device)
+        await guards.defence.succeeded(admission)
+        await self._logged_in(account, started.session_id, device)
+        if used.recovery_code_hash is not None:
+            await self._recovery_code_used(account.id, started.session_id, device, codes_left)
+        claims = SessionClaims(
+            session_id=started.session_id,
+            email_verified=account.email_verified,
+            auth_time=started.started_at.timestamp(),
+        )
+        pair = self._pair(account, claims, refresh.token, refresh.expires_in, pending.remembered)
+        return MfaLogin(pair, used.recovery_code_hash is not None, codes_left)
+
+    async def reauthenticate(
+        self,
+        principal: Principal,
+        password: str,
+        code: str = "",
+        recovery_code: str = "",
+        *,
+        device: Device | None = None,
+    ) -> Reauthenticated:
+        """Check the caller's password (and second factor when MFA is on) again and return an
+        access token whose auth_time is now. Unauthenticated (INVALID_CREDENTIALS,
+        MFA_CODE_INVALID) for a wrong credential; NotFound (SESSION_NOT_FOUND) when the token's
+        session has ended; the defence's lockout after repeated failures."""
+        device = device or Device()
+        guards = self._guards
+        if not password:
+            raise invalid([FieldViolation("password", "is required")])
+        credentials = await self._store.get_credentials_by_id(principal.account_id)
+        if credentials is None:
+            raise Unauthenticated(message="account not found", reason=Reason.TOKEN_INVALID)
+        account = credentials.account
+        keys = guards.defence.keys(account.email, device.client_ip)
+        admission = await guards.defence.admit(keys, ask_captcha=False)
+        if not await self._hasher.verify(password, credentials.password_hash):
+            await self._failed(keys, account.id, device)
+            raise Unauthenticated(
+                message="the password is incorrect", reason=Reason.INVALID_CREDENTIALS
+            )
+        mfa = await guards.store.mfa(account.id)
+        if mfa.enabled:
+            used = guards.second_factor.check(mfa, code, recovery_code)
+            try:
+                if used is None:
+                    raise FailedPrecondition(message="wrong", reason=Reason.MFA_CODE_INVALID)
+                codes_left = await guards.store.use_mfa_code(account.id, used)
+            except FailedPrecondition:
+                await self._failed(keys, account.id, device)
+                raise mfa_wrong_code() from None
+            if used.recovery_code_hash is not None:
+                await self._recovery_code_used(account.id, principal.session_id, device, codes_left)
+        await guards.defence.succeeded(admission)
+        authenticated_at = await guards.store.mark_session_authenticated(
+            NewEvent(account.id, EventKind.REAUTHENTICATED, device, principal.session_id)
+        )
+        claims = SessionClaims(
+            session_id=principal.session_id,
+            email_verified=account.email_verified,
+            auth_time=authenticated_at.timestamp(),
+        )
+        access = self._signer.issue(account.id, account.username, claims)
+        return Reauthenticated(access.token, access.expires_in, authenticated_at)
+
+    def _new_session(self, remember_me: bool, device: Device) -> tuple[OpaqueToken, NewSession]:
+        """A login's first refresh token and the session to store with it."""
+        policy = self._sessions
+        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        refresh = tokens.new_token(
+            min(policy.idle_seconds, policy.lifetime(remember_me)), clock=self._clock
+        )
+        return refresh, NewSession(
+            token_hash=refresh.token_hash,
+            expires_at=refresh.expires_at,
+            ends_at=now + timedelta(seconds=policy.lifetime(remember_me)),
+            remembered=remember_me,
+            device=device,
+        )
+
+    async def _challenge(self, account_id: str, remember_me: bool) -> MfaRequired:
+        """Store and return the challenge of a login's second step."""
+        ttl = self._guards.challenge_ttl_seconds
+        challenge = tokens.new_token(ttl, clock=self._clock)
+        await self._guards.store.create_mfa_challenge(
+            account_id, challenge.token_hash, challenge.expires_at, remember_me
+        )
+        return MfaRequired(challenge=challenge.token, expires_in=challenge.expires_in)
+
+    async def _failed(self, keys: AttemptKeys, account_id: str | None, device: Device) -> None:
+        """Count a failed attempt and, for an account that exists, log it (off the reply's
+        path, so the reply time is the same for an unknown address)."""
+        locked = await self._guards.defence.failed(keys)
+        if account_id is None:
+            return
+        log_ = self._guards.log
+        log_.record_soon(NewEvent(account_id, EventKind.LOGIN_FAILED, device))
+        if locked:
+            log_.record_soon(NewEvent(account_id, EventKind.LOGIN_LOCKED, device))
+
+    async def _wrong_code(
+        self, challenge_hash: str, keys: AttemptKeys, account_id: str, device: Device
+    ) -> NoReturn:
+        """Count a wrong second factor against the challenge and the lockout, then refuse."""
+        with contextlib.suppress(NotFound):
+            await self._guards.store.fail_mfa_challenge(
+                challenge_hash, self._guards.challenge_max_attempts
+            )
+        await self._failed(keys, account_id, device)
+        raise mfa_wrong_code()
+
+    async def _recovery_code_used(
+        self, account_id: str, session_id: str, device: Device, codes_left: int
+    ) -> None:
+        """Log the use of a recovery code and how many are left."""
+        await self._guards.log.record(
+            NewEvent(
+                account_id,
+                EventKind.RECOVERY_CODE_USED,
+                device,
+                session_id,
+                detail=f"{codes_left} recovery codes left",
+            )
+        )
+
+    async def _logged_in(self, account: Account, session_id: str, device: Device) -> None:
+        """Log a successful login, mailing the owner when it came from a new device."""
+        mail = self._guards.mailer.compose(
+            MailKind.NEW_DEVICE_LOGIN, account.email, device=_describe(device)
+        )
+        event = NewEvent(account.id, EventKind.LOGIN_SUCCEEDED, device, session_id)
+        if await self._guards.log.record(event, mail, only_new_device=True):
+            self._guards.mailer.queued()
 
     async def _rehash(self, account_id: str, password: str, old_hash: str) -> None:
         """Store the password's hash at the configured cost, in place of one made at another
@@ -220,7 +437,7 @@ class Authenticator:
         claims = SessionClaims(
             session_id=rotated.session_id,
             email_verified=rotated.account.email_verified,
-            auth_time=rotated.session_started_at.timestamp(),
+            auth_time=rotated.auth_time.timestamp(),
         )
         return self._pair(rotated.account, claims, successor.token, lives, rotated.remembered)
 
@@ -254,3 +471,23 @@ class Authenticator:
             session_id=claims.session_id,
             remembered=remembered,
         )
+
+
+def _challenge_invalid() -> NotFound:
+    """The one answer for a challenge that is unknown, expired, used or used up."""
+    return NotFound(
+        message="this login step expired or was used; log in again",
+        reason=Reason.MFA_CHALLENGE_INVALID,
+    )
+
+
+# Room a device's User-Agent gets in a mail, so that its address always fits after it.
+_AGENT_SHOWN = 140
+
+
+def _describe(device: Device) -> str:
+    """How a mail names a device: its User-Agent (shortened) and address."""
+    agent = " ".join(device.user_agent.split()) or "an unknown app"
+    if len(agent) > _AGENT_SHOWN:
+        agent = agent[: _AGENT_SHOWN - 3] + "..."
+    return f"{agent} ({device.client_ip})" if device.client_ip else agent

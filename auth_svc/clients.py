@@ -29,10 +29,11 @@ from meshkit.timestamps import to_datetime, to_timestamp
 _PURPOSES = {
     TokenPurpose.VERIFY_EMAIL: pb.ACCOUNT_TOKEN_PURPOSE_VERIFY_EMAIL,
     TokenPurpose.RESET_PASSWORD: pb.ACCOUNT_TOKEN_PURPOSE_RESET_PASSWORD,
+    TokenPurpose.CHANGE_EMAIL: pb.ACCOUNT_TOKEN_PURPOSE_CHANGE_EMAIL,
 }
 
 
-def _account(record: pb.AccountRecord) -> Account:
+def account_from_record(record: pb.AccountRecord) -> Account:
     """Convert a stored account record to the domain Account."""
     return Account(
         id=record.id,
@@ -42,14 +43,26 @@ def _account(record: pb.AccountRecord) -> Account:
     )
 
 
-def _mail(mail: SealedMail) -> pb.SealedMail:
+def mail_message(mail: SealedMail) -> pb.SealedMail:
     """Wire form of a sealed mail."""
     return pb.SealedMail(kind=mail.kind, sealed=mail.sealed)
 
 
-def _device(device: Device) -> pb.SessionDevice:
+def device_message(device: Device) -> pb.SessionDevice:
     """Wire form of a device."""
     return pb.SessionDevice(user_agent=device.user_agent, client_ip=device.client_ip)
+
+
+def session_message(account_id: str, session: NewSession) -> pb.CreateRefreshTokenRequest:
+    """Wire form of a login to store: its session and first refresh token."""
+    return pb.CreateRefreshTokenRequest(
+        account_id=account_id,
+        token_hash=session.token_hash,
+        expire_time=to_timestamp(session.expires_at),
+        session_end_time=to_timestamp(session.ends_at),
+        remembered=session.remembered,
+        device=device_message(session.device),
+    )
 
 
 def _token(token: MailedToken) -> pb.NewAccountToken:
@@ -94,14 +107,14 @@ class AccountStoreClient:
         )
         if verification is not None:
             request.verification.CopyFrom(_token(verification))
-            request.mail.CopyFrom(_mail(verification.mail))
+            request.mail.CopyFrom(mail_message(verification.mail))
         if if_email_taken is not None:
-            request.mail_if_email_taken.CopyFrom(_mail(if_email_taken.mail))
+            request.mail_if_email_taken.CopyFrom(mail_message(if_email_taken.mail))
             request.taken_mail_cooldown.FromTimedelta(
                 timedelta(seconds=if_email_taken.cooldown_seconds)
             )
         response = await self._caller.unary(self._stub.CreateAccount, request)
-        return _account(response.account)
+        return account_from_record(response.account)
 
     async def get_credentials(self, email: str) -> StoredCredentials | None:
         """Return the account and password hash for a normalised email, or None."""
@@ -114,7 +127,7 @@ class AccountStoreClient:
         except NotFound:
             return None
         return StoredCredentials(
-            account=_account(response.account), password_hash=response.password_hash
+            account=account_from_record(response.account), password_hash=response.password_hash
         )
 
     async def get_credentials_by_id(self, account_id: str) -> StoredCredentials | None:
@@ -123,14 +136,7 @@ class AccountStoreClient:
 
     async def create_session(self, account_id: str, session: NewSession) -> SessionStart:
         """Store a new login (its session and first refresh token) and return its id."""
-        request = pb.CreateRefreshTokenRequest(
-            account_id=account_id,
-            token_hash=session.token_hash,
-            expire_time=to_timestamp(session.expires_at),
-            session_end_time=to_timestamp(session.ends_at),
-            remembered=session.remembered,
-            device=_device(session.device),
-        )
+        request = session_message(account_id, session)
         response = await self._caller.unary(self._stub.CreateRefreshToken, request)
         return SessionStart(
             session_id=response.family_id, started_at=to_datetime(response.session_start_time)
@@ -155,13 +161,18 @@ class AccountStoreClient:
         )
         request.reuse_window.FromTimedelta(timedelta(seconds=reuse_window_seconds))
         if device is not None:
-            request.device.CopyFrom(_device(device))
+            request.device.CopyFrom(device_message(device))
         response = await self._caller.unary(self._stub.RotateRefreshToken, request)
         return Rotated(
-            account=_account(response.account),
+            account=account_from_record(response.account),
             expires_at=to_datetime(response.new_expire_time),
             session_id=response.family_id,
-            session_started_at=to_datetime(response.session_start_time),
+            # A data_access older than the auth_time field answers the session's start.
+            auth_time=to_datetime(
+                response.auth_time
+                if response.HasField("auth_time")
+                else response.session_start_time
+            ),
             remembered=response.remembered,
         )
 
@@ -192,7 +203,7 @@ class AccountStoreClient:
             keep_session_id=change.keep_session_id,
         )
         if change.mail is not None:
-            request.mail.CopyFrom(_mail(change.mail))
+            request.mail.CopyFrom(mail_message(change.mail))
         response = await self._caller.unary(self._stub.ReplacePasswordHash, request)
         return response.ended_sessions if response.replaced else None
 
@@ -202,16 +213,40 @@ class AccountStoreClient:
         """Store a token and its mail for the account of email, if there is one that may get
         it now; answers alike in every case."""
         request = pb.IssueAccountTokenRequest(
-            email=email, purpose=_PURPOSES[purpose], token=_token(token), mail=_mail(token.mail)
+            email=email,
+            purpose=_PURPOSES[purpose],
+            token=_token(token),
+            mail=mail_message(token.mail),
         )
         request.cooldown.FromTimedelta(timedelta(seconds=cooldown_seconds))
         await self._caller.unary(self._stub.IssueAccountToken, request)
+
+    async def request_email_change(
+        self,
+        account_id: str,
+        new_email: str,
+        token: MailedToken,
+        notice: SealedMail | None,
+        cooldown_seconds: float,
+    ) -> None:
+        """Store a token that moves the account to new_email, queueing its mail and the notice
+        to the current address; nothing within the cooldown. NotFound (ACCOUNT_NOT_FOUND)."""
+        request = pb.RequestEmailChangeRequest(
+            account_id=account_id,
+            new_email=new_email,
+            token=_token(token),
+            mail=mail_message(token.mail),
+        )
+        if notice is not None:
+            request.notice.CopyFrom(mail_message(notice))
+        request.cooldown.FromTimedelta(timedelta(seconds=cooldown_seconds))
+        await self._caller.unary(self._stub.RequestEmailChange, request)
 
     async def lookup_account_token(self, token_hash: str, purpose: TokenPurpose) -> Account:
         """Return the account of a usable token; NotFound (ACCOUNT_TOKEN_INVALID) otherwise."""
         request = pb.LookupAccountTokenRequest(token_hash=token_hash, purpose=_PURPOSES[purpose])
         response = await self._caller.unary(self._stub.LookupAccountToken, request)
-        return _account(response.account)
+        return account_from_record(response.account)
 
     async def use_account_token(
         self,
@@ -227,9 +262,9 @@ class AccountStoreClient:
             token_hash=token_hash, purpose=_PURPOSES[purpose], new_password_hash=new_password_hash
         )
         if mail is not None:
-            request.mail.CopyFrom(_mail(mail))
+            request.mail.CopyFrom(mail_message(mail))
         response = await self._caller.unary(self._stub.UseAccountToken, request)
-        return _account(response.account)
+        return account_from_record(response.account)
 
     async def list_sessions(self, account_id: str) -> list[SessionInfo]:
         """Return the live sessions of an account, most recently used first."""

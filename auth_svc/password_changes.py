@@ -14,13 +14,16 @@ import time
 from auth_svc import passwords, tokens
 from auth_svc.accounts import (
     AccountStore,
+    Device,
     MailedToken,
     Mailer,
     MailKind,
     PasswordChange,
     TokenPurpose,
 )
+from auth_svc.activity import SecurityLog
 from auth_svc.passwords import PasswordHasher
+from auth_svc.security_store import EventKind, NewEvent
 from auth_svc.tokens import Clock
 from auth_svc.verification import checked_email, invalid_link, required_token
 from meshkit.access_tokens import Principal
@@ -39,6 +42,7 @@ class PasswordChanges:
         store: AccountStore,
         hasher: PasswordHasher,
         mailer: Mailer,
+        log: SecurityLog,
         *,
         reset_ttl_seconds: int,
         cooldown_seconds: float,
@@ -48,12 +52,15 @@ class PasswordChanges:
         self._store = store
         self._hasher = hasher
         self._mailer = mailer
+        self._log = log
         self._reset_ttl = reset_ttl_seconds
         self._cooldown = cooldown_seconds
         self._min_score = min_score
         self._clock = clock
 
-    async def change(self, principal: Principal, current: str, new: str) -> int:
+    async def change(
+        self, principal: Principal, current: str, new: str, device: Device | None = None
+    ) -> int:
         """Set a new password for the caller after checking the current one; every other
         session ends (their count is returned) and the owner is mailed. Unauthenticated
         (INVALID_CREDENTIALS) for a wrong current password, InvalidArgument for a weak one."""
@@ -86,6 +93,15 @@ class PasswordChanges:
                 reason=Reason.PASSWORD_CHANGED,
             )
         self._mailer.queued()
+        await self._log.record(
+            NewEvent(
+                account.id,
+                EventKind.PASSWORD_CHANGED,
+                device or Device(),
+                principal.session_id,
+                detail=f"{ended} other sessions ended",
+            )
+        )
         return ended
 
     async def request_reset(self, email: str) -> None:
@@ -103,7 +119,7 @@ class PasswordChanges:
         )
         self._mailer.queued()
 
-    async def reset(self, token: str, new: str) -> None:
+    async def reset(self, token: str, new: str, device: Device | None = None) -> None:
         """Set a new password with a reset token and end every session of the account;
         NotFound (ACCOUNT_TOKEN_INVALID) for an unknown, used or expired token, InvalidArgument
         for a weak password."""
@@ -128,6 +144,14 @@ class PasswordChanges:
             # Used by a concurrent reset between the look-up and now.
             raise invalid_link("password reset") from None
         self._mailer.queued()
+        await self._log.record(
+            NewEvent(
+                account.id,
+                EventKind.PASSWORD_RESET,
+                device or Device(),
+                detail="every session ended",
+            )
+        )
 
     async def _check_strength(self, password: str, email: str, username: str) -> None:
         """Raise InvalidArgument (field new_password) when the password breaks the policy."""

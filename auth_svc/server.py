@@ -7,12 +7,18 @@ import asyncio
 import grpc
 
 from auth_svc import tokens
-from auth_svc.authenticator import Authenticator, SessionPolicy
+from auth_svc.activity import SecurityLog
+from auth_svc.authenticator import Authenticator, LoginGuards, SessionPolicy
+from auth_svc.captcha import build_captcha
 from auth_svc.clients import AccountStoreClient
+from auth_svc.email_changes import EmailChanges
 from auth_svc.keys import SigningKeyError, open_keyring
+from auth_svc.login_defence import DefencePolicy, LoginDefence
 from auth_svc.mail import build_mail
+from auth_svc.mfa import MfaSettings, SecondFactor, SecretBox
 from auth_svc.password_changes import PasswordChanges
 from auth_svc.passwords import PasswordHasher
+from auth_svc.security_client import SecurityStoreClient
 from auth_svc.servicer import AuthServicer
 from auth_svc.sessions import Sessions
 from auth_svc.settings import SERVICE_NAME, AuthSettings
@@ -40,11 +46,43 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
     # PasswordHasher computes its dummy hash here, once, before the server takes calls.
     hasher = PasswordHasher(settings.pepper(), settings.bcrypt_rounds)
     mail = build_mail(settings, channel, caller)
+    security = SecurityStoreClient(channel, caller)
+    activity = SecurityLog(security)
     verification = EmailVerification(
         store,
         mail.mailer,
+        activity,
         ttl_seconds=settings.verify_email_token_ttl_seconds,
         cooldown_seconds=settings.mail_cooldown_seconds,
+    )
+    captcha = build_captcha(
+        settings.captcha_verify_url,
+        settings.captcha_secret.get_secret_value() if settings.captcha_secret else "",
+        settings.captcha_site_key,
+        settings.captcha_timeout_seconds,
+    )
+    secrets_box = SecretBox(settings.pepper())
+    guards = LoginGuards(
+        defence=LoginDefence(
+            security,
+            captcha,
+            DefencePolicy(
+                lock_after=settings.lockout_after_failures,
+                lock_base_seconds=settings.lockout_base_seconds,
+                lock_max_seconds=settings.lockout_max_seconds,
+                captcha_after=settings.captcha_after_failures,
+                client_captcha_after=settings.captcha_after_client_failures,
+                client_lock_after=settings.client_lockout_after_failures,
+                reset_after_seconds=settings.lockout_reset_seconds,
+            ),
+            digest_key=settings.pepper().encode(),
+        ),
+        second_factor=SecondFactor(secrets_box),
+        store=security,
+        log=activity,
+        mailer=mail.mailer,
+        challenge_ttl_seconds=settings.mfa_challenge_ttl_seconds,
+        challenge_max_attempts=settings.mfa_challenge_max_attempts,
     )
     authenticator = Authenticator(
         store,
@@ -58,6 +96,7 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
             successor_key=tokens.successor_key(settings.pepper()),
         ),
         verification=verification,
+        guards=guards,
         unverified_email_may=settings.unverified_email_may,
         password_min_score=settings.password_min_score,
     )
@@ -65,20 +104,41 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
         store,
         hasher,
         mail.mailer,
+        activity,
         reset_ttl_seconds=settings.reset_token_ttl_seconds,
         cooldown_seconds=settings.mail_cooldown_seconds,
         min_score=settings.password_min_score,
+    )
+    mfa_settings = MfaSettings(
+        security,
+        store,
+        secrets_box,
+        mail.mailer,
+        activity,
+        issuer=settings.mfa_issuer,
+        enrollment_ttl_seconds=settings.mfa_enrollment_ttl_seconds,
+        reauthentication_window_seconds=settings.reauthentication_window_seconds,
     )
 
     async def own_jwks() -> list[dict[str, str]]:
         """auth_svc verifies the access tokens of its own calls with its own keys."""
         return signer.jwks()
 
+    email_changes = EmailChanges(
+        store,
+        mail.mailer,
+        ttl_seconds=settings.verify_email_token_ttl_seconds,
+        cooldown_seconds=settings.mail_cooldown_seconds,
+        reauthentication_window_seconds=settings.reauthentication_window_seconds,
+    )
     servicer = AuthServicer(
         authenticator,
         verification,
+        email_changes,
         password_changes,
-        Sessions(store),
+        Sessions(store, activity),
+        mfa_settings,
+        activity,
         AccessTokenVerifier(own_jwks, refresh_seconds=settings.jwt_keys_reload_seconds),
         WebClients(
             allowed_origins=parse_origins(settings.browser_origins),
@@ -99,6 +159,8 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
         """Stop sending mail, then close the data_access channel once in-flight calls have
         drained."""
         await mail.stop()
+        await activity.drain()
+        await captcha.aclose()
         await channel.close()
 
     return ServiceDefinition(

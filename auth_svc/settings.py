@@ -235,6 +235,127 @@ class AuthSettings(DataAccessClientSettings):
         ),
     )
 
+    # Account defences: re-authentication, MFA, lockout and CAPTCHA (auth_svc/login_defence.py).
+    reauthentication_window_seconds: int = Field(
+        600,
+        gt=0,
+        le=86_400,
+        description=(
+            "How recent a login (or Reauthenticate) must be to change the email, MFA or the "
+            "recovery codes; older ones get FAILED_PRECONDITION (REAUTHENTICATION_REQUIRED)."
+        ),
+    )
+    mfa_issuer: str = Field(
+        "meshgram",
+        min_length=1,
+        max_length=64,
+        description="Name authenticator apps show for meshgram's TOTP entries.",
+    )
+    mfa_challenge_ttl_seconds: int = Field(
+        300,
+        gt=0,
+        le=3600,
+        description="How long the second step of a login (VerifyMfa) may wait after the password.",
+    )
+    mfa_challenge_max_attempts: int = Field(
+        5, ge=1, le=20, description="Wrong codes after which a login's challenge is used up."
+    )
+    mfa_enrollment_ttl_seconds: int = Field(
+        900,
+        gt=0,
+        le=86_400,
+        description="How long a started MFA enrolment may be confirmed with a first code.",
+    )
+    lockout_after_failures: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description=(
+            "Failed logins for one address from one client network (IPv4 address, IPv6 /64) "
+            "after which that client waits; other clients are not affected."
+        ),
+    )
+    lockout_base_seconds: int = Field(
+        30,
+        ge=1,
+        le=86_400,
+        description="The first wait of a locked client; it doubles with every further failure.",
+    )
+    lockout_max_seconds: int = Field(
+        900, ge=1, le=86_400, description="The longest wait of a locked client."
+    )
+    lockout_reset_seconds: int = Field(
+        3600,
+        ge=60,
+        # data_access sweeps counters idle for a day: a longer memory would not hold.
+        le=86_400,
+        description="Failures are forgotten after this long without a new one (at most a day).",
+    )
+    captcha_after_failures: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description=(
+            "Failed logins for one address, from anywhere, after which logging in to it needs "
+            "a CAPTCHA (when AUTH_CAPTCHA_VERIFY_URL is set)."
+        ),
+    )
+    captcha_after_client_failures: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description=(
+            "Failed logins from one client network, for any addresses, after which its logins "
+            "need a CAPTCHA (when AUTH_CAPTCHA_VERIFY_URL is set)."
+        ),
+    )
+    client_lockout_after_failures: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description=(
+            "Failed logins from one client network after which it waits like a locked client "
+            "(RESOURCE_EXHAUSTED, TOO_MANY_ATTEMPTS)."
+        ),
+    )
+    captcha_verify_url: str = Field(
+        "",
+        description=(
+            "siteverify endpoint of the CAPTCHA provider, e.g. "
+            "https://challenges.cloudflare.com/turnstile/v0/siteverify (Turnstile) or "
+            "https://api.hcaptcha.com/siteverify (hCaptcha); empty turns CAPTCHAs off, as in "
+            "development."
+        ),
+    )
+    captcha_secret: SecretStr | None = Field(
+        None, description="The provider's secret key; required with AUTH_CAPTCHA_VERIFY_URL."
+    )
+    captcha_site_key: str = Field(
+        "",
+        description=(
+            "The provider's public site key, returned to clients with CAPTCHA_REQUIRED so "
+            "they can show the widget."
+        ),
+    )
+    captcha_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=30,
+        description=(
+            "Deadline of a CAPTCHA check; a provider that does not answer in time fails the "
+            "login with UNAVAILABLE (CAPTCHA_UNAVAILABLE), never lets it through."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _captcha_has_its_secret(self) -> Self:
+        # A configured provider without its secret would refuse every token: say so at start.
+        if self.captcha_verify_url and not (
+            self.captcha_secret and self.captcha_secret.get_secret_value()
+        ):
+            raise ValueError("AUTH_CAPTCHA_SECRET is required with AUTH_CAPTCHA_VERIFY_URL")
+        return self
+
     def required_secrets(self) -> list[RequiredSecret]:
         """The password pepper, besides the caller credential."""
         return [*super().required_secrets(), self._pepper_secret()]

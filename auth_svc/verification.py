@@ -19,6 +19,8 @@ from auth_svc.accounts import (
     TakenNotice,
     TokenPurpose,
 )
+from auth_svc.activity import SecurityLog
+from auth_svc.security_store import EventKind, NewEvent
 from auth_svc.tokens import Clock
 from meshkit.errors import FieldViolation, NotFound, invalid
 from meshkit.reasons import Reason
@@ -56,6 +58,7 @@ class EmailVerification:
         self,
         store: AccountStore,
         mailer: Mailer,
+        log: SecurityLog,
         *,
         ttl_seconds: int,
         cooldown_seconds: float,
@@ -63,6 +66,7 @@ class EmailVerification:
     ) -> None:
         self._store = store
         self._mailer = mailer
+        self._log = log
         self._ttl = ttl_seconds
         self._cooldown = cooldown_seconds
         self._clock = clock
@@ -93,11 +97,13 @@ class EmailVerification:
         NotFound (ACCOUNT_TOKEN_INVALID) when the token is unknown, used or expired."""
         token = required_token(token)
         try:
-            return await self._store.use_account_token(
+            account = await self._store.use_account_token(
                 tokens.hash_token(token), TokenPurpose.VERIFY_EMAIL
             )
         except NotFound:
             raise invalid_link("verification") from None
+        await self._log.record(NewEvent(account.id, EventKind.EMAIL_VERIFIED, detail=account.email))
+        return account
 
     async def resend(self, email: str) -> None:
         """Mail a new verification link to a registered, unverified address at most once per

@@ -24,9 +24,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import grpc_load, h2load
+from bench import grpc_load, h2load, mfa_login
 from bench.profiles import profiled, slug
 from bench.system import (
     STATE,
@@ -49,6 +50,9 @@ TARGET_CACHED_RPS, TARGET_CACHED_P99_MS = 2000, 40.0
 TARGET_UNCACHED_RPS, TARGET_UNCACHED_P99_MS = 1200, 60.0
 TARGET_LOGIN_SHARE = 0.80
 TARGET_REFRESH_RPS = 500
+# What the second step of an MFA login may add to the login's median.
+TARGET_MFA_ADDED_MS = 5.0
+MFA_POOL = 48
 # The documented staleness bound of a cached read: USER_CACHE_FRESH_SECONDS (default).
 STALENESS_BOUND_MS = 1000.0
 # An empty protobuf message in one gRPC frame: no compression flag, zero length.
@@ -63,7 +67,8 @@ class Row:
 
     scenario: str
     kind: str
-    """"cached", "uncached", "write mix", "login" or "refresh": which target applies."""
+    """"cached", "uncached", "write mix", "login", "login-plain", "login-mfa" or "refresh":
+    which target applies."""
     concurrency: int
     run: h2load.Run
     failures: int
@@ -281,6 +286,35 @@ def run_login(bench: Bench, account: Account) -> None:
     )
 
 
+def run_login_mfa(bench: Bench, account: Account) -> None:
+    """One client logging in over REST without MFA and with it (password, then VerifyMfa with a
+    TOTP code), measured alike; the difference of their medians is what MFA adds."""
+    with httpx.Client(base_url=bench.base, timeout=60) as client:
+        pool = mfa_login.enrol(client, MFA_POOL)
+        bench.measure(
+            "login, REST, one client",
+            "login-plain",
+            1,
+            functools.partial(mfa_login.plain_logins, client, account.email, account.password),
+        )
+        second_steps: list[h2load.Run] = []
+
+        def load(seconds: float) -> h2load.Run:
+            """One run of MFA logins; keeps the latencies of their second step."""
+            runs = mfa_login.mfa_logins(client, pool, seconds)
+            second_steps.append(runs.second_step)
+            return runs.whole
+
+        row = bench.measure(
+            "login with MFA (password + TOTP code), REST, one client", "login-mfa", 1, load
+        )
+        step = second_steps[-1]
+        row.note = (
+            f"VerifyMfa alone: p50 {step.p50:.1f} ms, p99 {step.percentile(99):.1f} ms "
+            f"({len(step.latencies_ms)} logins over a pool of {MFA_POOL} accounts)"
+        )
+
+
 def run_refresh(bench: Bench, accounts: list[Account]) -> None:
     """Refresh-token rotation over native gRPC: each client refreshes its own session again and
     again with the token the previous refresh returned."""
@@ -343,6 +377,16 @@ def verdicts(rows: Sequence[Row], capacity: float) -> list[str]:
                 f"({r.rps / TARGET_REFRESH_RPS:.0%}), p99 {r.percentile(99):.1f} ms: "
                 f"{'met' if met else 'MISSED'}"
             )
+        elif row.kind == "login-mfa":
+            plain = next((p for p in rows if p.kind == "login-plain"), None)
+            if plain is not None:
+                added = r.p50 - plain.run.p50
+                met = added <= TARGET_MFA_ADDED_MS and row.failures == 0
+                lines.append(
+                    f"{row.scenario}: adds <= {TARGET_MFA_ADDED_MS:.0f} ms to the login's p50: "
+                    f"p50 {r.p50:.1f} ms vs {plain.run.p50:.1f} ms without MFA, "
+                    f"+{added:.1f} ms: {'met' if met else 'MISSED'}"
+                )
         elif row.kind == "login":
             share = r.rps / capacity if capacity else 0.0
             met = share >= TARGET_LOGIN_SHARE
@@ -375,7 +419,9 @@ def main() -> None:
     )
     parser.add_argument("--login-concurrency", type=int, default=8)
     parser.add_argument(
-        "--only", choices=("cached", "uncached", "write-mix", "login", "refresh"), nargs="*"
+        "--only",
+        choices=("cached", "uncached", "write-mix", "login", "login-mfa", "refresh"),
+        nargs="*",
     )
     parser.add_argument(
         "--profile",
@@ -396,7 +442,7 @@ def main() -> None:
         login_concurrency=args.login_concurrency,
         profile=args.profile,
     )
-    wanted = set(args.only or ("cached", "uncached", "write-mix", "login", "refresh"))
+    wanted = set(args.only or ("cached", "uncached", "write-mix", "login", "login-mfa", "refresh"))
     for url in database_url():
         mesh = new_mesh(
             url,
@@ -430,6 +476,8 @@ def run_all(bench: Bench, wanted: set[str]) -> None:
         run_write_mix(bench, accounts)
     if "login" in wanted:
         run_login(bench, accounts[0])
+    if "login-mfa" in wanted:
+        run_login_mfa(bench, accounts[0])
     if "refresh" in wanted:
         run_refresh(bench, accounts)
     if "uncached" in wanted:

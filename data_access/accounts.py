@@ -7,18 +7,15 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Executable, bindparam, exists, func, insert, select, update
+from sqlalchemy import Executable, bindparam, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from data_access.database import Database, violated_constraint
-from data_access.leases import take_lease
 from data_access.models import (
     EMAIL_MAX,
     PASSWORD_HASH_MAX,
     USERNAME_MAX,
     Account,
-    AccountToken,
-    Profile,
 )
 from data_access.outbox import queue_mail
 from data_access.records import (
@@ -27,7 +24,6 @@ from data_access.records import (
     Mail,
     NewToken,
     TakenEmailMail,
-    TokenPurpose,
 )
 from data_access.sessions import end_sessions
 from data_access.validation import Violations, lookup_key, parse_id
@@ -47,6 +43,54 @@ ACCOUNT_COLUMNS = (
     Account.username,
     Account.created_at,
     Account.email_verified_at,
+)
+
+# A sign-up in one statement: the account, its profile, its verification token and mail when
+# both its email and username are free (ON CONFLICT DO NOTHING covers both unique keys); else,
+# when only the email is taken, the notice to its owner under a lease per account that spaces
+# such notices (at most one per cooldown). Foreign keys are checked at the statement's end, so
+# the profile and token may refer to the account inserted beside them.
+_REGISTER = text(
+    """
+    WITH new_account AS (
+        INSERT INTO accounts (id, email, username, password_hash)
+        VALUES (:id, :email, :username, :password_hash)
+        ON CONFLICT DO NOTHING
+        RETURNING id, email, username, created_at, email_verified_at
+    ), profile AS (
+        INSERT INTO profiles (account_id) SELECT id FROM new_account
+    ), token AS (
+        INSERT INTO account_tokens (id, account_id, purpose, token_hash, email, expires_at)
+        SELECT CAST(:token_id AS uuid), id, 'verify_email', CAST(:token_hash AS varchar),
+               email, CAST(:token_expires_at AS timestamptz)
+        FROM new_account WHERE CAST(:token_id AS uuid) IS NOT NULL
+    ), mail AS (
+        INSERT INTO outbox (kind, sealed)
+        SELECT CAST(:mail_kind AS text), CAST(:mail_sealed AS bytea)
+        FROM new_account WHERE CAST(:mail_kind AS text) IS NOT NULL
+    ), owner AS (
+        SELECT id FROM accounts
+        WHERE email = :email
+          AND NOT EXISTS (SELECT 1 FROM new_account)
+          AND NOT EXISTS (SELECT 1 FROM accounts WHERE username = :username)
+          AND CAST(:notice_kind AS text) IS NOT NULL
+    ), lease AS (
+        INSERT INTO leases (name, holder, expires_at)
+        SELECT 'signup-attempt:' || id, :holder, now() + CAST(:cooldown AS interval) FROM owner
+        ON CONFLICT (name) DO UPDATE
+        SET holder = excluded.holder, expires_at = excluded.expires_at
+        WHERE leases.holder = excluded.holder OR leases.expires_at <= now()
+        RETURNING name
+    ), notice AS (
+        INSERT INTO outbox (kind, sealed)
+        SELECT CAST(:notice_kind AS text), CAST(:notice_sealed AS bytea) FROM lease
+    )
+    SELECT created.id, created.email, created.username, created.created_at,
+           created.email_verified_at,
+           EXISTS (SELECT 1 FROM accounts WHERE username = :username) AS username_taken,
+           EXISTS (SELECT 1 FROM accounts WHERE email = :email) AS email_taken
+    FROM (SELECT 1) AS always LEFT JOIN new_account AS created ON true
+    """
 )
 
 # Built once: a login only binds the email.
@@ -119,70 +163,44 @@ class AccountStore:
             if if_email_taken.cooldown < timedelta(0):
                 check.add("taken_mail_cooldown", "must not be negative")
         check.raise_if_any()
+        params = {
+            "id": uuid.uuid4(),
+            "email": email,
+            "username": username,
+            "password_hash": password_hash,
+            "token_id": uuid.uuid4() if verification else None,
+            "token_hash": verification.token_hash if verification else None,
+            "token_expires_at": verification.expires_at if verification else None,
+            "mail_kind": mail.kind if mail else None,
+            "mail_sealed": mail.sealed if mail else None,
+            "holder": uuid.uuid4().hex,
+            "cooldown": if_email_taken.cooldown if if_email_taken else timedelta(0),
+            "notice_kind": if_email_taken.mail.kind if if_email_taken else None,
+            "notice_sealed": if_email_taken.mail.sealed if if_email_taken else None,
+        }
+        # One statement either way: a taken email costs what a free one costs (one round trip,
+        # a write, a commit), or the reply time would tell registered addresses apart.
         try:
-            return await self._insert(email, username, password_hash, verification, mail)
-        except AlreadyExists as refused:
-            if refused.reason == Reason.EMAIL_TAKEN:
-                await self._email_taken(email, username, if_email_taken)
-            raise
+            async with self._database.transaction() as session:
+                row = (await session.execute(_REGISTER, params)).one()
+        except IntegrityError as exc:
+            raise _refusal(exc) or exc from None
+        if row.id is not None:
+            return account_record(row)
+        if row.username_taken or (
+            # Neither was taken as the statement began: a sign-up committed meanwhile took one
+            # of them, which a fresh look tells.
+            not row.email_taken and await self._username_taken(username)
+        ):
+            raise _taken("uq_accounts_username")
+        raise _taken("uq_accounts_email")
 
-    async def _insert(
-        self,
-        email: str,
-        username: str,
-        password_hash: str,
-        verification: NewToken | None,
-        mail: Mail | None,
-    ) -> AccountRecord:
-        """Insert the account and what comes with it in one transaction (see create)."""
-        account_id = uuid.uuid4()
-        async with self._database.transaction() as session:
-            try:
-                inserted = await session.execute(
-                    insert(Account)
-                    .values(
-                        id=account_id, email=email, username=username, password_hash=password_hash
-                    )
-                    .returning(*ACCOUNT_COLUMNS)
-                )
-                account = inserted.one()
-                await session.execute(insert(Profile).values(account_id=account_id))
-                if verification is not None:
-                    await session.execute(
-                        insert(AccountToken).values(
-                            id=uuid.uuid4(),
-                            account_id=account_id,
-                            purpose=TokenPurpose.VERIFY_EMAIL.value,
-                            token_hash=verification.token_hash,
-                            email=email,
-                            expires_at=verification.expires_at,
-                        )
-                    )
-            except IntegrityError as exc:
-                refusal = _refusal(exc)
-                if refusal is None:
-                    raise
-                raise refusal from None
-            if mail is not None:
-                await queue_mail(session, mail)
-        return account_record(account)
-
-    async def _email_taken(self, email: str, username: str, notice: TakenEmailMail | None) -> None:
-        """After a sign-up with a taken email: raise USERNAME_TAKEN if the username is taken
-        too (usernames are public, and one answer must not depend on which index PostgreSQL
-        checked first); otherwise queue the notice for the email's owner unless one went out
-        less than its cooldown ago."""
-        async with self._database.transaction() as session:
-            if await session.scalar(select(exists().where(Account.username == username))):
-                raise _taken("uq_accounts_username")
-            owner = await session.scalar(select(Account.id).where(Account.email == email))
-            if notice is None or owner is None:
-                return
-            # A lease per account spaces the notices: a fresh holder takes it only once the
-            # previous one has expired.
-            name = f"signup-attempt:{owner}"
-            if await take_lease(session, name, uuid.uuid4().hex, notice.cooldown):
-                await queue_mail(session, notice.mail)
+    async def _username_taken(self, username: str) -> bool:
+        """Whether an account has this (normalised) username now."""
+        async with self._database.read() as connection:
+            return bool(
+                await connection.scalar(select(exists().where(Account.username == username)))
+            )
 
     async def credentials(self, email: str) -> Credentials:
         """Return the account and password hash for an email (any case), or NotFound."""

@@ -27,9 +27,14 @@ def _prefix(service: str) -> str:
     return f"/{_SERVICES[service].full_name}/"
 
 
-# Each service gets only what it needs; above all user_svc never reads password hashes.
+# Each service gets only what it needs; above all user_svc never reads password hashes, nor
+# sealed TOTP secrets.
 DEFAULT_ALLOWED: Mapping[str, tuple[str, ...]] = {
-    "auth_svc": (_prefix("AccountStoreService"), _prefix("MailOutboxService")),
+    "auth_svc": (
+        _prefix("AccountStoreService"),
+        _prefix("AccountSecurityService"),
+        _prefix("MailOutboxService"),
+    ),
     "user_svc": (_prefix("ProfileStoreService"), _prefix("ChangeFeedService")),
     "storage_svc": (_prefix("MediaStoreService"),),
 }

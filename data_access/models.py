@@ -120,6 +120,8 @@ class LoginSession(Base):
     client_ip: Mapped[str] = mapped_column(Text, server_default="")
     """The client's address as the edge saw it; empty when unknown."""
     last_used_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    authenticated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    """When the session last proved its credentials: its login or latest re-authentication."""
 
 
 class RefreshToken(Base):
@@ -145,11 +147,14 @@ class RefreshToken(Base):
 
 
 class AccountToken(Base):
-    """A single-use token mailed to an account's address: an email verification or a reset."""
+    """A single-use token mailed to an address: an email verification, a password reset, or the
+    change of an account's email to the address it was mailed to."""
 
     __tablename__ = "account_tokens"
     __table_args__ = (
-        CheckConstraint("purpose IN ('verify_email', 'reset_password')", name="purpose_known"),
+        CheckConstraint(
+            "purpose IN ('verify_email', 'reset_password', 'change_email')", name="purpose_known"
+        ),
         # The cooldown check: the newest token of a purpose for an account.
         Index(None, "account_id", "purpose", "created_at"),
     )
@@ -200,6 +205,117 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     holder: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime]
+
+
+class LoginAttempt(Base):
+    """Failed logins counted against one key: an account from one client, an account, a client."""
+
+    __tablename__ = "login_attempts"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class MailRequest(Base):
+    """Requests for a mailed token (verification, reset) counted per address, registered or not:
+    each request writes here, so that it costs the same whether or not a mail goes out."""
+
+    __tablename__ = "mail_requests"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    """The purpose and the SHA-256 of the address ("reset_password:<hex>")."""
+    requests: Mapped[int] = mapped_column(Integer)
+    last_request_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class MfaFactor(Base):
+    """An account's TOTP factor (secret sealed by auth_svc) and its enrolment in progress."""
+
+    __tablename__ = "mfa_factors"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The confirmed secret; None while MFA is off."""
+    enabled_at: Mapped[datetime | None]
+    last_used_step: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """The latest TOTP time step used: codes of it and earlier ones are refused (no replay)."""
+    pending_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    pending_started_at: Mapped[datetime | None]
+
+
+class RecoveryCode(Base):
+    """The hash of one single-use MFA recovery code."""
+
+    __tablename__ = "recovery_codes"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    used_at: Mapped[datetime | None]
+
+
+class MfaChallenge(Base):
+    """A login whose password was right and whose second factor is still owed."""
+
+    __tablename__ = "mfa_challenges"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH), unique=True)
+    remembered: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Wrong codes tried so far."""
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+
+
+SECURITY_EVENT_KINDS = (
+    "login_succeeded",
+    "login_failed",
+    "login_locked",
+    "password_changed",
+    "password_reset",
+    "mfa_enabled",
+    "mfa_disabled",
+    "recovery_codes_regenerated",
+    "recovery_code_used",
+    "refresh_token_reused",
+    "sessions_ended",
+    "reauthenticated",
+    "email_verified",
+    "email_changed",
+)
+
+
+class SecurityEvent(Base):
+    """One entry of an account's security log; rows are never updated (a trigger refuses)."""
+
+    __tablename__ = "security_events"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{kind}'" for kind in SECURITY_EVENT_KINDS) + ")",
+            name="kind_known",
+        ),
+        # A user's log, newest first, a page at a time.
+        Index(None, "account_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+    user_agent: Mapped[str] = mapped_column(Text, server_default="")
+    client_ip: Mapped[str] = mapped_column(Text, server_default="")
+    session_id: Mapped[uuid.UUID | None]
+    detail: Mapped[str] = mapped_column(Text, server_default="")
 
 
 class ChangeLog(Base):

@@ -37,6 +37,8 @@ class Rotation:
     expires_at: datetime
     session_started_at: datetime
     """When the login that started the family (the session) happened."""
+    authenticated_at: datetime
+    """When the session last proved its credentials: its login or latest re-authentication."""
     remembered: bool = False
     """Whether the session's user asked to stay signed in."""
     repeated: bool = False
@@ -92,6 +94,7 @@ class TokenPurpose(StrEnum):
 
     VERIFY_EMAIL = "verify_email"
     RESET_PASSWORD = "reset_password"
+    CHANGE_EMAIL = "change_email"
 
 
 @dataclass(frozen=True)
@@ -196,3 +199,106 @@ class TakenEmailMail:
 
     mail: Mail
     cooldown: timedelta
+
+
+@dataclass(frozen=True)
+class LoginAttemptCounter:
+    """The failed logins counted against one key."""
+
+    key: str
+    failures: int = 0
+    """Failures since the counter last started; 0 when none, or when the last is too old."""
+    last_failure_at: datetime | None = None
+    """When the latest failure was counted; None when failures is 0."""
+
+
+@dataclass(frozen=True)
+class MfaRecord:
+    """An account's TOTP factor, its enrolment in progress and its unused recovery codes."""
+
+    enabled: bool = False
+    secret_sealed: bytes = b""
+    """The confirmed secret, sealed by auth_svc; empty while MFA is off."""
+    last_used_step: int = 0
+    """The latest TOTP time step used: codes of it and of earlier ones are refused."""
+    enabled_at: datetime | None = None
+    recovery_codes_left: int = 0
+    pending_secret_sealed: bytes = b""
+    """The secret of an enrolment started and not confirmed; empty when none."""
+    pending_started_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TotpStep:
+    """A checked TOTP code: the time step it matched."""
+
+    step: int
+
+
+@dataclass(frozen=True)
+class RecoveryCodeUse:
+    """A recovery code to use up: the SHA-256 (hex) of what the user typed."""
+
+    code_hash: str
+
+
+MfaCode = TotpStep | RecoveryCodeUse
+
+
+@dataclass(frozen=True)
+class NewSecurityEvent:
+    """An entry to append to an account's security log."""
+
+    kind: str
+    """One of models.SECURITY_EVENT_KINDS; empty when the caller named none."""
+    account_id: str = ""
+    device: Device = field(default_factory=Device)
+    session_id: str = ""
+    """The session concerned; empty: none."""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SecurityEventRecord:
+    """One entry of an account's security log as stored."""
+
+    id: int
+    kind: str
+    created_at: datetime
+    device: Device
+    session_id: uuid.UUID | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class SecurityEventPage:
+    """A page of an account's security log, newest first, and whether older entries exist."""
+
+    events: tuple[SecurityEventRecord, ...]
+    more: bool
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """What recording a security event did."""
+
+    recorded: bool
+    """False when the account does not exist: nothing was stored."""
+    mailed: bool = False
+
+
+@dataclass(frozen=True)
+class MfaChallengeRecord:
+    """A live MFA login challenge: its account, the account's factor, and the login's choice."""
+
+    account: AccountRecord
+    mfa: MfaRecord
+    remembered: bool
+
+
+@dataclass(frozen=True)
+class CompletedChallenge:
+    """The session an MFA challenge started, and the recovery codes still unused."""
+
+    session: StartedSession
+    recovery_codes_left: int

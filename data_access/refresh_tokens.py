@@ -14,7 +14,7 @@ lock.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import DateTime, Text, bindparam, exists, func, insert, select, text, update
@@ -27,6 +27,7 @@ from data_access.database import Database, violated_constraint
 from data_access.families import lock_family_of_token, revoke_families
 from data_access.models import Account, LoginSession, RefreshToken
 from data_access.records import Device, NewSession, Rotation, StartedSession
+from data_access.security_events import CheckedEvent, append_event
 from data_access.validation import Violations, parse_id
 from meshkit.errors import AlreadyExists, FailedPrecondition, NotFound
 from meshkit.reasons import Reason
@@ -39,7 +40,8 @@ from meshkit.reasons import Reason
 _ROTATE_LIVE = text(
     """
     WITH presented AS (
-        SELECT t.id, t.account_id, s.created_at AS started_at, s.ends_at, s.remembered
+        SELECT t.id, t.account_id, s.created_at AS started_at, s.ends_at, s.remembered,
+               s.authenticated_at
         FROM refresh_tokens AS t JOIN sessions AS s ON s.id = t.family_id
         WHERE t.token_hash = :token_hash AND t.family_id = :family_id
           AND t.consumed_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
@@ -65,7 +67,8 @@ _ROTATE_LIVE = text(
         WHERE id = :family_id AND EXISTS (SELECT 1 FROM consumed)
     )
     SELECT a.id, a.email, a.username, a.created_at, a.email_verified_at,
-           c.started_at, c.remembered, (SELECT expires_at FROM successor) AS expires_at
+           c.started_at, c.remembered, c.authenticated_at,
+           (SELECT expires_at FROM successor) AS expires_at
     FROM consumed AS c JOIN accounts AS a ON a.id = c.account_id
     """
 ).bindparams(
@@ -106,39 +109,11 @@ class RefreshTokenStore:
         at the latest) in one transaction; NotFound (ACCOUNT_NOT_FOUND) when the account does
         not exist."""
         check = Violations()
-        token_hash = check.sha256_hex("token_hash", login.token_hash)
-        device = check.device("device", login.device)
+        login = checked_login(check, login)
         check.raise_if_any()
         owner = parse_id(login.account_id, reason=Reason.ACCOUNT_NOT_FOUND, what="account")
-        session_id = uuid.uuid4()
         async with self._database.transaction() as session:
-            try:
-                inserted = await session.execute(
-                    insert(LoginSession)
-                    .values(
-                        id=session_id,
-                        account_id=owner,
-                        ends_at=login.ends_at,
-                        remembered=login.remembered,
-                        user_agent=device.user_agent,
-                        client_ip=device.client_ip,
-                    )
-                    .returning(LoginSession.created_at)
-                )
-            except IntegrityError as exc:
-                if violated_constraint(exc) == _ACCOUNT_CONSTRAINT:
-                    raise _account_not_found() from None
-                raise
-            started = inserted.scalar_one()
-            await _insert_token(
-                session,
-                account_id=owner,
-                family_id=session_id,
-                token_hash=token_hash,
-                expires_at=min(login.expires_at, login.ends_at),
-                field="token_hash",
-            )
-        return StartedSession(id=session_id, created_at=started)
+            return await start_session(session, owner, login)
 
     async def rotate(
         self,
@@ -190,6 +165,52 @@ class RefreshTokenStore:
                 await revoke_families(session, [family_id])
 
 
+def checked_login(check: Violations, login: NewSession, *, prefix: str = "") -> NewSession:
+    """Return login with its token hash and device in canonical form, recording its problems
+    in check (fields named under prefix, such as "session.")."""
+    return replace(
+        login,
+        token_hash=check.sha256_hex(f"{prefix}token_hash", login.token_hash),
+        device=check.device(f"{prefix}device", login.device),
+    )
+
+
+async def start_session(
+    session: AsyncSession, owner: uuid.UUID, login: NewSession, *, prefix: str = ""
+) -> StartedSession:
+    """Store a session of owner and the first token of its family (a login checked by
+    checked_login) inside the caller's transaction; NotFound (ACCOUNT_NOT_FOUND) when the
+    account does not exist."""
+    session_id = uuid.uuid4()
+    try:
+        inserted = await session.execute(
+            insert(LoginSession)
+            .values(
+                id=session_id,
+                account_id=owner,
+                ends_at=login.ends_at,
+                remembered=login.remembered,
+                user_agent=login.device.user_agent,
+                client_ip=login.device.client_ip,
+            )
+            .returning(LoginSession.created_at)
+        )
+    except IntegrityError as exc:
+        if violated_constraint(exc) == _ACCOUNT_CONSTRAINT:
+            raise _account_not_found() from None
+        raise
+    started = inserted.scalar_one()
+    await _insert_token(
+        session,
+        account_id=owner,
+        family_id=session_id,
+        token_hash=login.token_hash,
+        expires_at=min(login.expires_at, login.ends_at),
+        field=f"{prefix}token_hash",
+    )
+    return StartedSession(id=session_id, created_at=started)
+
+
 async def _rotate(
     session: AsyncSession, token_hash: str, successor: _Successor
 ) -> Rotation | _Reused:
@@ -217,6 +238,7 @@ async def _rotate(
                 LoginSession.created_at,
                 LoginSession.ends_at,
                 LoginSession.remembered,
+                LoginSession.authenticated_at,
                 func.now(),
                 family_revoked,
             )
@@ -228,7 +250,7 @@ async def _rotate(
     ).one_or_none()
     if found is None:
         raise _invalid()
-    token, account, started_at, ends_at, remembered, now, revoked = found
+    token, account, started_at, ends_at, remembered, authenticated_at, now, revoked = found
     # Any revoked sibling means the family was logged out or caught reusing: none of it lives on.
     if revoked or token.expires_at <= now or ends_at <= now:
         raise _invalid()
@@ -246,10 +268,22 @@ async def _rotate(
                     family_id=family_id,
                     expires_at=expires_at,
                     session_started_at=started_at,
+                    authenticated_at=authenticated_at,
                     remembered=remembered,
                     repeated=True,
                 )
         await revoke_families(session, [family_id])
+        # The owner's security log says so, in the transaction that ended the session.
+        await append_event(
+            session,
+            account.id,
+            CheckedEvent(
+                kind="refresh_token_reused",
+                device=successor.device or Device(),
+                session_id=family_id,
+                detail="a used refresh token was presented again; its session was ended",
+            ),
+        )
         return _Reused()
     token.consumed_at = now
     token.successor_hash = successor.token_hash
@@ -268,6 +302,7 @@ async def _rotate(
         family_id=family_id,
         expires_at=expires_at,
         session_started_at=started_at,
+        authenticated_at=authenticated_at,
         remembered=remembered,
     )
 
@@ -301,6 +336,7 @@ async def _rotate_live(
         family_id=family_id,
         expires_at=row.expires_at,
         session_started_at=row.started_at,
+        authenticated_at=row.authenticated_at,
         remembered=row.remembered,
     )
 

@@ -13,10 +13,14 @@ from data_access.changes import ChangeFeed
 from data_access.database import open_database
 from data_access.embedded import configured_database
 from data_access.images import ImageStore
+from data_access.login_attempts import LoginAttemptStore
+from data_access.mfa import MfaStore
 from data_access.outbox import MailOutbox
 from data_access.profiles import ProfileStore
 from data_access.refresh_tokens import RefreshTokenStore
+from data_access.security_events import SecurityEventStore
 from data_access.servicers import (
+    AccountSecurityServicer,
     AccountStoreServicer,
     ChangeFeedServicer,
     MailOutboxServicer,
@@ -64,11 +68,18 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
             interval_seconds=settings.change_retention_seconds / 10,
         ),
     ]
+    sessions = SessionStore(database)
     accounts = AccountStoreServicer(
         AccountStore(database),
         RefreshTokenStore(database),
         AccountTokenStore(database),
-        SessionStore(database),
+        sessions,
+    )
+    security = AccountSecurityServicer(
+        LoginAttemptStore(database),
+        MfaStore(database),
+        sessions,
+        SecurityEventStore(database),
     )
     mail = MailOutboxServicer(MailOutbox(database))
     profiles = ProfileStoreServicer(ProfileStore(database, feed))
@@ -78,6 +89,7 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
     def register(server: grpc.aio.Server) -> None:
         """Add the servicers and start the sweepers and the change feed."""
         dataaccess_pb2_grpc.add_AccountStoreServiceServicer_to_server(accounts, server)
+        dataaccess_pb2_grpc.add_AccountSecurityServiceServicer_to_server(security, server)
         dataaccess_pb2_grpc.add_MailOutboxServiceServicer_to_server(mail, server)
         dataaccess_pb2_grpc.add_ProfileStoreServiceServicer_to_server(profiles, server)
         dataaccess_pb2_grpc.add_MediaStoreServiceServicer_to_server(media, server)

@@ -16,6 +16,9 @@ from data_access.account_tokens import AccountTokenStore
 from data_access.accounts import AccountStore
 from data_access.changes import Change, ChangeFeed, FeedEvent, Heartbeat
 from data_access.images import ImageStore
+from data_access.login_attempts import LoginAttemptStore
+from data_access.mfa import MfaStore
+from data_access.models import SECURITY_EVENT_KINDS
 from data_access.outbox import MailOutbox
 from data_access.profiles import ProfileStore
 from data_access.records import (
@@ -23,19 +26,27 @@ from data_access.records import (
     Device,
     GivenUp,
     ImageRecord,
+    LoginAttemptCounter,
     Mail,
     MailOutcome,
+    MfaCode,
+    MfaRecord,
     NewImage,
+    NewSecurityEvent,
     NewSession,
     NewToken,
     ProfileRecord,
+    RecoveryCodeUse,
     Retry,
+    SecurityEventRecord,
     Sent,
     SessionRecord,
     TakenEmailMail,
     TokenPurpose,
+    TotpStep,
 )
 from data_access.refresh_tokens import RefreshTokenStore
+from data_access.security_events import SecurityEventStore
 from data_access.sessions import SessionStore
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
@@ -47,7 +58,15 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _PURPOSES: dict[pb.AccountTokenPurpose.ValueType, TokenPurpose] = {
     pb.ACCOUNT_TOKEN_PURPOSE_VERIFY_EMAIL: TokenPurpose.VERIFY_EMAIL,
     pb.ACCOUNT_TOKEN_PURPOSE_RESET_PASSWORD: TokenPurpose.RESET_PASSWORD,
+    pb.ACCOUNT_TOKEN_PURPOSE_CHANGE_EMAIL: TokenPurpose.CHANGE_EMAIL,
 }
+# Each stored kind is the wire name without its prefix, lower-cased ("login_succeeded"); a kind
+# missing from the proto fails here, at import.
+_EVENT_KINDS: dict[pb.SecurityEventKind.ValueType, str] = {
+    pb.SecurityEventKind.Value(f"SECURITY_EVENT_KIND_{kind.upper()}"): kind
+    for kind in SECURITY_EVENT_KINDS
+}
+_EVENT_KIND_VALUES = {kind: value for value, kind in _EVENT_KINDS.items()}
 
 
 class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
@@ -105,16 +124,7 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
         self, request: pb.CreateRefreshTokenRequest, context: Context
     ) -> pb.CreateRefreshTokenResponse:
         """Store a session and the first token of its family."""
-        started = await self._refresh_tokens.create(
-            NewSession(
-                account_id=request.account_id,
-                token_hash=request.token_hash,
-                expires_at=_required_time(request, "expire_time"),
-                ends_at=_required_time(request, "session_end_time"),
-                remembered=request.remembered,
-                device=_device(request.device),
-            )
-        )
+        started = await self._refresh_tokens.create(_new_session(request))
         return pb.CreateRefreshTokenResponse(
             family_id=str(started.id), session_start_time=to_timestamp(started.created_at)
         )
@@ -137,6 +147,7 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
             new_expire_time=to_timestamp(rotation.expires_at),
             session_start_time=to_timestamp(rotation.session_started_at),
             remembered=rotation.remembered,
+            auth_time=to_timestamp(rotation.authenticated_at),
         )
 
     async def RevokeRefreshToken(  # noqa: N802 (name fixed by the proto)
@@ -164,16 +175,7 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
         self, request: pb.IssueAccountTokenRequest, context: Context
     ) -> pb.IssueAccountTokenResponse:
         """Store a single-use token and its mail for whoever owns an email, if eligible."""
-        token = _new_token(request, "token")
-        mail = _mail(request)
-        if token is None or mail is None:
-            raise invalid(
-                [
-                    FieldViolation(name, "is required")
-                    for name in ("token", "mail")
-                    if not request.HasField(name)
-                ]
-            )
+        token, mail = _token_and_mail(request)
         await self._account_tokens.issue(
             request.email,
             _purpose(request.purpose),
@@ -202,6 +204,21 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
         )
         return pb.UseAccountTokenResponse(account=_account(account))
 
+    async def RequestEmailChange(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.RequestEmailChangeRequest, context: Context
+    ) -> pb.RequestEmailChangeResponse:
+        """Store an email change's token with its mail and the notice to the current address."""
+        token, mail = _token_and_mail(request)
+        await self._account_tokens.request_email_change(
+            request.account_id,
+            request.new_email,
+            token,
+            mail,
+            _sealed(request.notice) if request.HasField("notice") else None,
+            cooldown=_duration(request, "cooldown"),
+        )
+        return pb.RequestEmailChangeResponse()
+
     async def ListSessions(  # noqa: N802 (name fixed by the proto)
         self, request: pb.ListSessionsRequest, context: Context
     ) -> pb.ListSessionsResponse:
@@ -223,6 +240,175 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
         else:
             raise invalid([FieldViolation("which", "set session_id or all_except_session_id")])
         return pb.RevokeSessionsResponse(revoked_count=ended)
+
+
+class AccountSecurityServicer(pb_grpc.AccountSecurityServiceServicer):
+    """AccountSecurityService over the login-attempt, MFA, session and security-log
+    repositories."""
+
+    def __init__(
+        self,
+        login_attempts: LoginAttemptStore,
+        mfa: MfaStore,
+        sessions: SessionStore,
+        events: SecurityEventStore,
+    ) -> None:
+        self._login_attempts = login_attempts
+        self._mfa = mfa
+        self._sessions = sessions
+        self._events = events
+
+    async def GetLoginAttempts(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.GetLoginAttemptsRequest, context: Context
+    ) -> pb.GetLoginAttemptsResponse:
+        """Return the failure counters of the keys."""
+        counters = await self._login_attempts.get(
+            list(request.keys), _duration(request, "reset_after")
+        )
+        return pb.GetLoginAttemptsResponse(counters=_counters(counters))
+
+    async def RecordLoginFailure(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.RecordLoginFailureRequest, context: Context
+    ) -> pb.RecordLoginFailureResponse:
+        """Count one failure on each key and return the counters after it."""
+        counters = await self._login_attempts.record_failure(
+            list(request.keys), _duration(request, "reset_after")
+        )
+        return pb.RecordLoginFailureResponse(counters=_counters(counters))
+
+    async def ClearLoginAttempts(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ClearLoginAttemptsRequest, context: Context
+    ) -> pb.ClearLoginAttemptsResponse:
+        """Forget the counters of the keys."""
+        await self._login_attempts.clear(list(request.keys))
+        return pb.ClearLoginAttemptsResponse()
+
+    async def GetMfa(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.GetMfaRequest, context: Context
+    ) -> pb.GetMfaResponse:
+        """Return an account's factor."""
+        return pb.GetMfaResponse(mfa=_mfa(await self._mfa.get(request.account_id)))
+
+    async def StartMfaEnrollment(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.StartMfaEnrollmentRequest, context: Context
+    ) -> pb.StartMfaEnrollmentResponse:
+        """Store a pending sealed secret."""
+        await self._mfa.start_enrollment(request.account_id, request.pending_secret_sealed)
+        return pb.StartMfaEnrollmentResponse()
+
+    async def EnableMfa(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.EnableMfaRequest, context: Context
+    ) -> pb.EnableMfaResponse:
+        """Confirm the pending enrolment with its recovery codes, event and mail."""
+        await self._mfa.enable(
+            request.account_id,
+            request.pending_secret_sealed,
+            request.used_step,
+            list(request.recovery_code_hashes),
+            _event(request.event),
+            enrollment_ttl=_duration(request, "enrollment_ttl"),
+            mail=_mail(request),
+        )
+        return pb.EnableMfaResponse()
+
+    async def DisableMfa(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.DisableMfaRequest, context: Context
+    ) -> pb.DisableMfaResponse:
+        """Remove the factor and its codes, with the event and mail."""
+        await self._mfa.disable(request.account_id, _event(request.event), mail=_mail(request))
+        return pb.DisableMfaResponse()
+
+    async def ReplaceRecoveryCodes(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ReplaceRecoveryCodesRequest, context: Context
+    ) -> pb.ReplaceRecoveryCodesResponse:
+        """Replace the recovery codes, with the event."""
+        await self._mfa.replace_recovery_codes(
+            request.account_id, list(request.recovery_code_hashes), _event(request.event)
+        )
+        return pb.ReplaceRecoveryCodesResponse()
+
+    async def UseMfaCode(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.UseMfaCodeRequest, context: Context
+    ) -> pb.UseMfaCodeResponse:
+        """Use a TOTP step or a recovery code."""
+        left = await self._mfa.use_code(request.account_id, _mfa_code(request.code))
+        return pb.UseMfaCodeResponse(recovery_codes_left=left)
+
+    async def CreateMfaChallenge(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.CreateMfaChallengeRequest, context: Context
+    ) -> pb.CreateMfaChallengeResponse:
+        """Store a login challenge."""
+        await self._mfa.create_challenge(
+            request.account_id,
+            request.token_hash,
+            _required_time(request, "expire_time"),
+            remembered=request.remembered,
+        )
+        return pb.CreateMfaChallengeResponse()
+
+    async def GetMfaChallenge(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.GetMfaChallengeRequest, context: Context
+    ) -> pb.GetMfaChallengeResponse:
+        """Return a live challenge with its account and factor."""
+        challenge = await self._mfa.get_challenge(request.token_hash)
+        return pb.GetMfaChallengeResponse(
+            account=_account(challenge.account),
+            mfa=_mfa(challenge.mfa),
+            remembered=challenge.remembered,
+        )
+
+    async def FailMfaChallenge(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.FailMfaChallengeRequest, context: Context
+    ) -> pb.FailMfaChallengeResponse:
+        """Count a wrong code against a challenge."""
+        left = await self._mfa.fail_challenge(request.token_hash, request.max_attempts)
+        return pb.FailMfaChallengeResponse(attempts_left=left)
+
+    async def CompleteMfaChallenge(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.CompleteMfaChallengeRequest, context: Context
+    ) -> pb.CompleteMfaChallengeResponse:
+        """Use a challenge and its code and start the session."""
+        completed = await self._mfa.complete_challenge(
+            request.token_hash,
+            _mfa_code(request.code),
+            _new_session(request.session, path="session."),
+        )
+        return pb.CompleteMfaChallengeResponse(
+            session=pb.CreateRefreshTokenResponse(
+                family_id=str(completed.session.id),
+                session_start_time=to_timestamp(completed.session.created_at),
+            ),
+            recovery_codes_left=completed.recovery_codes_left,
+        )
+
+    async def MarkSessionAuthenticated(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.MarkSessionAuthenticatedRequest, context: Context
+    ) -> pb.MarkSessionAuthenticatedResponse:
+        """Record a re-authentication of a session, with the event."""
+        marked = await self._sessions.mark_authenticated(
+            request.account_id, request.session_id, _event(request.event)
+        )
+        return pb.MarkSessionAuthenticatedResponse(auth_time=to_timestamp(marked))
+
+    async def RecordSecurityEvent(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.RecordSecurityEventRequest, context: Context
+    ) -> pb.RecordSecurityEventResponse:
+        """Append an event, with its mail when asked."""
+        recorded = await self._events.record(
+            _event(request.event),
+            mail=_mail(request),
+            only_new_device=(request.mail_condition == pb.SECURITY_MAIL_CONDITION_NEW_DEVICE),
+        )
+        return pb.RecordSecurityEventResponse(recorded=recorded.recorded, mailed=recorded.mailed)
+
+    async def ListSecurityEvents(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ListSecurityEventsRequest, context: Context
+    ) -> pb.ListSecurityEventsResponse:
+        """Return a page of an account's events, newest first."""
+        page = await self._events.page(request.account_id, request.page_size, request.before_id)
+        return pb.ListSecurityEventsResponse(
+            events=[_security_event(event) for event in page.events], more=page.more
+        )
 
 
 class MailOutboxServicer(pb_grpc.MailOutboxServiceServicer):
@@ -407,12 +593,116 @@ def _mail(
     request: pb.CreateAccountRequest
     | pb.ReplacePasswordHashRequest
     | pb.IssueAccountTokenRequest
-    | pb.UseAccountTokenRequest,
+    | pb.UseAccountTokenRequest
+    | pb.EnableMfaRequest
+    | pb.DisableMfaRequest
+    | pb.RecordSecurityEventRequest
+    | pb.RequestEmailChangeRequest,
 ) -> Mail | None:
     """Return a request's SealedMail field `mail`, None when unset."""
     if not request.HasField("mail"):
         return None
-    return Mail(kind=request.mail.kind, sealed=request.mail.sealed)
+    return _sealed(request.mail)
+
+
+def _token_and_mail(
+    request: pb.IssueAccountTokenRequest | pb.RequestEmailChangeRequest,
+) -> tuple[NewToken, Mail]:
+    """A request's token and the mail that carries it; InvalidArgument naming each missing."""
+    token = _new_token(request, "token")
+    mail = _mail(request)
+    if token is None or mail is None:
+        raise invalid(
+            [
+                FieldViolation(name, "is required")
+                for name in ("token", "mail")
+                if not request.HasField(name)
+            ]
+        )
+    return token, mail
+
+
+def _sealed(mail: pb.SealedMail) -> Mail:
+    """The domain form of a SealedMail."""
+    return Mail(kind=mail.kind, sealed=mail.sealed)
+
+
+def _new_session(request: pb.CreateRefreshTokenRequest, *, path: str = "") -> NewSession:
+    """Convert a wire login to a record; InvalidArgument (fields named under path) when a
+    time is missing."""
+    return NewSession(
+        account_id=request.account_id,
+        token_hash=request.token_hash,
+        expires_at=_required_time(request, "expire_time", path=f"{path}expire_time"),
+        ends_at=_required_time(request, "session_end_time", path=f"{path}session_end_time"),
+        remembered=request.remembered,
+        device=_device(request.device),
+    )
+
+
+def _event(event: pb.NewSecurityEvent) -> NewSecurityEvent:
+    """Convert a wire event (empty when unset) to a record; an unspecified or unknown kind
+    becomes the empty kind, which the repository refuses."""
+    return NewSecurityEvent(
+        kind=_EVENT_KINDS.get(event.kind, ""),
+        account_id=event.account_id,
+        device=_device(event.device),
+        session_id=event.session_id,
+        detail=event.detail,
+    )
+
+
+def _mfa_code(code: pb.MfaCode) -> MfaCode | None:
+    """Convert a wire code to a record; None when it names neither a step nor a recovery code."""
+    which = code.WhichOneof("code")
+    if which == "step":
+        return TotpStep(code.step)
+    if which == "recovery_code_hash":
+        return RecoveryCodeUse(code.recovery_code_hash)
+    return None
+
+
+def _counters(counters: list[LoginAttemptCounter]) -> list[pb.LoginAttemptCounter]:
+    """Convert login-attempt counters to protobuf (no time when there is none)."""
+    return [
+        pb.LoginAttemptCounter(
+            key=counter.key,
+            failures=counter.failures,
+            last_failure_time=(
+                None if counter.last_failure_at is None else to_timestamp(counter.last_failure_at)
+            ),
+        )
+        for counter in counters
+    ]
+
+
+def _mfa(mfa: MfaRecord) -> pb.MfaRecord:
+    """Convert a factor record to protobuf (times unset when there are none)."""
+    return pb.MfaRecord(
+        enabled=mfa.enabled,
+        secret_sealed=mfa.secret_sealed,
+        last_used_step=mfa.last_used_step,
+        enable_time=None if mfa.enabled_at is None else to_timestamp(mfa.enabled_at),
+        recovery_codes_left=mfa.recovery_codes_left,
+        pending_secret_sealed=mfa.pending_secret_sealed,
+        pending_start_time=(
+            None if mfa.pending_started_at is None else to_timestamp(mfa.pending_started_at)
+        ),
+    )
+
+
+def _security_event(event: SecurityEventRecord) -> pb.SecurityEventRecord:
+    """Convert a security-log entry to protobuf."""
+    return pb.SecurityEventRecord(
+        id=event.id,
+        kind=_EVENT_KIND_VALUES.get(event.kind, pb.SECURITY_EVENT_KIND_UNSPECIFIED),
+        create_time=to_timestamp(event.created_at),
+        device=pb.SessionDevice(
+            user_agent=event.device.user_agent, client_ip=event.device.client_ip
+        ),
+        session_id=_id(event.session_id),
+        detail=event.detail,
+    )
 
 
 def _device(device: pb.SessionDevice) -> Device:

@@ -1,4 +1,5 @@
-"""Sessions (logins) of an account: listed while live, ended one at a time or all but one.
+"""Sessions (logins) of an account: listed while live, ended one at a time or all but one, and
+marked when they prove their credentials again (a re-authentication).
 
 A session is live while it has not reached its end and its refresh-token family holds a token
 that can still be rotated; ending it revokes the family (families.py), under the family's lock,
@@ -8,14 +9,17 @@ so that a rotation running at the same time cannot leave a live successor behind
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
+from datetime import datetime
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from data_access.database import Database
 from data_access.families import live_token, lock_families, revoke_families
 from data_access.models import LoginSession, RefreshToken
-from data_access.records import Device, SessionRecord
+from data_access.records import Device, NewSecurityEvent, SessionRecord
+from data_access.security_events import append_event, check_event_account, checked_event
 from data_access.validation import Violations, parse_id
 from meshkit.errors import NotFound
 from meshkit.reasons import Reason
@@ -90,6 +94,41 @@ class SessionStore:
         owner = parse_id(account_id, reason=Reason.ACCOUNT_NOT_FOUND, what="account")
         async with self._database.transaction() as session:
             return await end_sessions(session, owner, keep=keep)
+
+    async def mark_authenticated(
+        self, account_id: str, session_id: str, event: NewSecurityEvent
+    ) -> datetime:
+        """Record that a live session of an account proved its credentials now, appending
+        event (about that session when it names none) in the same transaction, and return
+        that time; NotFound (SESSION_NOT_FOUND) when it is not a live session of the account."""
+        check = Violations()
+        checked = checked_event(check, event)
+        check_event_account(check, event, account_id)
+        check.raise_if_any()
+        owner = parse_id(account_id, reason=Reason.SESSION_NOT_FOUND, what="session")
+        key = parse_id(session_id, reason=Reason.SESSION_NOT_FOUND, what="session")
+        # Live as ListSessions has it: a logged-out (revoked) or idle-expired session has
+        # nothing left to re-authenticate, though its end may be far off.
+        has_live_token = exists().where(RefreshToken.family_id == LoginSession.id, live_token())
+        async with self._database.transaction() as session:
+            marked = await session.scalar(
+                update(LoginSession)
+                .where(
+                    LoginSession.id == key,
+                    LoginSession.account_id == owner,
+                    LoginSession.ends_at > func.now(),
+                    has_live_token,
+                )
+                .values(authenticated_at=func.now())
+                .returning(LoginSession.authenticated_at)
+                .execution_options(synchronize_session=False)
+            )
+            if marked is None:
+                raise NotFound(message="session not found", reason=Reason.SESSION_NOT_FOUND)
+            if checked.session_id is None:
+                checked = replace(checked, session_id=key)
+            await append_event(session, owner, checked)
+        return marked
 
 
 async def end_sessions(

@@ -1,6 +1,12 @@
 """Deletes rows past their lifetime (expired refresh tokens, ended sessions, used or expired
-account tokens, delivered mails, old change-log entries) in the background, on one replica at a
+account tokens, delivered mails, old change-log entries, idle failed-login and mail-request
+counters, finished MFA challenges, old security events) in the background, on one replica at a
 time.
+
+What is kept how long, beyond expiry: a failed-login or mail-request counter a day after its last
+use (login_attempts.COUNTER_IDLE_MAX, the longest a caller may count over); an MFA challenge a day
+after it expired or was used (MFA_CHALLENGE_RETENTION); a security event 365 days
+(SECURITY_EVENT_RETENTION: a year of an account's log to look back on, and no longer).
 
 PostgreSQL has no TTL, so rows would pile up forever. Every replica runs the sweepers; a
 transaction-scoped advisory lock per table lets only one replica delete at a time and frees
@@ -20,17 +26,32 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, exists, func, select, text
 
 from data_access.database import Database
-from data_access.models import AccountToken, ChangeLog, LoginSession, OutboxMail, RefreshToken
+from data_access.login_attempts import COUNTER_IDLE_MAX
+from data_access.models import (
+    AccountToken,
+    ChangeLog,
+    LoginAttempt,
+    LoginSession,
+    MailRequest,
+    MfaChallenge,
+    OutboxMail,
+    RefreshToken,
+    SecurityEvent,
+)
 
 log = logging.getLogger("data_access.sweeper")
 
 # Any constants shared by all replicas work; these spell "rtsweep", "clsweep", "sssweep",
-# "atsweep" and "obsweep" in ASCII.
+# "atsweep", "obsweep", "lasweep", "mcsweep", "sesweep" and "mrsweep" in ASCII.
 SWEEP_LOCK_KEY = 0x72747377656570
 CHANGE_LOG_LOCK_KEY = 0x636C7377656570
 SESSIONS_LOCK_KEY = 0x73737377656570
 ACCOUNT_TOKENS_LOCK_KEY = 0x61747377656570
 OUTBOX_LOCK_KEY = 0x6F627377656570
+LOGIN_ATTEMPTS_LOCK_KEY = 0x6C617377656570
+MFA_CHALLENGES_LOCK_KEY = 0x6D637377656570
+SECURITY_EVENTS_LOCK_KEY = 0x73657377656570
+MAIL_REQUESTS_LOCK_KEY = 0x6D727377656570
 _BATCH_SIZE = 5_000
 
 
@@ -92,8 +113,57 @@ OUTBOX = SweepJob(
     ),
 )
 
+LOGIN_ATTEMPTS = SweepJob(
+    name="idle failed-login counters",
+    lock_key=LOGIN_ATTEMPTS_LOCK_KEY,
+    table=LoginAttempt,
+    id_column=LoginAttempt.key,  # type: ignore[arg-type]
+    expired=lambda: LoginAttempt.last_failure_at < func.now() - COUNTER_IDLE_MAX,
+)
+
+MAIL_REQUESTS = SweepJob(
+    name="idle mail-request counters",
+    lock_key=MAIL_REQUESTS_LOCK_KEY,
+    table=MailRequest,
+    id_column=MailRequest.key,  # type: ignore[arg-type]
+    expired=lambda: MailRequest.last_request_at < func.now() - COUNTER_IDLE_MAX,
+)
+
+# A finished challenge stays a day, for looking into a login that went wrong.
+MFA_CHALLENGE_RETENTION = timedelta(days=1)
+
+MFA_CHALLENGES = SweepJob(
+    name="expired or used MFA challenges",
+    lock_key=MFA_CHALLENGES_LOCK_KEY,
+    table=MfaChallenge,
+    id_column=MfaChallenge.id,  # type: ignore[arg-type]
+    expired=lambda: (
+        (MfaChallenge.expires_at < func.now() - MFA_CHALLENGE_RETENTION)
+        | (MfaChallenge.used_at < func.now() - MFA_CHALLENGE_RETENTION)
+    ),
+)
+
+SECURITY_EVENT_RETENTION = timedelta(days=365)
+
+SECURITY_EVENTS = SweepJob(
+    name="old security events",
+    lock_key=SECURITY_EVENTS_LOCK_KEY,
+    table=SecurityEvent,
+    id_column=SecurityEvent.id,  # type: ignore[arg-type]
+    expired=lambda: SecurityEvent.created_at < func.now() - SECURITY_EVENT_RETENTION,
+)
+
 # The jobs that run at the expiry sweep interval (settings.refresh_token_sweep_seconds).
-EXPIRY_JOBS = (REFRESH_TOKENS, SESSIONS, ACCOUNT_TOKENS, OUTBOX)
+EXPIRY_JOBS = (
+    REFRESH_TOKENS,
+    SESSIONS,
+    ACCOUNT_TOKENS,
+    OUTBOX,
+    LOGIN_ATTEMPTS,
+    MAIL_REQUESTS,
+    MFA_CHALLENGES,
+    SECURITY_EVENTS,
+)
 
 
 def change_log_job(retention_seconds: float) -> SweepJob:

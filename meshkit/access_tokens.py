@@ -22,7 +22,7 @@ from typing import Any
 
 import jwt
 
-from meshkit.errors import PermissionDenied, Unauthenticated, Unavailable
+from meshkit.errors import FailedPrecondition, PermissionDenied, Unauthenticated, Unavailable
 from meshkit.reasons import Reason
 
 ISSUER = "meshgram-auth"
@@ -49,6 +49,30 @@ class Principal:
     email_verified: bool = False
     auth_time: float = 0.0
     """When the password was last checked for the token's session (Unix seconds)."""
+
+
+def _duration(seconds: float) -> str:
+    """A window as people say it: whole minutes when it is some, else seconds."""
+    whole = int(seconds)
+    if whole >= 60 and whole % 60 == 0:
+        return f"{whole // 60} minutes" if whole > 60 else "1 minute"
+    return f"{whole} seconds"
+
+
+def require_recent_authentication(
+    principal: Principal, window_seconds: float, *, now: float | None = None
+) -> None:
+    """Raise FailedPrecondition (REAUTHENTICATION_REQUIRED) unless the principal's credentials
+    were proved less than window_seconds ago (its token's auth_time)."""
+    current = time.time() if now is None else now
+    if principal.auth_time <= 0 or current - principal.auth_time > window_seconds:
+        raise FailedPrecondition(
+            message=(
+                f"this needs a login less than {_duration(window_seconds)} old: confirm your "
+                "password with Reauthenticate and use the access token it returns"
+            ),
+            reason=Reason.REAUTHENTICATION_REQUIRED,
+        )
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str:

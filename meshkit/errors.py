@@ -59,6 +59,13 @@ class FailedPrecondition(DomainError):
     """The system is not in a state that allows the operation."""
 
 
+@dataclass(eq=False)
+class ResourceExhausted(DomainError):
+    """Too many attempts; the client may try again after retry_after_seconds."""
+
+    retry_after_seconds: int = 0
+
+
 class Unavailable(DomainError):
     """A dependency could not be reached; the call may be retried."""
 

@@ -16,6 +16,8 @@ from meshkit import errors
 from meshkit.reasons import ERROR_DOMAIN, Reason
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# Sent with RESOURCE_EXHAUSTED: the edge passes it on to REST clients as the HTTP header.
+RETRY_AFTER_KEY = "retry-after"
 
 # An error travels in trailers, which grpc clients cap at 8 KiB by default: texts that echo a
 # client's input (an unknown mask path, a rejected email) are cut so that any error, its
@@ -32,6 +34,7 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 _CLASSES = {code: cls for cls, code in _CODES.items()}
@@ -63,6 +66,10 @@ def to_status_proto(error: errors.DomainError) -> status_pb2.Status:
             ]
         )
         details.append(_pack(bad))
+    if isinstance(error, errors.ResourceExhausted) and error.retry_after_seconds > 0:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromSeconds(error.retry_after_seconds)
+        details.append(_pack(retry))
     return status_pb2.Status(code=code.value[0], message=message_for(error), details=details)
 
 
@@ -80,9 +87,15 @@ def shortened(text: str, limit: int) -> str:
     return encoded[: limit - 3].decode(errors="ignore") + "..."
 
 
-def trailing_metadata_for(error: errors.DomainError) -> tuple[tuple[str, bytes], ...]:
-    """Return the trailing metadata that carries the error's google.rpc.Status."""
-    return ((STATUS_DETAILS_KEY, to_status_proto(error).SerializeToString()),)
+def trailing_metadata_for(error: errors.DomainError) -> tuple[tuple[str, str | bytes], ...]:
+    """Return the trailing metadata that carries the error's google.rpc.Status (and, for
+    RESOURCE_EXHAUSTED, the seconds to wait)."""
+    status: tuple[tuple[str, str | bytes], ...] = (
+        (STATUS_DETAILS_KEY, to_status_proto(error).SerializeToString()),
+    )
+    if isinstance(error, errors.ResourceExhausted) and error.retry_after_seconds > 0:
+        return (*status, (RETRY_AFTER_KEY, str(error.retry_after_seconds)))
+    return status
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.DomainError:
@@ -98,6 +111,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.DomainError:
     reason = Reason.INVALID_FIELD
     violations: list[errors.FieldViolation] = []
     metadata: dict[str, str] = {}
+    retry_after = 0
     if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -112,10 +126,18 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.DomainError:
                 violations = [
                     errors.FieldViolation(v.field, v.description) for v in bad.field_violations
                 ]
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_after = retry.retry_delay.seconds
     message = error.details() or code.name
     if cls is errors.InvalidArgument:
         return errors.InvalidArgument(
             message=message, reason=reason, metadata=metadata, violations=violations
+        )
+    if cls is errors.ResourceExhausted:
+        return errors.ResourceExhausted(
+            message=message, reason=reason, metadata=metadata, retry_after_seconds=retry_after
         )
     return cls(message=message, reason=reason, metadata=metadata)
 
@@ -130,7 +152,11 @@ def _status_from_trailers(error: grpc.aio.AioRpcError) -> status_pb2.Status | No
     return None
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+def _pack(
+    message: error_details_pb2.ErrorInfo
+    | error_details_pb2.BadRequest
+    | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     """Wrap a detail message in google.protobuf.Any."""
     packed = any_pb2.Any()
     packed.Pack(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,6 +16,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
 from pydantic import SecretStr
 
+from data_access import admin
+from data_access.migrate import upgrade_async
 from meshgram.dataaccess.v1 import dataaccess_pb2
 from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_token
 from meshkit.grpc_errors import STATUS_DETAILS_KEY
@@ -161,3 +164,16 @@ def _status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
         if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
             return status_pb2.Status.FromString(value)
     raise AssertionError(f"no {STATUS_DETAILS_KEY} in {error!r}")
+
+
+@asynccontextmanager
+async def migrated_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A database of its own (named prefix_<random>) on the server of server_url, migrated to
+    the head; dropped on exit. Yields its URL."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    url = await admin.create_database(server_url, name)
+    try:
+        await upgrade_async(url)
+        yield url
+    finally:
+        await admin.drop_database(server_url, name)

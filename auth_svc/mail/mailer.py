@@ -37,10 +37,13 @@ class AccountMailer:
         self._reset_lifetime = reset_lifetime
         self._clock = clock
 
-    def compose(self, kind: MailKind, to: str, *, token: str = "") -> SealedMail:
+    def compose(
+        self, kind: MailKind, to: str, *, token: str = "", device: str = "", new_email: str = ""
+    ) -> SealedMail:
         """Return the sealed mail of that kind for the address; token goes into its link (the
-        verify and reset mails need one, the others take none). ValueError when to is not one
-        address or the token does not fit the kind."""
+        verify, reset and email-change mails need one, the others take none), device names the
+        client of a new-device mail, new_email the address an email change moves to. ValueError
+        when to is not one address or the token does not fit."""
         values: dict[str, object]
         match kind:
             case MailKind.VERIFY_EMAIL:
@@ -51,6 +54,16 @@ class AccountMailer:
                 values = {"changed_at": self._clock()}
             case MailKind.SIGNUP_ATTEMPT:
                 values = {}
+            case MailKind.MFA_ENABLED | MailKind.MFA_DISABLED:
+                values = {"changed_at": self._clock()}
+            case MailKind.NEW_DEVICE_LOGIN:
+                values = {"changed_at": self._clock(), "device": device}
+            case MailKind.CONFIRM_EMAIL_CHANGE:
+                values = {"token": token, "lifetime": self._verify_lifetime}
+            case MailKind.EMAIL_CHANGE_REQUESTED:
+                values = {"changed_at": self._clock(), "new_email": new_email}
+            case MailKind.EMAIL_CHANGED:
+                values = {"changed_at": self._clock()}
         if token and "token" not in values:
             raise ValueError(f"{kind.value} mail carries no token")
         return self._sealer.seal(self._renderer.render(kind, to=to, **values), kind.value)

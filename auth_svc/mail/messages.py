@@ -26,6 +26,8 @@ VERIFY_EMAIL_PATH = "/account/verify-email"
 RESET_PASSWORD_PATH = "/account/reset-password"
 # Signing in happens in the app itself, at the root of the public URL.
 LOGIN_PATH = "/"
+# How much of a client's self-description (User-Agent and address) a mail repeats.
+DEVICE_MAX = 200
 
 
 SUBJECTS: Mapping[MailKind, str] = {
@@ -33,6 +35,12 @@ SUBJECTS: Mapping[MailKind, str] = {
     MailKind.RESET_PASSWORD: f"Reset your {PRODUCT} password",
     MailKind.PASSWORD_CHANGED: f"Your {PRODUCT} password was changed",
     MailKind.SIGNUP_ATTEMPT: f"Someone tried to sign up to {PRODUCT} with your address",
+    MailKind.MFA_ENABLED: f"Two-step login is on for your {PRODUCT} account",
+    MailKind.MFA_DISABLED: f"Two-step login was turned off for your {PRODUCT} account",
+    MailKind.NEW_DEVICE_LOGIN: f"New sign-in to your {PRODUCT} account",
+    MailKind.CONFIRM_EMAIL_CHANGE: f"Confirm your new email address for {PRODUCT}",
+    MailKind.EMAIL_CHANGE_REQUESTED: f"A change of your {PRODUCT} email address was requested",
+    MailKind.EMAIL_CHANGED: f"The email address of your {PRODUCT} account was changed",
 }
 
 # The values each kind needs, with their types; render() refuses missing, extra or mistyped ones
@@ -42,6 +50,12 @@ VALUES: Mapping[MailKind, Mapping[str, type]] = {
     MailKind.RESET_PASSWORD: {"token": str, "lifetime": timedelta},
     MailKind.PASSWORD_CHANGED: {"changed_at": datetime},
     MailKind.SIGNUP_ATTEMPT: {},
+    MailKind.MFA_ENABLED: {"changed_at": datetime},
+    MailKind.MFA_DISABLED: {"changed_at": datetime},
+    MailKind.NEW_DEVICE_LOGIN: {"changed_at": datetime, "device": str},
+    MailKind.CONFIRM_EMAIL_CHANGE: {"token": str, "lifetime": timedelta},
+    MailKind.EMAIL_CHANGE_REQUESTED: {"changed_at": datetime, "new_email": str},
+    MailKind.EMAIL_CHANGED: {"changed_at": datetime},
 }
 
 
@@ -136,11 +150,20 @@ class MailRenderer:
         if isinstance(token, str):
             if not token:
                 raise ValueError(f"{kind.value} mail: token must not be empty")
-            path = VERIFY_EMAIL_PATH if kind is MailKind.VERIFY_EMAIL else RESET_PASSWORD_PATH
+            # An email change is confirmed on the verification page, as it verifies the address.
+            verifies = kind in (MailKind.VERIFY_EMAIL, MailKind.CONFIRM_EMAIL_CHANGE)
+            path = VERIFY_EMAIL_PATH if verifies else RESET_PASSWORD_PATH
             context["token_url"] = self.link(path, token)
         lifetime = values.get("lifetime")
         if isinstance(lifetime, timedelta):
             context["lifetime"] = describe_duration(lifetime)
+        new_email = values.get("new_email")
+        if isinstance(new_email, str):
+            context["new_email"] = str(_single_address(new_email, "the new address"))
+        device = values.get("device")
+        if isinstance(device, str):
+            # Whatever the client claimed to be, on one short line.
+            context["device"] = " ".join(device.split())[:DEVICE_MAX] or "an unknown device"
         changed_at = values.get("changed_at")
         if isinstance(changed_at, datetime):
             if changed_at.tzinfo is None:

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -31,8 +30,7 @@ import pytest
 from meshgram_client import aio
 
 from auth_svc.keyring import read_keys
-from data_access import admin
-from data_access.migrate import upgrade_async
+from tests.helpers import migrated_database
 from tools.mesh import Mesh, MeshPorts
 
 
@@ -92,13 +90,8 @@ async def database_url(database_url: str) -> AsyncIterator[str]:
     """A migrated database of the end-to-end meshes' own, on the session's server: the
     integration tests' auth_svc sends the mail of its database, the session mesh that of this
     one (one sender per database holds the sending lease)."""
-    name = f"meshgram_e2e_{secrets.token_hex(6)}"
-    url = await admin.create_database(database_url, name)
-    try:
-        await upgrade_async(url)
+    async with migrated_database(database_url, "meshgram_e2e") as url:
         yield url
-    finally:
-        await admin.drop_database(database_url, name)
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +107,9 @@ def mesh(database_url: str, e2e_state: Path, web_origin: str) -> Iterator[Mesh]:
             # Cheap hashing keeps the suite fast; production uses the default cost.
             "AUTH_BCRYPT_ROUNDS": "4",
             "AUTH_REFRESH_REUSE_WINDOW_SECONDS": str(REUSE_WINDOW_SECONDS),
+            # Every test connects from loopback: the suite's many deliberate failures must not
+            # add up to a throttle of 127.0.0.1 (test_account_defences tests it on its own mesh).
+            "AUTH_CLIENT_LOCKOUT_AFTER_FAILURES": "100000",
             "AUTH_JWT_KEYS_DIR": str(e2e_state / "keys" / "jwt"),
             "STORAGE_BLOB_DIR": str(e2e_state / "blobs"),
             "STORAGE_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),

@@ -174,9 +174,12 @@ def raw_grpc_status(edge_address: str, path: str, body: bytes, headers: dict[str
     return ""
 
 
-def mails_to(mesh: Mesh, address: str, count: int, seconds: float = 15.0) -> list[StoredMail]:
-    """Every mail to address in the mesh's mailbox, oldest first, once there are at least
-    `count` of them or `seconds` have passed (whichever comes first: check the length)."""
+def mails_to(
+    mesh: Mesh, address: str, count: int, seconds: float = 15.0, subject: str | None = None
+) -> list[StoredMail]:
+    """Every mail to address (with exactly that subject, when given) in the mesh's mailbox,
+    oldest first, once there are at least `count` of them or `seconds` have passed (whichever
+    comes first: check the length)."""
     wanted = address.strip().lower()
     seen: dict[Path, StoredMail] = {}
     deadline = time.monotonic() + seconds
@@ -184,7 +187,12 @@ def mails_to(mesh: Mesh, address: str, count: int, seconds: float = 15.0) -> lis
         for path in stored_mails(mesh.mailbox_dir):
             if path not in seen:
                 seen[path] = read_mail(path)
-        found = [mail for mail in seen.values() if wanted in mail.recipients()]
+        found = [
+            mail
+            for mail in seen.values()
+            if wanted in mail.recipients()
+            and (subject is None or str(mail.message["Subject"]) == subject)
+        ]
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.1)

@@ -27,7 +27,8 @@ ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/google.rp
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
     """The committed docs/openapi.json."""
-    return json.loads(gen_openapi.OPENAPI_DOC.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads(gen_openapi.OPENAPI_DOC.read_text(encoding="utf-8"))
+    return loaded
 
 
 @pytest.fixture(scope="module")
@@ -105,19 +106,33 @@ def test_bearer_token_exactly_where_the_services_check_it(document: dict[str, An
     needs_token = {
         op_id: "security" in operation for op_id, (_, _, operation) in operations(document).items()
     }
-    # AuthService checks a token on the calls of a signed-in user about their own account.
+    # AuthService checks a token on the calls of a signed-in user about their own account
+    # (VerifyMfa, the second step of a login, comes before there is one).
     own_account = {
         "AuthService_ChangePassword",
+        "AuthService_ChangeEmail",
         "AuthService_ListSessions",
         "AuthService_DeleteSession",
         "AuthService_DeleteOtherSessions",
+        "AuthService_Reauthenticate",
+        "AuthService_GetMfa",
+        "AuthService_StartMfaEnrollment",
+        "AuthService_ConfirmMfaEnrollment",
+        "AuthService_DisableMfa",
+        "AuthService_RegenerateRecoveryCodes",
+        "AuthService_ListSecurityEvents",
     }
     for op_id, secured in needs_token.items():
         expected = op_id.startswith(("UserService_", "StorageService_")) or op_id in own_account
         assert secured == expected, op_id
         if secured:
             assert "401" in operations(document)[op_id][2]["responses"]
-    for public in ("AuthService_GetJwks", "AuthService_Register", "AuthService_Login"):
+    for public in (
+        "AuthService_GetJwks",
+        "AuthService_Register",
+        "AuthService_Login",
+        "AuthService_VerifyMfa",
+    ):
         assert not needs_token[public]
 
 

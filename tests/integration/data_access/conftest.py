@@ -19,7 +19,6 @@ by another that ends every data_access connection):
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 
@@ -27,14 +26,19 @@ import grpc
 import pytest
 from pydantic import SecretStr
 
-from data_access import admin
 from data_access.database import Database, open_database
-from data_access.migrate import upgrade_async
 from data_access.server import build_definition
 from data_access.settings import DataAccessSettings
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
-from tests.helpers import AccountFactory, Metadata, ProfileReader, caller_metadata, serving
+from tests.helpers import (
+    AccountFactory,
+    Metadata,
+    ProfileReader,
+    caller_metadata,
+    migrated_database,
+    serving,
+)
 
 
 @pytest.fixture(scope="session")
@@ -111,13 +115,8 @@ def new_account(
 @pytest.fixture(scope="session")
 async def private_database_url(database_url: str) -> AsyncIterator[str]:
     """URL of a migrated database of these tests' own, dropped at the end."""
-    name = f"meshgram_private_{secrets.token_hex(6)}"
-    url = await admin.create_database(database_url, name)
-    try:
-        await upgrade_async(url)
+    async with migrated_database(database_url, "meshgram_private") as url:
         yield url
-    finally:
-        await admin.drop_database(database_url, name)
 
 
 @pytest.fixture(scope="session")

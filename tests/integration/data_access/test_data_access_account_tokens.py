@@ -532,3 +532,131 @@ async def test_a_verification_token_hash_already_stored_is_invalid_argument(
         grpc.StatusCode.INVALID_ARGUMENT,
         ["verification.token_hash"],
     )
+
+
+# -- email changes ------------------------------------------------------------------------------
+
+CHANGE = pb.ACCOUNT_TOKEN_PURPOSE_CHANGE_EMAIL
+
+
+async def _request_change(
+    tokens: Tokens,
+    account_id: str,
+    new_email: str,
+    token_hash: str,
+    *,
+    mail: pb.SealedMail | None = None,
+    notice: pb.SealedMail | None = None,
+    cooldown: timedelta | None = None,
+) -> None:
+    """Ask to move an account to new_email."""
+    request = pb.RequestEmailChangeRequest(
+        account_id=account_id,
+        new_email=new_email,
+        token=_token(token_hash),
+        mail=mail or _mail(),
+        notice=notice,
+    )
+    if cooldown is not None:
+        request.cooldown.FromTimedelta(cooldown)
+    await tokens.store.RequestEmailChange(request, metadata=tokens.metadata)
+
+
+async def test_an_email_change_queues_both_mails_and_moves_the_account_when_used(
+    tokens: Tokens,
+) -> None:
+    account = await tokens.register()
+    link, notice, changed = _mail(), _mail(), _mail()
+    new_email = f"moved.{uuid.uuid4().hex[:12]}@example.com"
+    token = _hash()
+    await _request_change(tokens, account.id, new_email.upper(), token, mail=link, notice=notice)
+    assert await tokens.queued(link.kind) == [link.sealed]
+    assert await tokens.queued(notice.kind) == [notice.sealed]
+    # Looking it up does not change anything; it names the account as it is.
+    assert (await tokens.lookup(token, CHANGE)).email == account.email
+
+    moved = await tokens.use(token, CHANGE, mail=changed)
+    assert (moved.id, moved.email, moved.email_verified) == (account.id, new_email, True)
+    assert await tokens.queued(changed.kind) == [changed.sealed]
+    assert (await tokens.credentials(new_email)).account.id == account.id
+    assert await tokens.invalid(token, CHANGE)
+
+
+async def test_an_email_change_to_an_address_taken_meanwhile_is_refused_and_spends_nothing(
+    tokens: Tokens,
+) -> None:
+    account, other = await tokens.register(), await tokens.register()
+    token, changed = _hash(), _mail()
+    await _request_change(tokens, account.id, other.email, token)
+    refused = await failure_of(tokens.use(token, CHANGE, mail=changed))
+    assert (refused.code, refused.reason) == (grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN")
+    assert await tokens.queued(changed.kind) == []
+    assert (await tokens.credentials(account.email)).account.id == account.id
+    assert (await tokens.lookup(token, CHANGE)).id == account.id  # still usable
+
+
+async def test_a_newer_change_voids_the_older_and_the_cooldown_stores_nothing(
+    tokens: Tokens,
+) -> None:
+    account = await tokens.register()
+    first, second, third = _hash(), _hash(), _hash()
+    await _request_change(tokens, account.id, f"a.{uuid.uuid4().hex[:8]}@example.com", first)
+    await _request_change(tokens, account.id, f"b.{uuid.uuid4().hex[:8]}@example.com", second)
+    assert await tokens.invalid(first, CHANGE)
+    quiet = _mail()
+    await _request_change(
+        tokens,
+        account.id,
+        f"c.{uuid.uuid4().hex[:8]}@example.com",
+        third,
+        mail=quiet,
+        cooldown=timedelta(minutes=5),
+    )
+    assert await tokens.queued(quiet.kind) == []
+    assert await tokens.invalid(third, CHANGE)
+    assert (await tokens.lookup(second, CHANGE)).id == account.id
+
+
+async def test_a_reset_voids_the_pending_email_change(tokens: Tokens) -> None:
+    account = await tokens.register()
+    change, reset = _hash(), _hash()
+    await _request_change(tokens, account.id, f"r.{uuid.uuid4().hex[:8]}@example.com", change)
+    await tokens.issue(account.email, RESET, reset)
+    await tokens.use(reset, RESET, "$2b$04$newhash")
+    assert await tokens.invalid(change, CHANGE)
+
+
+@pytest.mark.parametrize(
+    ("field", "request_"),
+    [
+        ("account_id", {"account_id": "not-a-uuid"}),
+        ("new_email", {"new_email": ""}),
+        ("token", {"token": None}),
+        ("mail", {"mail": None}),
+    ],
+)
+async def test_unusable_email_change_requests_are_refused(
+    tokens: Tokens, field: str, request_: dict[str, object]
+) -> None:
+    account = await tokens.register()
+    values: dict[str, object] = {
+        "account_id": account.id,
+        "new_email": f"x.{uuid.uuid4().hex[:8]}@example.com",
+        "token": _token(_hash()),
+        "mail": _mail(),
+        **request_,
+    }
+    request = pb.RequestEmailChangeRequest(**{k: v for k, v in values.items() if v is not None})
+    failure = await failure_of(tokens.store.RequestEmailChange(request, metadata=tokens.metadata))
+    if field == "account_id":
+        assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
+    else:
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in failure.fields[0]
+
+
+async def test_an_email_change_of_an_unknown_account_is_not_found(tokens: Tokens) -> None:
+    failure = await failure_of(
+        _request_change(tokens, str(uuid.uuid4()), "nobody@example.com", _hash())
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")

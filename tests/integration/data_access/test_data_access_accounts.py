@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -48,11 +49,11 @@ async def test_created_account_is_lower_cased_and_its_credentials_are_found_by_a
 async def test_taken_email_or_username_in_another_case_is_already_exists(
     account_store: pb_grpc.AccountStoreServiceAsyncStub, as_auth: Metadata, field: str, reason: str
 ) -> None:
-    first = {"email": f"{_unique()}@example.com", "username": f"u_{_unique()}"}
+    first: dict[str, Any] = {"email": f"{_unique()}@example.com", "username": f"u_{_unique()}"}
     await account_store.CreateAccount(
         pb.CreateAccountRequest(**first, password_hash="h"), metadata=as_auth
     )
-    second = {"email": f"{_unique()}@example.com", "username": f"u_{_unique()}"}
+    second: dict[str, Any] = {"email": f"{_unique()}@example.com", "username": f"u_{_unique()}"}
     second[field] = first[field].upper()
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -179,7 +180,7 @@ async def test_unusable_email_lookup_is_not_found_not_internal(
 async def test_unstorable_account_is_invalid_argument_naming_the_field(
     account_store: pb_grpc.AccountStoreServiceAsyncStub,
     as_auth: Metadata,
-    request_fields: dict[str, str],
+    request_fields: dict[str, Any],
     bad_field: str,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -49,7 +49,7 @@ async def next_event(stream: Stream, *, kind: str | None = None) -> pb.Subscribe
     async with asyncio.timeout(5):
         while True:
             event = await stream.read()
-            assert event is not grpc.aio.EOF, "the stream ended"
+            assert isinstance(event, pb.SubscribeChangesResponse), "the stream ended"
             if kind is None or event.WhichOneof("event") == kind:
                 return event
 
@@ -178,7 +178,7 @@ async def test_a_resubscription_replays_the_changes_made_while_away(
             pb.UpdateProfileRequest(account_id=account.id, bio=bio), metadata=as_user
         )
     resumed = subscribe(change_feed, as_user, after=last_seen)
-    replayed = []
+    replayed: list[int] = []
     while len(replayed) < 2:
         change = await change_of(resumed, account.id)
         if change.position > last_seen:
@@ -261,7 +261,7 @@ async def test_a_subscriber_that_falls_behind_gets_one_reset_instead_of_a_backlo
         async with asyncio.timeout(5):
             while not (isinstance(event := await anext(events), Change) and event.key == later.id):
                 assert not (isinstance(event, Change) and event.key in {a.id for a in accounts})
-        await events.aclose()
+        await events.aclose()  # type: ignore[attr-defined]  # an async generator, typed as its iterator
     finally:
         await feed.stop()
 

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -173,3 +174,91 @@ async def test_0004_makes_every_token_family_a_session_and_its_downgrade_gives_i
         ("3" * 64, NOV_5),
     }
     assert "sessions" not in await _run(scratch_database, _tables)
+
+
+SESSION = uuid.uuid4()
+DEFENCE_TABLES = {
+    "login_attempts",
+    "mfa_factors",
+    "recovery_codes",
+    "mfa_challenges",
+    "security_events",
+}
+
+
+def _downgrade_to_0004(connection: Connection) -> None:
+    command.downgrade(alembic_config(connection), "0004")
+
+
+def _fill_0004(connection: Connection) -> None:
+    """An account with a session started on Nov 1, as revision 0004 stores it."""
+    connection.execute(
+        text(
+            "INSERT INTO accounts (id, email, username, password_hash) "
+            "VALUES (:id, 'a@example.com', 'a', 'h')"
+        ),
+        {"id": ACCOUNT},
+    )
+    connection.execute(
+        text(
+            "INSERT INTO sessions (id, account_id, created_at, ends_at, last_used_at) "
+            "VALUES (:id, :account, :created, :ends, :used)"
+        ),
+        {
+            "id": SESSION,
+            "account": ACCOUNT,
+            "created": NOV_1,
+            "ends": NOV_1 + timedelta(days=30),
+            "used": NOV_5,
+        },
+    )
+
+
+def _authenticated_at(connection: Connection) -> object:
+    return connection.scalar(
+        text("SELECT authenticated_at FROM sessions WHERE id = :id"), {"id": SESSION}
+    )
+
+
+def _session_columns(connection: Connection) -> set[str]:
+    return {column["name"] for column in inspect(connection).get_columns("sessions")}
+
+
+def _refusal_function_exists(connection: Connection) -> bool:
+    return bool(
+        connection.scalar(
+            text("SELECT count(*) FROM pg_proc WHERE proname = 'security_events_refuse_update'")
+        )
+    )
+
+
+def _rewrite_an_event(connection: Connection) -> None:
+    connection.execute(
+        text("INSERT INTO security_events (account_id, kind) VALUES (:id, 'login_succeeded')"),
+        {"id": ACCOUNT},
+    )
+    connection.execute(text("UPDATE security_events SET detail = 'rewritten'"))
+
+
+async def test_0005_dates_each_sessions_authentication_at_its_login_and_downgrades_cleanly(
+    scratch_database: str,
+) -> None:
+    await upgrade_async(scratch_database, "0004")
+    await _run(scratch_database, _fill_0004)
+
+    await upgrade_async(scratch_database)
+
+    assert await _run(scratch_database, _authenticated_at) == NOV_1
+    assert await _run(scratch_database, _tables) >= DEFENCE_TABLES
+    with pytest.raises(DBAPIError, match="append-only"):
+        await _run(scratch_database, _rewrite_an_event)
+
+    await _run(scratch_database, _downgrade_to_0004)
+
+    assert not DEFENCE_TABLES & await _run(scratch_database, _tables)
+    assert "authenticated_at" not in await _run(scratch_database, _session_columns)
+    assert not await _run(scratch_database, _refusal_function_exists)
+
+    await upgrade_async(scratch_database)
+    assert await _run(scratch_database, _differences) == []
+    assert await _run(scratch_database, _authenticated_at) == NOV_1

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 SERVICES = [
     "meshgram.dataaccess.v1.AccountStoreService",
+    "meshgram.dataaccess.v1.AccountSecurityService",
     "meshgram.dataaccess.v1.MailOutboxService",
     "meshgram.dataaccess.v1.ProfileStoreService",
     "meshgram.dataaccess.v1.MediaStoreService",
@@ -35,6 +36,12 @@ Call = Callable[[grpc.aio.Channel, Metadata], Awaitable[Any]]
 def _get_credentials(channel: grpc.aio.Channel, metadata: Metadata) -> Awaitable[Any]:
     return pb_grpc.AccountStoreServiceStub(channel).GetCredentials(
         pb.GetCredentialsRequest(email="someone@example.com"), metadata=metadata
+    )
+
+
+def _get_mfa(channel: grpc.aio.Channel, metadata: Metadata) -> Awaitable[Any]:
+    return pb_grpc.AccountSecurityServiceStub(channel).GetMfa(
+        pb.GetMfaRequest(account_id=str(uuid.uuid4())), metadata=metadata
     )
 
 
@@ -60,6 +67,7 @@ def _complete_mail(channel: grpc.aio.Channel, metadata: Metadata) -> Awaitable[A
 
 CALLS: dict[str, Call] = {
     "AccountStoreService": _get_credentials,
+    "AccountSecurityService": _get_mfa,
     "MailOutboxService": _complete_mail,
     "ProfileStoreService": _get_profile,
     "MediaStoreService": _set_avatar,
@@ -67,12 +75,13 @@ CALLS: dict[str, Call] = {
 # What each probe gets from its servicer: it asks for something missing or not its own.
 ANSWERS = {
     "AccountStoreService": grpc.StatusCode.NOT_FOUND,
+    "AccountSecurityService": grpc.StatusCode.NOT_FOUND,
     "MailOutboxService": grpc.StatusCode.FAILED_PRECONDITION,
     "ProfileStoreService": grpc.StatusCode.NOT_FOUND,
     "MediaStoreService": grpc.StatusCode.NOT_FOUND,
 }
 ALLOWED = {
-    "auth_svc": ("AccountStoreService", "MailOutboxService"),
+    "auth_svc": ("AccountStoreService", "AccountSecurityService", "MailOutboxService"),
     "user_svc": ("ProfileStoreService",),
     "storage_svc": ("MediaStoreService",),
 }

@@ -1,4 +1,5 @@
-"""The sweepers (refresh tokens, sessions, account tokens, mails) against the real database."""
+"""The sweepers (refresh tokens, sessions, account tokens, mails, failed-login counters, MFA
+challenges, security events) against the real database."""
 
 from __future__ import annotations
 
@@ -21,8 +22,13 @@ from data_access.records import Mail, NewSession, NewToken, TokenPurpose
 from data_access.refresh_tokens import RefreshTokenStore
 from data_access.sweeper import (
     ACCOUNT_TOKENS,
+    EXPIRY_JOBS,
+    LOGIN_ATTEMPTS,
+    MAIL_REQUESTS,
+    MFA_CHALLENGES,
     OUTBOX,
     REFRESH_TOKENS,
+    SECURITY_EVENTS,
     SESSIONS,
     SWEEP_LOCK_KEY,
     Sweeper,
@@ -233,6 +239,113 @@ async def test_finished_mails_are_swept_after_their_retention(database: Database
         ages["given up 29 days ago"],
         ages["queued 40 days ago"],
     }
+
+
+async def _new_account(database: Database) -> uuid.UUID:
+    unique = uuid.uuid4().hex[:16]
+    account = await AccountStore(database).create(f"{unique}@example.com", f"u_{unique}", "h")
+    return account.id
+
+
+async def test_failed_login_counters_idle_for_over_a_day_are_swept(database: Database) -> None:
+    ages = {"idle 25 hours": 25 * HOUR, "idle 23 hours": 23 * HOUR, "just now": timedelta(0)}
+    keys = {label: f"sweep:{uuid.uuid4().hex}" for label in ages}
+    for label, age in ages.items():
+        await _execute(
+            database,
+            "INSERT INTO login_attempts (key, failures, last_failure_at) "
+            "VALUES (:key, 3, now() - CAST(:age AS interval))",
+            key=keys[label],
+            age=age,
+        )
+
+    await _sweep(database, LOGIN_ATTEMPTS)
+
+    remaining = await _rows(
+        database, "SELECT key FROM login_attempts WHERE key = ANY(:keys)", keys=list(keys.values())
+    )
+    assert {row.key for row in remaining} == {keys["idle 23 hours"], keys["just now"]}
+
+
+async def test_mail_request_counters_idle_for_over_a_day_are_swept(database: Database) -> None:
+    ages = {"idle 25 hours": 25 * HOUR, "idle 23 hours": 23 * HOUR, "just now": timedelta(0)}
+    keys = {label: f"sweep:{uuid.uuid4().hex}" for label in ages}
+    for label, age in ages.items():
+        await _execute(
+            database,
+            "INSERT INTO mail_requests (key, requests, last_request_at) "
+            "VALUES (:key, 2, now() - CAST(:age AS interval))",
+            key=keys[label],
+            age=age,
+        )
+
+    await _sweep(database, MAIL_REQUESTS)
+
+    remaining = await _rows(
+        database, "SELECT key FROM mail_requests WHERE key = ANY(:keys)", keys=list(keys.values())
+    )
+    assert {row.key for row in remaining} == {keys["idle 23 hours"], keys["just now"]}
+
+
+async def test_mfa_challenges_are_swept_a_day_after_they_expired_or_were_used(
+    database: Database,
+) -> None:
+    account_id = await _new_account(database)
+    states = {
+        "expired two days ago": ("now() - interval '2 days'", "NULL"),
+        "expired an hour ago": ("now() - interval '1 hour'", "NULL"),
+        "used two days ago": ("now() + interval '1 hour'", "now() - interval '2 days'"),
+        "used an hour ago": ("now() + interval '1 hour'", "now() - interval '1 hour'"),
+        "live": ("now() + interval '1 hour'", "NULL"),
+    }
+    tokens = {label: _hash() for label in states}
+    for label, (expires_at, used_at) in states.items():
+        await _execute(
+            database,
+            "INSERT INTO mfa_challenges (id, account_id, token_hash, expires_at, used_at) "
+            f"VALUES (gen_random_uuid(), :account, :token, {expires_at}, {used_at})",
+            account=account_id,
+            token=tokens[label],
+        )
+
+    await _sweep(database, MFA_CHALLENGES)
+
+    remaining = await _rows(
+        database, "SELECT token_hash FROM mfa_challenges WHERE account_id = :id", id=account_id
+    )
+    assert {row.token_hash for row in remaining} == {
+        tokens["expired an hour ago"],
+        tokens["used an hour ago"],
+        tokens["live"],
+    }
+
+
+async def test_security_events_are_kept_365_days(database: Database) -> None:
+    account_id = await _new_account(database)
+    # Rows are never updated (a trigger refuses): their age is set as they are inserted.
+    for days in (366, 364, 0):
+        await _execute(
+            database,
+            "INSERT INTO security_events (account_id, kind, created_at, detail) "
+            "VALUES (:account, 'login_succeeded', now() - CAST(:age AS interval), :label)",
+            account=account_id,
+            age=days * DAY,
+            label=f"{days} days",
+        )
+
+    await _sweep(database, SECURITY_EVENTS)
+
+    remaining = await _rows(
+        database, "SELECT detail FROM security_events WHERE account_id = :id", id=account_id
+    )
+    assert {row.detail for row in remaining} == {"364 days", "0 days"}
+
+
+def test_every_expiry_job_has_its_own_sweep_lock() -> None:
+    keys = [job.lock_key for job in EXPIRY_JOBS]
+
+    assert len(set(keys)) == len(keys)
+    assert {LOGIN_ATTEMPTS, MAIL_REQUESTS, MFA_CHALLENGES, SECURITY_EVENTS} <= set(EXPIRY_JOBS)
 
 
 def _hash() -> str:

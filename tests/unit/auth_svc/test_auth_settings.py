@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from auth_svc.settings import AuthSettings
+from data_access.login_attempts import COUNTER_IDLE_MAX
 from tests.helpers import clear_environment
 
 TOKEN = secrets.token_urlsafe(32)
@@ -89,3 +90,34 @@ def test_a_weak_caller_token_is_refused_without_being_shown() -> None:
     with pytest.raises(ValidationError, match="AUTH_DATA_ACCESS_TOKEN is too weak") as caught:
         AuthSettings(data_access_token="a-real-token", password_pepper=PEPPER)
     assert "a-real-token" not in str(caught.value)
+
+
+def test_the_account_defences_have_their_documented_defaults() -> None:
+    settings = AuthSettings(data_access_token=TOKEN, password_pepper=PEPPER)
+    assert settings.reauthentication_window_seconds == 600
+    assert (settings.mfa_issuer, settings.mfa_challenge_ttl_seconds) == ("meshgram", 300)
+    assert settings.mfa_challenge_max_attempts == 5
+    assert (settings.lockout_after_failures, settings.lockout_base_seconds) == (5, 30)
+    assert (settings.lockout_max_seconds, settings.lockout_reset_seconds) == (900, 3600)
+    assert (settings.captcha_after_failures, settings.captcha_after_client_failures) == (3, 10)
+    assert settings.client_lockout_after_failures == 100
+    assert settings.captcha_verify_url == ""
+
+
+def test_a_captcha_provider_needs_its_secret() -> None:
+    with pytest.raises(ValidationError, match="AUTH_CAPTCHA_SECRET is required"):
+        AuthSettings(
+            data_access_token=TOKEN,
+            password_pepper=PEPPER,
+            captcha_verify_url="https://captcha.example/siteverify",
+        )
+
+
+# data_access refuses to count over longer than COUNTER_IDLE_MAX (INVALID_ARGUMENT on every
+# login): such a setting must stop auth_svc at start instead.
+def test_a_reset_time_the_counter_store_refuses_is_refused_at_start() -> None:
+    too_long = int(COUNTER_IDLE_MAX.total_seconds()) + 1
+    with pytest.raises(ValidationError):
+        AuthSettings(
+            data_access_token=TOKEN, password_pepper=PEPPER, lockout_reset_seconds=too_long
+        )

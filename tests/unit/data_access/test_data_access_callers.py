@@ -14,6 +14,7 @@ ACCOUNTS = "/meshgram.dataaccess.v1.AccountStoreService/GetCredentials"
 PROFILES = "/meshgram.dataaccess.v1.ProfileStoreService/GetProfile"
 MEDIA = "/meshgram.dataaccess.v1.MediaStoreService/SetAvatar"
 MAIL = "/meshgram.dataaccess.v1.MailOutboxService/ClaimMail"
+SECURITY = "/meshgram.dataaccess.v1.AccountSecurityService/GetMfa"
 
 
 def _as(caller: str, secret: str = SECRET) -> list[tuple[str, str]]:
@@ -22,7 +23,13 @@ def _as(caller: str, secret: str = SECRET) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(
     ("caller", "method"),
-    [("auth_svc", ACCOUNTS), ("auth_svc", MAIL), ("user_svc", PROFILES), ("storage_svc", MEDIA)],
+    [
+        ("auth_svc", ACCOUNTS),
+        ("auth_svc", SECURITY),
+        ("auth_svc", MAIL),
+        ("user_svc", PROFILES),
+        ("storage_svc", MEDIA),
+    ],
 )
 def test_each_service_may_call_its_own_store(caller: str, method: str) -> None:
     assert CallerPolicy(SECRET).refusal(method, _as(caller)) is None
@@ -39,6 +46,8 @@ def test_each_service_may_call_its_own_store(caller: str, method: str) -> None:
         ("storage_svc", PROFILES),
         ("user_svc", MAIL),  # only auth_svc reads the sealed mails
         ("storage_svc", MAIL),
+        ("user_svc", SECURITY),  # nor may any other read sealed TOTP secrets
+        ("storage_svc", SECURITY),
     ],
 )
 def test_known_caller_outside_its_store_is_permission_denied(caller: str, method: str) -> None:

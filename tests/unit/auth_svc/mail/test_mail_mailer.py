@@ -83,6 +83,21 @@ def test_signup_attempt_mail_links_to_login(mailer: AccountMailer) -> None:
     assert "https://app.example.test/\n" in plain_text(mail.sealed)
 
 
+def test_mfa_mails_say_when(mailer: AccountMailer) -> None:
+    for kind in (MailKind.MFA_ENABLED, MailKind.MFA_DISABLED):
+        mail = mailer.compose(kind, TO)
+        assert mail.kind == kind.value
+        assert "2026-03-04 05:06 UTC" in plain_text(mail.sealed)
+
+
+def test_new_device_mail_names_the_device(mailer: AccountMailer) -> None:
+    mail = mailer.compose(MailKind.NEW_DEVICE_LOGIN, TO, device="MeshPhone/1.0 (198.51.100.7)")
+    assert mail.kind == "new_device_login"
+    text = plain_text(mail.sealed)
+    assert "MeshPhone/1.0 (198.51.100.7)" in text
+    assert "2026-03-04 05:06 UTC" in text
+
+
 def test_a_token_where_the_kind_takes_none_is_refused(mailer: AccountMailer) -> None:
     with pytest.raises(ValueError, match="carries no token"):
         mailer.compose(MailKind.PASSWORD_CHANGED, TO, token=TOKEN)

@@ -11,12 +11,14 @@ from email.parser import BytesParser
 import pytest
 
 from auth_svc.accounts import MailKind
-from auth_svc.mail.messages import MailRenderer, describe_duration
+from auth_svc.mail.messages import DEVICE_MAX, MailRenderer, describe_duration
 
 PUBLIC_URL = "https://app.example.test"
 FROM = "meshgram <no-reply@example.test>"
 TO = "ada@example.org"
 TOKEN = "Zt3_q-4fXbW9kR2mVn8pL0sYc7uHjE5a"
+CHANGED_AT = datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
+DEVICE = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0 (203.0.113.9)"
 
 
 @pytest.fixture
@@ -49,10 +51,46 @@ def render_each(renderer: MailRenderer) -> dict[MailKind, EmailMessage]:
             "reset_password", to=TO, token=TOKEN, lifetime=timedelta(minutes=30)
         ),
         MailKind.PASSWORD_CHANGED: renderer.render(
-            "password_changed", to=TO, changed_at=datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
+            "password_changed", to=TO, changed_at=CHANGED_AT
         ),
         MailKind.SIGNUP_ATTEMPT: renderer.render("signup_attempt", to=TO),
+        MailKind.MFA_ENABLED: renderer.render("mfa_enabled", to=TO, changed_at=CHANGED_AT),
+        MailKind.MFA_DISABLED: renderer.render("mfa_disabled", to=TO, changed_at=CHANGED_AT),
+        MailKind.NEW_DEVICE_LOGIN: renderer.render(
+            "new_device_login", to=TO, changed_at=CHANGED_AT, device=DEVICE
+        ),
+        MailKind.CONFIRM_EMAIL_CHANGE: renderer.render(
+            "confirm_email_change", to=TO, token=TOKEN, lifetime=timedelta(hours=24)
+        ),
+        MailKind.EMAIL_CHANGE_REQUESTED: renderer.render(
+            "email_change_requested", to=TO, changed_at=CHANGED_AT, new_email="new@example.org"
+        ),
+        MailKind.EMAIL_CHANGED: renderer.render("email_changed", to=TO, changed_at=CHANGED_AT),
     }
+
+
+def test_an_email_change_links_to_the_verification_page_and_names_the_new_address(
+    renderer: MailRenderer,
+) -> None:
+    plain, html = parts(render_each(renderer)[MailKind.CONFIRM_EMAIL_CHANGE])
+    assert f"/account/verify-email#token={TOKEN}" in plain
+    assert f"/account/verify-email#token={TOKEN}" in html
+    plain, html = parts(render_each(renderer)[MailKind.EMAIL_CHANGE_REQUESTED])
+    assert "new@example.org" in plain
+    assert "new@example.org" in html
+    assert "/account/reset-password" in plain
+
+
+def test_an_email_change_notice_refuses_a_new_address_that_could_forge_headers(
+    renderer: MailRenderer,
+) -> None:
+    with pytest.raises(ValueError, match="line breaks"):
+        renderer.render(
+            "email_change_requested",
+            to=TO,
+            changed_at=CHANGED_AT,
+            new_email="a@example.org\nBcc: victim@example.org",
+        )
 
 
 def test_every_kind_has_the_headers_and_a_plain_and_an_html_part(renderer: MailRenderer) -> None:
@@ -197,6 +235,65 @@ def test_an_internationalised_address_is_accepted(renderer: MailRenderer) -> Non
     assert message["To"] == "zoë@exämple.org"
 
 
+def test_mfa_mails_say_when_and_what_to_do_if_it_was_not_you(renderer: MailRenderer) -> None:
+    mails = render_each(renderer)
+    for kind, said in ((MailKind.MFA_ENABLED, "turned on"), (MailKind.MFA_DISABLED, "turned off")):
+        plain, html = parts(mails[kind])
+        for part in (plain, html):
+            assert said in part, kind
+            assert "2026-03-04 05:06 UTC" in part, kind
+            assert f"{PUBLIC_URL}/account/reset-password" in part, kind
+            assert "#token=" not in part, kind
+        assert "If it wasn't you" in plain, kind
+    words = " ".join(parts(mails[MailKind.MFA_DISABLED])[0].split())
+    assert "your recovery codes no longer work" in words
+
+
+def test_new_device_mail_names_the_device_and_the_time(renderer: MailRenderer) -> None:
+    plain, html = parts(render_each(renderer)[MailKind.NEW_DEVICE_LOGIN])
+    for part in (plain, html):
+        assert DEVICE in part
+        assert "2026-03-04 05:06 UTC" in part
+        assert f"{PUBLIC_URL}/account/reset-password" in part
+
+
+def device_line(renderer: MailRenderer, device: str) -> tuple[str, str]:
+    """The line of the plain part that names the device, and the HTML part."""
+    message = renderer.render("new_device_login", to=TO, changed_at=CHANGED_AT, device=device)
+    plain, html = parts(reparsed(message))
+    lines = plain.splitlines()
+    # The device is the indented line after the one that ends with the time.
+    [index] = [i for i, line in enumerate(lines) if line.endswith("UTC:")]
+    assert lines[index + 1] == ""
+    return lines[index + 2], html
+
+
+def test_the_device_a_client_claims_is_one_short_line(renderer: MailRenderer) -> None:
+    claimed = "Evil/1.0\r\nBcc: eve@example.net\n\nforged body\u2028more\t" + "x" * 1000
+    line, _ = device_line(renderer, claimed)
+    assert line.startswith("  Evil/1.0 Bcc: eve@example.net forged body more x")
+    assert len(line.strip()) == DEVICE_MAX
+    assert (
+        reparsed(renderer.render("new_device_login", to=TO, changed_at=CHANGED_AT, device=claimed))[
+            "Bcc"
+        ]
+        is None
+    )
+
+
+def test_an_empty_device_reads_as_unknown(renderer: MailRenderer) -> None:
+    line, _ = device_line(renderer, " \t ")
+    assert line.strip() == "an unknown device"
+
+
+def test_the_html_part_escapes_the_device(renderer: MailRenderer) -> None:
+    line, html = device_line(renderer, '<img src=x onerror="alert(1)"> & <script>')
+    assert line.strip() == '<img src=x onerror="alert(1)"> & <script>'
+    assert "<img" not in html
+    assert "<script>" not in html
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt; &amp; &lt;script&gt;" in html
+
+
 @pytest.mark.parametrize(
     ("kind", "values", "problem"),
     [
@@ -206,6 +303,9 @@ def test_an_internationalised_address_is_accepted(renderer: MailRenderer) -> Non
         ("verify_email", {"token": "", "lifetime": timedelta(hours=1)}, "must not be empty"),
         ("reset_password", {"token": TOKEN, "lifetime": timedelta(0)}, "must be positive"),
         ("password_changed", {"changed_at": datetime(2026, 3, 4)}, "timezone-aware"),
+        ("mfa_enabled", {}, "takes values"),
+        ("new_device_login", {"changed_at": CHANGED_AT}, "takes values"),
+        ("new_device_login", {"changed_at": CHANGED_AT, "device": 7}, "must be a str"),
         ("signup_attempt", {"token": TOKEN}, "takes values"),
         ("no_such_kind", {}, "not a valid MailKind"),
     ],

@@ -1,0 +1,325 @@
+"""TOTP multi-factor authentication: the secret (sealed at rest), codes checked without replay,
+single-use recovery codes, and the caller's own MFA settings (enrol, confirm, disable, new
+recovery codes), each behind a recent authentication.
+
+Codes follow RFC 6238 as authenticator apps expect them: SHA-1, six digits, 30-second steps; a
+code of the step before or after now is accepted too (clock drift), and a code is accepted only
+for a step later than the last one used, so neither it nor an older code works twice.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyotp
+import segno
+from cryptography.fernet import Fernet, InvalidToken
+
+from auth_svc import tokens
+from auth_svc.accounts import AccountStore, Device, Mailer, MailKind
+from auth_svc.activity import SecurityLog
+from auth_svc.mail.sealing import sealing_key
+from auth_svc.security_store import (
+    Enablement,
+    EventKind,
+    MfaState,
+    NewEvent,
+    SecurityStore,
+    UsedCode,
+)
+from auth_svc.tokens import Clock
+from meshkit.access_tokens import Principal, require_recent_authentication
+from meshkit.errors import FailedPrecondition, FieldViolation, NotFound, Unauthenticated, invalid
+from meshkit.reasons import Reason
+
+STEP_SECONDS = 30
+DIGITS = 6
+RECOVERY_CODE_COUNT = 10
+# Ten base32 characters: 50 bits each, far beyond guessing within the lockout's limits.
+_RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+_RECOVERY_LENGTH = 10
+SECRET_SEALING_INFO = b"meshgram totp secret v1"
+# Steps either side of now whose code is still accepted: one, as RFC 6238 recommends.
+DRIFT_STEPS = 1
+
+
+class SecretSealError(ValueError):
+    """A sealed TOTP secret this key cannot open (sealed with another pepper, or altered)."""
+
+
+class SecretBox:
+    """Seals TOTP secrets for the store and opens them again, with a key from the pepper."""
+
+    def __init__(self, pepper: str) -> None:
+        self._fernet = Fernet(sealing_key(pepper, SECRET_SEALING_INFO))
+
+    def seal(self, secret: str) -> bytes:
+        """Encrypt and authenticate a base32 secret."""
+        return self._fernet.encrypt(secret.encode("ascii"))
+
+    def open(self, sealed: bytes) -> str:
+        """Decrypt a sealed secret; SecretSealError when it was sealed with another key."""
+        try:
+            return self._fernet.decrypt(sealed).decode("ascii")
+        except InvalidToken:
+            raise SecretSealError("TOTP secret sealed with another key, or altered") from None
+
+
+def new_secret() -> str:
+    """A fresh 160-bit TOTP secret in base32 (the size RFC 4226 recommends for SHA-1)."""
+    return pyotp.random_base32(32)
+
+
+def current_step(now: float) -> int:
+    """The TOTP time step of a Unix time."""
+    return int(now // STEP_SECONDS)
+
+
+def code_at(secret: str, step: int) -> str:
+    """The code an authenticator app shows for secret during step."""
+    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).generate_otp(step)
+
+
+def matching_step(secret: str, code: str, now: float, last_used_step: int) -> int | None:
+    """The step within the drift window whose code equals code and that is later than
+    last_used_step, or None (a wrong code, or one already used)."""
+    here = current_step(now)
+    found = None
+    # Every candidate is compared, in constant time, so the reply time says nothing.
+    for step in range(here - DRIFT_STEPS, here + DRIFT_STEPS + 1):
+        if hmac.compare_digest(code_at(secret, step), code) and step > last_used_step:
+            found = step if found is None else found
+    return found
+
+
+def normal_code(raw: str) -> str | None:
+    """The six digits of a typed TOTP code (spaces and dashes ignored), or None."""
+    digits = "".join(ch for ch in raw if ch not in " -")
+    return digits if len(digits) == DIGITS and digits.isascii() and digits.isdigit() else None
+
+
+def new_recovery_codes() -> list[str]:
+    """Ten fresh recovery codes, each "xxxxx-xxxxx" of unambiguous letters and digits."""
+    codes = []
+    for _ in range(RECOVERY_CODE_COUNT):
+        raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(_RECOVERY_LENGTH))
+        codes.append(f"{raw[:5]}-{raw[5:]}")
+    return codes
+
+
+def recovery_code_hash(raw: str) -> str:
+    """The stored form of a recovery code, whatever its case, dashes or spaces."""
+    return tokens.hash_token("".join(ch for ch in raw.lower() if ch not in " -"))
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """A started enrolment: the secret in every form an authenticator app reads."""
+
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+    qr_png: bytes
+    qr_text: str
+    expires_in: int
+
+
+def qr_forms(uri: str) -> tuple[str, bytes, str]:
+    """The URI as a QR code: SVG, PNG and text blocks for a terminal."""
+    code = segno.make(uri, error="m")
+    svg, png, text = io.BytesIO(), io.BytesIO(), io.StringIO()
+    code.save(svg, kind="svg", scale=4, xmldecl=False)
+    code.save(png, kind="png", scale=5)
+    code.terminal(out=text, compact=True)
+    return svg.getvalue().decode("utf-8"), png.getvalue(), text.getvalue()
+
+
+def code_fields(code: str, recovery_code: str) -> UsedCode | str:
+    """Check that a request names exactly one second factor; return the typed TOTP code (as a
+    str) or the recovery code's hash (as a UsedCode); InvalidArgument otherwise."""
+    if code.strip() and recovery_code.strip():
+        raise invalid([FieldViolation("recovery_code", "send either code or recovery_code")])
+    if recovery_code.strip():
+        return UsedCode(recovery_code_hash=recovery_code_hash(recovery_code))
+    if not code.strip():
+        raise invalid([FieldViolation("code", "is required (or send a recovery_code)")])
+    typed = normal_code(code)
+    if typed is None:
+        raise invalid([FieldViolation("code", f"must be the {DIGITS} digits the app shows")])
+    return typed
+
+
+def wrong_code() -> Unauthenticated:
+    """The one answer for a code that is wrong, used or of no account."""
+    return Unauthenticated(
+        message="the code is wrong or was already used", reason=Reason.MFA_CODE_INVALID
+    )
+
+
+class SecondFactor:
+    """Checks a second factor against an account's stored factor."""
+
+    def __init__(self, box: SecretBox, clock: Clock = time.time) -> None:
+        self._box = box
+        self._clock = clock
+
+    def check(self, mfa: MfaState, code: str, recovery_code: str) -> UsedCode | None:
+        """The code to use up when the request's factor matches the account's, else None;
+        InvalidArgument when the request names no factor or two."""
+        given = code_fields(code, recovery_code)
+        if isinstance(given, UsedCode):
+            # Whether it is unused is settled by the store, atomically, when it is used.
+            return given
+        if mfa.secret_sealed is None:
+            return None
+        secret = self._box.open(mfa.secret_sealed)
+        step = matching_step(secret, given, self._clock(), mfa.last_used_step)
+        return None if step is None else UsedCode(step=step)
+
+
+class MfaSettings:
+    """The caller's own MFA: state, enrolment, confirmation, turning off, new recovery codes."""
+
+    def __init__(
+        self,
+        store: SecurityStore,
+        accounts: AccountStore,
+        box: SecretBox,
+        mailer: Mailer,
+        log: SecurityLog,
+        *,
+        issuer: str,
+        enrollment_ttl_seconds: int,
+        reauthentication_window_seconds: int,
+        clock: Clock = time.time,
+    ) -> None:
+        self._store = store
+        self._accounts = accounts
+        self._box = box
+        self._mailer = mailer
+        self._log = log
+        self._issuer = issuer
+        self._enrollment_ttl = enrollment_ttl_seconds
+        self._window = reauthentication_window_seconds
+        self._clock = clock
+
+    async def state(self, principal: Principal) -> MfaState:
+        """The caller's factor."""
+        return await self._store.mfa(principal.account_id)
+
+    async def start_enrollment(self, principal: Principal) -> Enrollment:
+        """Store a new pending secret and return it in every form; FailedPrecondition
+        (REAUTHENTICATION_REQUIRED, MFA_ALREADY_ENABLED)."""
+        self._recent(principal)
+        credentials = await self._accounts.get_credentials_by_id(principal.account_id)
+        if credentials is None:
+            raise NotFound(message="account not found", reason=Reason.ACCOUNT_NOT_FOUND)
+        secret = new_secret()
+        await self._store.start_mfa_enrollment(principal.account_id, self._box.seal(secret))
+        uri = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).provisioning_uri(
+            name=credentials.account.email, issuer_name=self._issuer
+        )
+        svg, png, text = qr_forms(uri)
+        return Enrollment(secret, uri, svg, png, text, self._enrollment_ttl)
+
+    async def confirm(self, principal: Principal, code: str, device: Device) -> list[str]:
+        """Turn MFA on with a first code for the pending secret and return the recovery codes;
+        Unauthenticated (MFA_CODE_INVALID), NotFound (MFA_ENROLLMENT_NOT_FOUND),
+        FailedPrecondition (REAUTHENTICATION_REQUIRED, MFA_ALREADY_ENABLED)."""
+        self._recent(principal)
+        typed = normal_code(code) if code.strip() else None
+        if typed is None:
+            raise invalid([FieldViolation("code", f"must be the {DIGITS} digits the app shows")])
+        mfa = await self._store.mfa(principal.account_id)
+        if mfa.enabled:
+            raise _already_enabled()
+        if mfa.pending_secret_sealed is None or self._expired(mfa.pending_started_at):
+            raise _no_enrollment()
+        secret = self._box.open(mfa.pending_secret_sealed)
+        step = matching_step(secret, typed, self._clock(), 0)
+        if step is None:
+            raise wrong_code()
+        codes = new_recovery_codes()
+        email = await self._email(principal)
+        await self._store.enable_mfa(
+            self._event(principal, EventKind.MFA_ENABLED, device),
+            Enablement(
+                pending_secret_sealed=mfa.pending_secret_sealed,
+                used_step=step,
+                recovery_code_hashes=[recovery_code_hash(c) for c in codes],
+                enrollment_ttl_seconds=self._enrollment_ttl,
+                mail=self._mailer.compose(MailKind.MFA_ENABLED, email),
+            ),
+        )
+        self._mailer.queued()
+        return codes
+
+    async def disable(self, principal: Principal, device: Device) -> None:
+        """Turn MFA off; FailedPrecondition (REAUTHENTICATION_REQUIRED, MFA_NOT_ENABLED)."""
+        self._recent(principal)
+        email = await self._email(principal)
+        await self._store.disable_mfa(
+            self._event(principal, EventKind.MFA_DISABLED, device),
+            self._mailer.compose(MailKind.MFA_DISABLED, email),
+        )
+        self._mailer.queued()
+
+    async def regenerate_recovery_codes(self, principal: Principal, device: Device) -> list[str]:
+        """Replace the recovery codes and return the new ones; FailedPrecondition
+        (REAUTHENTICATION_REQUIRED, MFA_NOT_ENABLED)."""
+        self._recent(principal)
+        codes = new_recovery_codes()
+        await self._store.replace_recovery_codes(
+            self._event(principal, EventKind.RECOVERY_CODES_REGENERATED, device),
+            [recovery_code_hash(c) for c in codes],
+        )
+        return codes
+
+    def _recent(self, principal: Principal) -> None:
+        """FailedPrecondition (REAUTHENTICATION_REQUIRED) unless the login is recent."""
+        require_recent_authentication(principal, self._window, now=self._clock())
+
+    def _expired(self, started_at: datetime | None) -> bool:
+        """Whether an enrolment started then can no longer be confirmed."""
+        if started_at is None:
+            return True
+        age = datetime.fromtimestamp(self._clock(), tz=UTC) - started_at
+        return age.total_seconds() > self._enrollment_ttl
+
+    async def _email(self, principal: Principal) -> str:
+        """The caller's address, for the mail a change sends."""
+        credentials = await self._accounts.get_credentials_by_id(principal.account_id)
+        if credentials is None:
+            raise NotFound(message="account not found", reason=Reason.ACCOUNT_NOT_FOUND)
+        return credentials.account.email
+
+    @staticmethod
+    def _event(principal: Principal, kind: EventKind, device: Device) -> NewEvent:
+        """The log entry of a change the caller made."""
+        return NewEvent(
+            account_id=principal.account_id,
+            kind=kind,
+            device=device,
+            session_id=principal.session_id,
+        )
+
+
+def _already_enabled() -> FailedPrecondition:
+    """The answer to enrolling while MFA is on."""
+    return FailedPrecondition(
+        message="two-step login is already on; turn it off first to use another app",
+        reason=Reason.MFA_ALREADY_ENABLED,
+    )
+
+
+def _no_enrollment() -> NotFound:
+    """The answer to confirming without a live enrolment."""
+    return NotFound(
+        message="no enrolment to confirm, or it expired: start it again",
+        reason=Reason.MFA_ENROLLMENT_NOT_FOUND,
+    )
