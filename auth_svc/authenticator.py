@@ -18,10 +18,10 @@ from auth_svc import accounts, tokens
 from auth_svc.accounts import Account, AccountStore, Device, Mailer, MailKind, NewSession
 from auth_svc.activity import SecurityLog
 from auth_svc.login_defence import AttemptKeys, LoginDefence
-from auth_svc.mfa import SecondFactor
+from auth_svc.mfa import ChallengeBox, LoginChallenge, SecondFactor
 from auth_svc.mfa import wrong_code as mfa_wrong_code
 from auth_svc.passwords import PasswordHasher
-from auth_svc.security_store import EventKind, NewEvent, SecurityStore
+from auth_svc.security_store import ChallengeUse, EventKind, MfaState, NewEvent, SecurityStore
 from auth_svc.tokens import AccessTokenSigner, Clock, OpaqueToken, SessionClaims
 from auth_svc.verification import EmailVerification
 from meshkit.access_tokens import Principal
@@ -91,10 +91,10 @@ class LoginGuards:
 
     defence: LoginDefence
     second_factor: SecondFactor
+    challenges: ChallengeBox
     store: SecurityStore
     log: SecurityLog
     mailer: Mailer
-    challenge_ttl_seconds: int = 300
     challenge_max_attempts: int = 5
 
 
@@ -212,10 +212,17 @@ class Authenticator:
         if self._hasher.outdated(credentials.password_hash):
             await self._rehash(account.id, password, credentials.password_hash)
         mfa = await guards.store.mfa(account.id)
-        if mfa.enabled:
+        if mfa.secret_sealed is not None:
             # The counters stay until the second factor is right too: someone holding only the
             # password must not get a fresh allowance of code guesses with every login.
-            return await self._challenge(account.id, remember_me)
+            return self._challenge(
+                LoginChallenge(
+                    account=account,
+                    remembered=remember_me,
+                    secret_sealed=mfa.secret_sealed,
+                    clears_failures=admission.had_failures,
+                )
+            )
         await guards.defence.succeeded(admission)
         refresh, new_session = self._new_session(remember_me, device)
         started = await self._store.create_session(account.id, new_session)
@@ -232,34 +239,48 @@ class Authenticator:
     ) -> MfaLogin:
         """Finish a login with its challenge and a second factor: a token pair and what is
         left of the recovery codes. NotFound (MFA_CHALLENGE_INVALID) for a challenge that is
-        not live; Unauthenticated (MFA_CODE_INVALID) for a wrong or used code; InvalidArgument
-        when the request names no factor or two; the defence's answers after failures."""
+        not ours, expired, used or used up; Unauthenticated (MFA_CODE_INVALID) for a wrong or
+        used code; InvalidArgument when the request names no factor or two."""
         device = device or Device()
         guards = self._guards
         if not challenge.strip():
             raise invalid([FieldViolation("challenge", "is required")])
-        challenge_hash = tokens.hash_token(challenge.strip())
-        try:
-            pending = await guards.store.mfa_challenge(challenge_hash)
-        except NotFound:
-            raise _challenge_invalid() from None
+        opened = guards.challenges.open(challenge.strip())
+        if opened is None:
+            raise _challenge_invalid()
+        pending, expires_at = opened
         account = pending.account
+        token_hash = tokens.hash_token(challenge.strip())
+        # No admission check here: the challenge itself bounds the guesses (it is used up
+        # after AUTH_MFA_CHALLENGE_MAX_ATTEMPTS wrong codes), and a new one needs the password
+        # step, which the lockout guards. Wrong codes still count towards that lockout.
         keys = guards.defence.keys(account.email, device.client_ip)
-        admission = await guards.defence.admit(keys, ask_captcha=False)
-        used = guards.second_factor.check(pending.mfa, code, recovery_code)
+        factor = MfaState(
+            secret_sealed=pending.secret_sealed,
+            last_used_step=0,  # the store refuses a step not later than the last one used
+            enabled_at=None,
+            recovery_codes_left=0,
+        )
+        used = guards.second_factor.check(factor, code, recovery_code)
+        use = ChallengeUse(
+            token_hash=token_hash,
+            expires_at=expires_at,
+            secret_sealed=pending.secret_sealed,
+            # Only when the password step saw some: a delete that finds nothing still costs.
+            clear_keys=[keys.pair, keys.subject] if pending.clears_failures else [],
+        )
         if used is None:
-            await self._wrong_code(challenge_hash, keys, account.id, device)
+            await self._wrong_code(use, keys, account.id, device)
         refresh, new_session = self._new_session(pending.remembered, device)
         try:
             started, codes_left = await guards.store.complete_mfa_challenge(
-                challenge_hash, used, account.id, new_session
+                use, used, account.id, new_session
             )
         except NotFound:
             raise _challenge_invalid() from None
         except FailedPrecondition:
-            # The recovery code was unknown or used, or a concurrent login used this step.
-            await self._wrong_code(challenge_hash, keys, account.id, device)
-        await guards.defence.succeeded(admission)
+            # The recovery code was unknown or used, or the step was used (a replay).
+            await self._wrong_code(use, keys, account.id, device)
         await self._logged_in(account, started.session_id, device)
         if used.recovery_code_hash is not None:
             await self._recovery_code_used(account.id, started.session_id, device, codes_left)
@@ -338,14 +359,10 @@ class Authenticator:
             device=device,
         )
 
-    async def _challenge(self, account_id: str, remember_me: bool) -> MfaRequired:
-        """Store and return the challenge of a login's second step."""
-        ttl = self._guards.challenge_ttl_seconds
-        challenge = tokens.new_token(ttl, clock=self._clock)
-        await self._guards.store.create_mfa_challenge(
-            account_id, challenge.token_hash, challenge.expires_at, remember_me
-        )
-        return MfaRequired(challenge=challenge.token, expires_in=challenge.expires_in)
+    def _challenge(self, challenge: LoginChallenge) -> MfaRequired:
+        """The sealed challenge of a login's second step (nothing is stored)."""
+        issued = self._guards.challenges.seal(challenge)
+        return MfaRequired(challenge=issued.token, expires_in=issued.expires_in)
 
     async def _failed(self, keys: AttemptKeys, account_id: str | None, device: Device) -> None:
         """Count a failed attempt and, for an account that exists, log it (off the reply's
@@ -359,12 +376,12 @@ class Authenticator:
             log_.record_soon(NewEvent(account_id, EventKind.LOGIN_LOCKED, device))
 
     async def _wrong_code(
-        self, challenge_hash: str, keys: AttemptKeys, account_id: str, device: Device
+        self, use: ChallengeUse, keys: AttemptKeys, account_id: str, device: Device
     ) -> NoReturn:
         """Count a wrong second factor against the challenge and the lockout, then refuse."""
         with contextlib.suppress(NotFound):
             await self._guards.store.fail_mfa_challenge(
-                challenge_hash, self._guards.challenge_max_attempts
+                use.token_hash, account_id, use.expires_at, self._guards.challenge_max_attempts
             )
         await self._failed(keys, account_id, device)
         raise mfa_wrong_code()

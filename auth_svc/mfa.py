@@ -2,6 +2,11 @@
 single-use recovery codes, and the caller's own MFA settings (enrol, confirm, disable, new
 recovery codes), each behind a recent authentication.
 
+A login with MFA on is two calls: the password yields a challenge sealed by auth_svc (ChallengeBox:
+Fernet, with a key of its own from the pepper) that holds the account and its sealed secret, so
+the first call stores nothing; the challenge and a code complete it, once (data_access records
+its use and its wrong codes).
+
 Codes follow RFC 6238 as authenticator apps expect them: SHA-1, six digits, 30-second steps; a
 code of the step before or after now is accepted too (clock drift), and a code is accepted only
 for a step later than the last one used, so neither it nor an older code works twice.
@@ -9,8 +14,10 @@ for a step later than the last one used, so neither it nor an older code works t
 
 from __future__ import annotations
 
+import base64
 import hmac
 import io
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -21,7 +28,7 @@ import segno
 from cryptography.fernet import Fernet, InvalidToken
 
 from auth_svc import tokens
-from auth_svc.accounts import AccountStore, Device, Mailer, MailKind
+from auth_svc.accounts import Account, AccountStore, Device, Mailer, MailKind
 from auth_svc.activity import SecurityLog
 from auth_svc.mail.sealing import sealing_key
 from auth_svc.security_store import (
@@ -44,6 +51,7 @@ RECOVERY_CODE_COUNT = 10
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _RECOVERY_LENGTH = 10
 SECRET_SEALING_INFO = b"meshgram totp secret v1"
+CHALLENGE_SEALING_INFO = b"meshgram mfa login challenge v1"
 # Steps either side of now whose code is still accepted: one, as RFC 6238 recommends.
 DRIFT_STEPS = 1
 
@@ -68,6 +76,81 @@ class SecretBox:
             return self._fernet.decrypt(sealed).decode("ascii")
         except InvalidToken:
             raise SecretSealError("TOTP secret sealed with another key, or altered") from None
+
+
+@dataclass(frozen=True)
+class LoginChallenge:
+    """What a login's second step needs from its first: whose it is, the choice to stay signed
+    in, and the sealed TOTP secret the code is checked against."""
+
+    account: Account
+    remembered: bool
+    secret_sealed: bytes
+    clears_failures: bool = False
+    """Whether the address had failures to forget once the login succeeds."""
+
+
+@dataclass(frozen=True)
+class IssuedChallenge:
+    """A sealed challenge for the client, and how long it lives."""
+
+    token: str
+    token_hash: str
+    expires_at: datetime
+    expires_in: int
+
+
+class ChallengeBox:
+    """Seals login challenges into the tokens clients carry to their second step, and opens
+    them again: a password step writes nothing to the store, and an altered, foreign or
+    expired token opens to nothing."""
+
+    def __init__(self, pepper: str, ttl_seconds: int, clock: Clock = time.time) -> None:
+        self._fernet = Fernet(sealing_key(pepper, CHALLENGE_SEALING_INFO))
+        self._ttl = ttl_seconds
+        self._clock = clock
+
+    def seal(self, challenge: LoginChallenge) -> IssuedChallenge:
+        """A token holding challenge, valid for the box's lifetime from now."""
+        account = challenge.account
+        payload = {
+            "a": [account.id, account.email, account.username, account.email_verified],
+            "r": challenge.remembered,
+            "c": challenge.clears_failures,
+            "s": base64.b64encode(challenge.secret_sealed).decode("ascii"),
+        }
+        now = int(self._clock())
+        token = self._fernet.encrypt_at_time(json.dumps(payload).encode(), now).decode("ascii")
+        return IssuedChallenge(
+            token=token,
+            token_hash=tokens.hash_token(token),
+            expires_at=datetime.fromtimestamp(now + self._ttl, tz=UTC),
+            expires_in=self._ttl,
+        )
+
+    def open(self, token: str) -> tuple[LoginChallenge, datetime] | None:
+        """The challenge a token holds and when it expires, or None when the token is not one
+        of ours, was altered or has expired."""
+        try:
+            sealed = token.encode("ascii")
+            plain = self._fernet.decrypt(sealed)
+            # Whole seconds, rounded down when sealed: a challenge lives ttl seconds at most.
+            issued = self._fernet.extract_timestamp(sealed)
+            if self._clock() >= issued + self._ttl:
+                return None
+            payload = json.loads(plain)
+            account_id, email, username, verified = payload["a"]
+            challenge = LoginChallenge(
+                account=Account(
+                    id=account_id, email=email, username=username, email_verified=verified
+                ),
+                remembered=bool(payload["r"]),
+                secret_sealed=base64.b64decode(payload["s"]),
+                clears_failures=bool(payload["c"]),
+            )
+        except (InvalidToken, UnicodeEncodeError, ValueError, KeyError, TypeError):
+            return None
+        return challenge, datetime.fromtimestamp(issued + self._ttl, tz=UTC)
 
 
 def new_secret() -> str:

@@ -9,13 +9,12 @@ import grpc
 
 from auth_svc.accounts import Device, NewSession, SealedMail, SessionStart
 from auth_svc.clients import (
-    account_from_record,
     device_message,
     mail_message,
     session_message,
 )
 from auth_svc.security_store import (
-    Challenge,
+    ChallengeUse,
     Counter,
     Enablement,
     Event,
@@ -184,50 +183,35 @@ class SecurityStoreClient:
         )
         return response.recovery_codes_left
 
-    async def create_mfa_challenge(
-        self, account_id: str, token_hash: str, expires_at: datetime, remembered: bool
-    ) -> None:
-        """Store a login challenge."""
-        await self._caller.unary(
-            self._stub.CreateMfaChallenge,
-            pb.CreateMfaChallengeRequest(
-                account_id=account_id,
-                token_hash=token_hash,
-                expire_time=to_timestamp(expires_at),
-                remembered=remembered,
-            ),
-        )
-
-    async def mfa_challenge(self, token_hash: str) -> Challenge:
-        """Return a live challenge; NotFound (MFA_CHALLENGE_INVALID) otherwise."""
-        response = await self._caller.unary(
-            self._stub.GetMfaChallenge, pb.GetMfaChallengeRequest(token_hash=token_hash)
-        )
-        return Challenge(
-            account=account_from_record(response.account),
-            mfa=_mfa(response.mfa),
-            remembered=response.remembered,
-        )
-
-    async def fail_mfa_challenge(self, token_hash: str, max_attempts: int) -> int:
-        """Count a wrong code against a challenge and return the attempts left."""
+    async def fail_mfa_challenge(
+        self, token_hash: str, account_id: str, expires_at: datetime, max_attempts: int
+    ) -> int:
+        """Count a wrong code against an account's challenge and return the attempts left."""
         response = await self._caller.unary(
             self._stub.FailMfaChallenge,
-            pb.FailMfaChallengeRequest(token_hash=token_hash, max_attempts=max_attempts),
+            pb.FailMfaChallengeRequest(
+                token_hash=token_hash,
+                account_id=account_id,
+                expire_time=to_timestamp(expires_at),
+                max_attempts=max_attempts,
+            ),
         )
         return response.attempts_left
 
     async def complete_mfa_challenge(
-        self, token_hash: str, code: UsedCode, account_id: str, session: NewSession
+        self, challenge: ChallengeUse, code: UsedCode, account_id: str, session: NewSession
     ) -> tuple[SessionStart, int]:
         """Use the challenge and its code and start the session; return it and the recovery
         codes left."""
         response = await self._caller.unary(
             self._stub.CompleteMfaChallenge,
             pb.CompleteMfaChallengeRequest(
-                token_hash=token_hash,
+                token_hash=challenge.token_hash,
                 code=_code(code),
                 session=session_message(account_id, session),
+                expire_time=to_timestamp(challenge.expires_at),
+                secret_sealed=challenge.secret_sealed,
+                clear_attempt_keys=challenge.clear_keys,
             ),
         )
         started = SessionStart(

@@ -1,6 +1,6 @@
 """What auth_svc's account defences keep, and the store they keep it in (data_access's
-AccountSecurityService): failed-login counters, the TOTP factor and its recovery codes, login
-challenges, re-authentication times and the security log. Free of grpc and protobuf."""
+AccountSecurityService): failed-login counters, the TOTP factor and its recovery codes, the use
+of login challenges, re-authentication times and the security log. Free of grpc and protobuf."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Protocol
 
-from auth_svc.accounts import Account, Device, NewSession, SealedMail, SessionStart
+from auth_svc.accounts import Device, NewSession, SealedMail, SessionStart
 
 
 class EventKind(Enum):
@@ -98,12 +98,14 @@ class UsedCode:
 
 
 @dataclass(frozen=True)
-class Challenge:
-    """A live login challenge: its account, that account's factor, and the login's choice."""
+class ChallengeUse:
+    """A login challenge to complete: its hash and expiry, the sealed secret its code was
+    checked against, and the failure counters its success clears."""
 
-    account: Account
-    mfa: MfaState
-    remembered: bool
+    token_hash: str
+    expires_at: datetime
+    secret_sealed: bytes
+    clear_keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -160,23 +162,15 @@ class SecurityStore(Protocol):
         (MFA_CODE_INVALID) when used before, (MFA_NOT_ENABLED) when MFA is off."""
         ...
 
-    async def create_mfa_challenge(
-        self, account_id: str, token_hash: str, expires_at: datetime, remembered: bool
-    ) -> None:
-        """Store a login challenge."""
-        ...
-
-    async def mfa_challenge(self, token_hash: str) -> Challenge:
-        """Return a live challenge; NotFound (MFA_CHALLENGE_INVALID) otherwise."""
-        ...
-
-    async def fail_mfa_challenge(self, token_hash: str, max_attempts: int) -> int:
-        """Count a wrong code against a challenge and return the attempts left; NotFound
-        (MFA_CHALLENGE_INVALID) when it is not live."""
+    async def fail_mfa_challenge(
+        self, token_hash: str, account_id: str, expires_at: datetime, max_attempts: int
+    ) -> int:
+        """Count a wrong code against an account's challenge and return the attempts left;
+        NotFound (MFA_CHALLENGE_INVALID) when it is used or used up."""
         ...
 
     async def complete_mfa_challenge(
-        self, token_hash: str, code: UsedCode, account_id: str, session: NewSession
+        self, challenge: ChallengeUse, code: UsedCode, account_id: str, session: NewSession
     ) -> tuple[SessionStart, int]:
         """Use the challenge and its code and start the session; return it and the recovery
         codes left. NotFound (MFA_CHALLENGE_INVALID), FailedPrecondition (MFA_CODE_INVALID)."""

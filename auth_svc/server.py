@@ -15,7 +15,7 @@ from auth_svc.email_changes import EmailChanges
 from auth_svc.keys import SigningKeyError, open_keyring
 from auth_svc.login_defence import DefencePolicy, LoginDefence
 from auth_svc.mail import build_mail
-from auth_svc.mfa import MfaSettings, SecondFactor, SecretBox
+from auth_svc.mfa import ChallengeBox, MfaSettings, SecondFactor, SecretBox
 from auth_svc.password_changes import PasswordChanges
 from auth_svc.passwords import PasswordHasher
 from auth_svc.security_client import SecurityStoreClient
@@ -78,10 +78,10 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
             digest_key=settings.pepper().encode(),
         ),
         second_factor=SecondFactor(secrets_box),
+        challenges=ChallengeBox(settings.pepper(), settings.mfa_challenge_ttl_seconds),
         store=security,
         log=activity,
         mailer=mail.mailer,
-        challenge_ttl_seconds=settings.mfa_challenge_ttl_seconds,
         challenge_max_attempts=settings.mfa_challenge_max_attempts,
     )
     authenticator = Authenticator(

@@ -1,5 +1,5 @@
-"""What MFA adds to a login: one client logging in again and again over REST, without MFA and
-with it (password, then a TOTP code to VerifyMfa), measured the same way in one run.
+"""What MFA adds to a login: one client logging in over REST without MFA and with it (password,
+then a TOTP code to VerifyMfa), in turn, in one run.
 
 A TOTP code works once per account and time step (no replay), so the MFA load cycles through a
 pool of accounts that each have MFA on, using each at most once per 30-second step.
@@ -58,57 +58,69 @@ def enrol(client: httpx.Client, count: int) -> list[MfaAccount]:
     return accounts
 
 
-def plain_logins(client: httpx.Client, email: str, password: str, seconds: float) -> h2load.Run:
-    """Log in one after another for `seconds`; every request's latency."""
-    body = {"email": email, "password": password}
-    latencies, statuses = [], []
-    end = time.monotonic() + seconds
-    started = time.monotonic()
-    while time.monotonic() < end:
-        begin = time.perf_counter()
-        reply = client.post("/v1/auth:login", json=body)
-        latencies.append(1000 * (time.perf_counter() - begin))
-        statuses.append(reply.status_code)
-    return h2load.Run(time.monotonic() - started, statuses, latencies)
-
-
 @dataclass
-class MfaRuns:
-    """Latencies of whole MFA logins (both calls) and of their second call alone."""
+class PairedRuns:
+    """Logins without and with MFA taken in turn, and the second steps of the MFA ones."""
 
-    whole: h2load.Run
+    plain: h2load.Run
+    mfa: h2load.Run
     second_step: h2load.Run
 
 
-def mfa_logins(client: httpx.Client, pool: list[MfaAccount], seconds: float) -> MfaRuns:
-    """Log in with password and code one after another for `seconds`, each account at most
-    once per time step; the latencies of whole logins and of their VerifyMfa calls."""
-    whole, second, statuses = [], [], []
+def _post(client: httpx.Client, path: str, body: dict[str, str]) -> tuple[float, httpx.Response]:
+    """POST body to path: how long it took in milliseconds, and the answer."""
+    begin = time.perf_counter()
+    reply = client.post(path, json=body)
+    return 1000 * (time.perf_counter() - begin), reply
+
+
+def paired_logins(
+    client: httpx.Client, email: str, password: str, pool: list[MfaAccount], seconds: float
+) -> PairedRuns:
+    """For `seconds`, a login without MFA and one with it (password, then VerifyMfa with the
+    app's code) in turn, so that the machine's drift and bcrypt's spread hit both alike; each
+    MFA account logs in at most once per time step."""
+    plain: list[float] = []
+    whole: list[float] = []
+    second: list[float] = []
+    statuses: list[int] = []
     end = time.monotonic() + seconds
     started = time.monotonic()
-    index = 0
     while time.monotonic() < end:
-        account = pool[index % len(pool)]
-        index += 1
-        if account.last_step >= _step():
-            if index % len(pool) == 0:
-                time.sleep(0.05)  # the whole pool used this step: wait for the next
+        account = next((a for a in pool if a.last_step < _step()), None)
+        if account is None:
+            time.sleep(0.05)  # the whole pool logged in this step: wait for the next
             continue
-        begin = time.perf_counter()
-        login = client.post(
-            "/v1/auth:login", json={"email": account.email, "password": account.password}
+        spent, reply = _post(client, "/v1/auth:login", {"email": email, "password": password})
+        plain.append(spent)
+        statuses.append(reply.status_code)
+        first, login = _post(
+            client, "/v1/auth:login", {"email": account.email, "password": account.password}
         )
         challenge = login.json().get("mfaChallenge", {}).get("challenge", "")
-        middle = time.perf_counter()
         account.last_step = _step()
-        verify = client.post(
-            "/v1/auth:verifyMfa", json={"challenge": challenge, "code": account.totp.now()}
+        last, verify = _post(
+            client, "/v1/auth:verifyMfa", {"challenge": challenge, "code": account.totp.now()}
         )
-        done = time.perf_counter()
-        whole.append(1000 * (done - begin))
-        second.append(1000 * (done - middle))
-        statuses.append(login.status_code if login.status_code != 200 else verify.status_code)
+        whole.append(first + last)
+        second.append(last)
+        statuses.append(verify.status_code if login.status_code == 200 else login.status_code)
     elapsed = time.monotonic() - started
-    return MfaRuns(
-        h2load.Run(elapsed, statuses, whole), h2load.Run(elapsed, list(statuses), second)
+    return PairedRuns(
+        plain=h2load.Run(elapsed, statuses[::2], plain),
+        mfa=h2load.Run(elapsed, statuses[1::2], whole),
+        second_step=h2load.Run(elapsed, statuses[1::2], second),
     )
+
+
+def edge_round_trips(client: httpx.Client, count: int = 40) -> h2load.Run:
+    """One client asking the edge for the JWKS again and again: what one more request through
+    the edge to auth_svc costs, without any store (the floor of a login's second step)."""
+    latencies, statuses = [], []
+    started = time.monotonic()
+    for _ in range(count):
+        begin = time.perf_counter()
+        reply = client.get("/.well-known/jwks.json")
+        latencies.append(1000 * (time.perf_counter() - begin))
+        statuses.append(reply.status_code)
+    return h2load.Run(time.monotonic() - started, statuses, latencies)

@@ -49,7 +49,7 @@ class LoginAttemptStore:
         """Return the counter of each key, in the order given: zero (and no time) for unknown
         keys and for those whose last failure is older than reset_after."""
         check = Violations()
-        _check_keys(check, keys)
+        checked_keys(check, keys)
         _check_reset_after(check, reset_after)
         check.raise_if_any()
         fresh_since = func.now() - bindparam("reset_after", reset_after, type_=Interval())
@@ -68,7 +68,7 @@ class LoginAttemptStore:
         """Count one failure on each key (from one again when its last failure is older than
         reset_after) in one transaction and return the counters after it, in the order given."""
         check = Violations()
-        _check_keys(check, keys)
+        checked_keys(check, keys)
         _check_reset_after(check, reset_after)
         check.raise_if_any()
         stale_before = func.now() - bindparam("reset_after", reset_after, type_=Interval())
@@ -104,24 +104,27 @@ class LoginAttemptStore:
     async def clear(self, keys: Sequence[str]) -> None:
         """Forget the counters of the keys; unknown keys are not an error."""
         check = Violations()
-        _check_keys(check, keys)
+        checked_keys(check, keys)
         check.raise_if_any()
         async with self._database.transaction() as session:
             await session.execute(_CLEAR, {"keys": list(keys)})
 
 
-def _check_keys(check: Violations, keys: Sequence[str]) -> None:
-    """Record the problems of a list of keys: 1 to KEYS_MAX distinct keys of 1 to KEY_MAX
-    characters each."""
-    if not 1 <= len(keys) <= KEYS_MAX:
-        check.add("keys", f"must hold 1 to {KEYS_MAX} keys")
+def checked_keys(
+    check: Violations, keys: Sequence[str], *, required: bool = True, field: str = "keys"
+) -> list[str]:
+    """Return keys, recording their problems under field: 1 (0 unless required) to KEYS_MAX
+    distinct keys of 1 to KEY_MAX characters each."""
+    if not (1 if required else 0) <= len(keys) <= KEYS_MAX:
+        check.add(field, f"must hold {'1' if required else '0'} to {KEYS_MAX} keys")
     seen: set[str] = set()
     for index, key in enumerate(keys):
-        check.text(f"keys[{index}]", key, max_chars=KEY_MAX)
+        check.text(f"{field}[{index}]", key, max_chars=KEY_MAX)
         if key in seen:
             # Counted once or twice? Neither is what a caller repeating a key could mean.
-            check.add(f"keys[{index}]", "is repeated")
+            check.add(f"{field}[{index}]", "is repeated")
         seen.add(key)
+    return list(keys)
 
 
 def _check_reset_after(check: Violations, reset_after: timedelta) -> None:

@@ -1,17 +1,18 @@
 """Second factors: each account's TOTP factor and its enrolment in progress (secrets sealed by
 auth_svc, which alone can open them), its single-use recovery codes (SHA-256 hashes only), and
-the MFA challenges of logins whose password was right and whose second factor is still owed.
+the use of the MFA challenges of logins whose password was right.
 
 A TOTP time step is accepted only when later than the last one used, and a recovery code only
-once, each by one conditional UPDATE: of 20 concurrent uses of one code exactly one wins. A
-challenge is live while unused and unexpired; completing it uses its code, uses it up and starts
-the session in one transaction, so a refused code leaves it live and two completions of one
-challenge start one session.
+once, each by one conditional UPDATE: of 20 concurrent uses of one code exactly one wins. auth_svc
+makes a challenge and keeps it sealed in the token it hands out, so a password step writes
+nothing here; a challenge's row appears with its first wrong code or its completion, which
+claims it (once), uses its code and starts the session in one transaction, so a refused code
+leaves it usable and two completions of one challenge start one session.
 
-Lock order: every call that changes an account's factor, codes or challenges together locks the
-factor row first (completing a challenge too, before the challenge), and a call that locks only
-one row (using a code, counting a wrong one) waits for nothing else while holding it; so no two
-calls wait for each other in a cycle.
+Lock order: a completion locks its challenge's row, then the factor (using a step); every other
+call that changes a factor, its codes or its enrolment locks the factor first and touches no
+challenge; counting a wrong code locks only the challenge. So no two calls wait for each other
+in a cycle.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Interval,
     bindparam,
     case,
     delete,
+    exists,
     func,
     insert,
     select,
@@ -37,14 +38,14 @@ from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from data_access.accounts import ACCOUNT_COLUMNS, account_record
 from data_access.database import Database, violated_constraint
-from data_access.models import Account, MfaChallenge, MfaFactor, RecoveryCode
+from data_access.login_attempts import checked_keys
+from data_access.models import Account, LoginAttempt, MfaChallenge, MfaFactor, RecoveryCode
 from data_access.outbox import queue_mail
 from data_access.records import (
+    ChallengeUse,
     CompletedChallenge,
     Mail,
-    MfaChallengeRecord,
     MfaCode,
     MfaRecord,
     NewSecurityEvent,
@@ -55,7 +56,7 @@ from data_access.records import (
 from data_access.refresh_tokens import checked_login, start_session
 from data_access.security_events import append_event, check_event_account, checked_event
 from data_access.validation import Violations, parse_id
-from meshkit.errors import FailedPrecondition, FieldViolation, NotFound, invalid
+from meshkit.errors import FailedPrecondition, NotFound
 from meshkit.reasons import Reason
 
 # A sealed TOTP secret is a few dozen bytes; this leaves room for any sealing format.
@@ -205,8 +206,9 @@ class MfaStore:
     async def disable(
         self, account_id: str, event: NewSecurityEvent, *, mail: Mail | None = None
     ) -> None:
-        """Remove the account's factor, pending enrolment and recovery codes, use up its live
-        challenges, append event and queue mail (when given), in one transaction;
+        """Remove the account's factor, pending enrolment and recovery codes, append event and
+        queue mail (when given), in one transaction (voiding the challenges of logins under
+        way);
         FailedPrecondition (MFA_NOT_ENABLED) when MFA is off."""
         check = Violations()
         checked = checked_event(check, event)
@@ -218,13 +220,8 @@ class MfaStore:
             await _lock_enabled(session, owner)
             await session.execute(delete(MfaFactor).where(MfaFactor.account_id == owner))
             await session.execute(delete(RecoveryCode).where(RecoveryCode.account_id == owner))
-            # A login waiting for its second factor must not complete with MFA off.
-            await session.execute(
-                update(MfaChallenge)
-                .where(MfaChallenge.account_id == owner, _live())
-                .values(used_at=func.now())
-                .execution_options(synchronize_session=False)
-            )
+            # A login waiting for its second factor cannot complete now: its challenge names
+            # the secret this deletes (complete_challenge).
             await append_event(session, owner, checked)
             if mail is not None:
                 await queue_mail(session, mail)
@@ -256,169 +253,157 @@ class MfaStore:
         async with self._database.transaction() as session:
             return await _use_code(session, owner, code)
 
-    async def create_challenge(
-        self, account_id: str, token_hash: str, expires_at: datetime, *, remembered: bool = False
-    ) -> None:
-        """Store a login challenge of an account until expires_at; NotFound
-        (ACCOUNT_NOT_FOUND) for an unknown account."""
-        check = Violations()
-        token_hash = check.sha256_hex("token_hash", token_hash)
-        check.raise_if_any()
-        owner = parse_id(account_id, reason=Reason.ACCOUNT_NOT_FOUND, what="account")
-        async with self._database.transaction() as session:
-            try:
-                await session.execute(
-                    insert(MfaChallenge).values(
-                        id=uuid.uuid4(),
-                        account_id=owner,
-                        token_hash=token_hash,
-                        remembered=remembered,
-                        expires_at=expires_at,
-                    )
-                )
-            except IntegrityError as exc:
-                constraint = violated_constraint(exc)
-                if constraint == _CHALLENGE_ACCOUNT_CONSTRAINT:
-                    raise _account_not_found() from None
-                if constraint == _CHALLENGE_TOKEN_CONSTRAINT:
-                    # 256-bit random tokens do not collide; a repeated hash is a caller's bug.
-                    raise invalid([FieldViolation("token_hash", "is already stored")]) from None
-                raise
-
-    async def get_challenge(self, token_hash: str) -> MfaChallengeRecord:
-        """Return a live challenge's account, the account's factor and the login's choice to
-        stay signed in; NotFound (MFA_CHALLENGE_INVALID) when it is unknown, used or expired."""
-        check = Violations()
-        token_hash = check.sha256_hex("token_hash", token_hash)
-        check.raise_if_any()
-        query = (
-            select(
-                *ACCOUNT_COLUMNS,
-                MfaChallenge.remembered,
-                *_FACTOR_COLUMNS,
-                _codes_left(MfaChallenge.account_id),
-            )
-            .select_from(MfaChallenge)
-            .join(Account, Account.id == MfaChallenge.account_id)
-            .outerjoin(MfaFactor, MfaFactor.account_id == MfaChallenge.account_id)
-            .where(MfaChallenge.token_hash == token_hash, _live())
-        )
-        async with self._database.read() as connection:
-            row = (await connection.execute(query)).one_or_none()
-        if row is None:
-            raise _challenge_invalid()
-        return MfaChallengeRecord(
-            account=account_record(row), mfa=_mfa_record(row), remembered=row.remembered
-        )
-
-    async def fail_challenge(self, token_hash: str, max_attempts: int) -> int:
-        """Count a wrong code against a live challenge, using it up at max_attempts, and return
-        the codes it still accepts; NotFound (MFA_CHALLENGE_INVALID) when it is not live."""
+    async def fail_challenge(
+        self, token_hash: str, account_id: str, expires_at: datetime, max_attempts: int
+    ) -> int:
+        """Count a wrong code against a challenge of an account (stored at its first count),
+        using it up at max_attempts, and return the codes it still accepts; NotFound
+        (MFA_CHALLENGE_INVALID) when it is used, used up or another account's."""
         check = Violations()
         token_hash = check.sha256_hex("token_hash", token_hash)
         check.in_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS_MAX)
         check.raise_if_any()
+        owner = _challenge_owner(account_id)
         # SET sees the row as it was: both columns count this attempt once.
         attempts = MfaChallenge.attempts + 1
+        first = upsert(MfaChallenge).values(
+            id=uuid.uuid4(),
+            account_id=owner,
+            token_hash=token_hash,
+            expires_at=expires_at,
+            attempts=1,
+            used_at=func.now() if max_attempts <= 1 else None,
+        )
+        counted = first.on_conflict_do_update(
+            index_elements=[MfaChallenge.token_hash],
+            set_={
+                "attempts": attempts,
+                "used_at": case((attempts >= max_attempts, func.now()), else_=None),
+            },
+            where=MfaChallenge.used_at.is_(None) & (MfaChallenge.account_id == owner),
+        ).returning(MfaChallenge.attempts)
         async with self._database.transaction() as session:
-            counted = await session.scalar(
-                update(MfaChallenge)
-                .where(MfaChallenge.token_hash == token_hash, _live())
-                .values(
-                    attempts=attempts,
-                    used_at=case((attempts >= max_attempts, func.now()), else_=None),
-                )
-                .returning(MfaChallenge.attempts)
-                .execution_options(synchronize_session=False)
-            )
-        if counted is None:
+            try:
+                count = await session.scalar(counted)
+            except IntegrityError as exc:
+                raise _challenge_refusal(exc) from None
+        if count is None:
             raise _challenge_invalid()
-        return max(0, max_attempts - counted)
+        return max(0, max_attempts - count)
 
     async def complete_challenge(
-        self, token_hash: str, code: MfaCode | None, login: NewSession
+        self, challenge: ChallengeUse, code: MfaCode | None, login: NewSession
     ) -> CompletedChallenge:
-        """Use a live challenge and its code (as use_code does) and start the login's session
-        (as RefreshTokenStore.create does) in one transaction; nothing changes when any of it
-        is refused. NotFound (MFA_CHALLENGE_INVALID) when the challenge is not live or not of
-        login's account; FailedPrecondition (MFA_CODE_INVALID, MFA_NOT_ENABLED) as use_code."""
+        """Use a challenge (once) and its code (as use_code does, while the account's secret is
+        still challenge.secret_sealed), start the login's session (as RefreshTokenStore.create
+        does) and forget challenge.clear_keys, in one transaction; nothing changes when any of
+        it is refused. NotFound (MFA_CHALLENGE_INVALID) when the challenge is used or used up
+        or the factor changed; FailedPrecondition (MFA_CODE_INVALID) as use_code."""
         check = Violations()
-        token_hash = check.sha256_hex("token_hash", token_hash)
+        token_hash = check.sha256_hex("token_hash", challenge.token_hash)
+        _check_secret(check, "secret_sealed", challenge.secret_sealed)
+        keys = checked_keys(check, challenge.clear_keys, required=False, field="clear_attempt_keys")
         code = _checked_code(check, code)
         login = checked_login(check, login, prefix="session.")
         check.raise_if_any()
-        claimed = _as_id(login.account_id)
+        owner = _challenge_owner(login.account_id)
+        # Claiming the challenge first makes concurrent completions of one take turns on its
+        # row; each later one finds it used. (No call locks the factor before a challenge.)
+        claim = (
+            upsert(MfaChallenge)
+            .values(
+                id=uuid.uuid4(),
+                account_id=owner,
+                token_hash=token_hash,
+                expires_at=challenge.expires_at,
+                used_at=func.now(),
+            )
+            .on_conflict_do_update(
+                index_elements=[MfaChallenge.token_hash],
+                set_={"used_at": func.now()},
+                where=MfaChallenge.used_at.is_(None) & (MfaChallenge.account_id == owner),
+            )
+            .returning(MfaChallenge.id)
+        )
         async with self._database.transaction() as session:
-            # The factor first (see the module docstring): this also makes concurrent
-            # completions of one challenge take turns; each later one finds it used.
-            of_challenge = select(MfaChallenge.account_id).where(
-                MfaChallenge.token_hash == token_hash
-            )
-            await session.execute(
-                select(MfaFactor.account_id)
-                .where(MfaFactor.account_id == of_challenge.scalar_subquery())
-                .with_for_update()
-            )
-            challenge = (
-                await session.execute(
-                    select(MfaChallenge.id, MfaChallenge.account_id)
-                    .where(MfaChallenge.token_hash == token_hash, _live())
-                    .with_for_update()
-                )
-            ).one_or_none()
-            if challenge is None or challenge.account_id != claimed:
+            try:
+                claimed = await session.scalar(claim)
+            except IntegrityError as exc:
+                raise _challenge_refusal(exc) from None
+            if claimed is None:
                 raise _challenge_invalid()
-            left = await _use_code(session, challenge.account_id, code)
-            await session.execute(
-                update(MfaChallenge)
-                .where(MfaChallenge.id == challenge.id)
-                .values(used_at=func.now())
-                .execution_options(synchronize_session=False)
-            )
-            started = await start_session(session, challenge.account_id, login, prefix="session.")
+            # Refused (rolling all of this back) when MFA was turned off or enrolled anew since
+            # the password step.
+            left = await _use_code(session, owner, code, secret_sealed=challenge.secret_sealed)
+            started = await start_session(session, owner, login, prefix="session.")
+            if keys:
+                await session.execute(delete(LoginAttempt).where(LoginAttempt.key.in_(keys)))
         return CompletedChallenge(session=started, recovery_codes_left=left)
 
 
-async def _use_code(session: AsyncSession, account_id: uuid.UUID, code: MfaCode) -> int:
-    """Use a (checked) code of an account inside the caller's transaction and return the
-    unused recovery codes left; FailedPrecondition as MfaStore.use_code."""
+async def _use_code(
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    code: MfaCode,
+    *,
+    secret_sealed: bytes | None = None,
+) -> int:
+    """Use a (checked) code of an account inside the caller's transaction (only while the
+    factor's secret is secret_sealed, when given) and return the unused recovery codes left;
+    FailedPrecondition as MfaStore.use_code, NotFound (MFA_CHALLENGE_INVALID) when the secret
+    is no longer secret_sealed."""
+    secret = (
+        MfaFactor.secret_sealed.is_not(None)
+        if secret_sealed is None
+        else MfaFactor.secret_sealed == secret_sealed
+    )
+    # One statement each, with the codes left in its answer: of concurrent uses of a code, the
+    # first to update the row wins, and the others, re-checking the updated row, find it used.
+    # The count is of the statement's snapshot, before its own update.
     if isinstance(code, TotpStep):
-        # One statement: of concurrent uses of a step, the first to update the row wins, and
-        # the others, re-checking the updated row, find the step used.
-        used = await session.scalar(
-            update(MfaFactor)
-            .where(
-                MfaFactor.account_id == account_id,
-                MfaFactor.secret_sealed.is_not(None),
-                MfaFactor.last_used_step < code.step,
+        used = (
+            await session.execute(
+                update(MfaFactor)
+                .where(
+                    MfaFactor.account_id == account_id, secret, MfaFactor.last_used_step < code.step
+                )
+                .values(last_used_step=code.step)
+                .returning(_codes_left(account_id))
+                .execution_options(synchronize_session=False)
             )
-            .values(last_used_step=code.step)
-            .returning(MfaFactor.account_id)
-            .execution_options(synchronize_session=False)
-        )
+        ).one_or_none()
+        left = None if used is None else used.codes_left
     else:
-        used = await session.scalar(
-            update(RecoveryCode)
-            .where(
-                RecoveryCode.account_id == account_id,
-                RecoveryCode.code_hash == code.code_hash,
-                RecoveryCode.used_at.is_(None),
+        used = (
+            await session.execute(
+                update(RecoveryCode)
+                .where(
+                    RecoveryCode.account_id == account_id,
+                    RecoveryCode.code_hash == code.code_hash,
+                    RecoveryCode.used_at.is_(None),
+                    exists().where(MfaFactor.account_id == account_id, secret),
+                )
+                .values(used_at=func.now())
+                .returning(_codes_left(account_id))
+                .execution_options(synchronize_session=False)
             )
-            .values(used_at=func.now())
-            .returning(RecoveryCode.account_id)
-            .execution_options(synchronize_session=False)
-        )
-    if used is None:
-        enabled = await session.scalar(
-            select(MfaFactor.secret_sealed.is_not(None)).where(MfaFactor.account_id == account_id)
-        )
-        if not enabled:
-            raise _not_enabled()
-        raise FailedPrecondition(
-            message="the code was used already or is not valid", reason=Reason.MFA_CODE_INVALID
-        )
-    left = await session.scalar(select(_codes_left(account_id)))
-    return int(left or 0)
+        ).one_or_none()
+        left = None if used is None else used.codes_left - 1
+    if left is not None:
+        return int(left)
+    current = await session.scalar(
+        select(MfaFactor.secret_sealed).where(MfaFactor.account_id == account_id)
+    )
+    if current is None:
+        if secret_sealed is not None:
+            raise _challenge_invalid()
+        raise _not_enabled()
+    if secret_sealed is not None and not hmac.compare_digest(current, secret_sealed):
+        # MFA was enrolled anew since the challenge was made.
+        raise _challenge_invalid()
+    raise FailedPrecondition(
+        message="the code was used already or is not valid", reason=Reason.MFA_CODE_INVALID
+    )
 
 
 async def _lock_enabled(session: AsyncSession, account_id: uuid.UUID) -> None:
@@ -451,11 +436,6 @@ def _codes_left(account_id: Any) -> Any:
         .scalar_subquery()
         .label("codes_left")
     )
-
-
-def _live() -> ColumnElement[bool]:
-    """The condition of a challenge that can still be completed."""
-    return MfaChallenge.used_at.is_(None) & (MfaChallenge.expires_at > func.now())
 
 
 def _mfa_record(row: Any) -> MfaRecord:
@@ -527,6 +507,18 @@ def _already_enabled() -> FailedPrecondition:
 def _not_enabled() -> FailedPrecondition:
     """The answer for a change that needs MFA on while it is off."""
     return FailedPrecondition(message="MFA is off", reason=Reason.MFA_NOT_ENABLED)
+
+
+def _challenge_owner(account_id: str) -> uuid.UUID:
+    """The account id of a challenge; NotFound (MFA_CHALLENGE_INVALID) when malformed."""
+    return parse_id(account_id, reason=Reason.MFA_CHALLENGE_INVALID, what="challenge")
+
+
+def _challenge_refusal(error: IntegrityError) -> Exception:
+    """What a broken rule of a challenge's row means: no such account, or a caller's bug."""
+    if violated_constraint(error) == _CHALLENGE_ACCOUNT_CONSTRAINT:
+        return _challenge_invalid()
+    return error
 
 
 def _challenge_invalid() -> NotFound:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -288,12 +289,14 @@ class RecordedEvent:
 
 
 @dataclass(frozen=True)
-class MfaChallengeRecord:
-    """A live MFA login challenge: its account, the account's factor, and the login's choice."""
+class ChallengeUse:
+    """An MFA login challenge to complete: its hash, expiry, the sealed secret its code was
+    checked against, and the failure counters its success clears."""
 
-    account: AccountRecord
-    mfa: MfaRecord
-    remembered: bool
+    token_hash: str
+    expires_at: datetime
+    secret_sealed: bytes
+    clear_keys: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from data_access.outbox import MailOutbox
 from data_access.profiles import ProfileStore
 from data_access.records import (
     AccountRecord,
+    ChallengeUse,
     Device,
     GivenUp,
     ImageRecord,
@@ -334,34 +335,16 @@ class AccountSecurityServicer(pb_grpc.AccountSecurityServiceServicer):
         left = await self._mfa.use_code(request.account_id, _mfa_code(request.code))
         return pb.UseMfaCodeResponse(recovery_codes_left=left)
 
-    async def CreateMfaChallenge(  # noqa: N802 (name fixed by the proto)
-        self, request: pb.CreateMfaChallengeRequest, context: Context
-    ) -> pb.CreateMfaChallengeResponse:
-        """Store a login challenge."""
-        await self._mfa.create_challenge(
-            request.account_id,
-            request.token_hash,
-            _required_time(request, "expire_time"),
-            remembered=request.remembered,
-        )
-        return pb.CreateMfaChallengeResponse()
-
-    async def GetMfaChallenge(  # noqa: N802 (name fixed by the proto)
-        self, request: pb.GetMfaChallengeRequest, context: Context
-    ) -> pb.GetMfaChallengeResponse:
-        """Return a live challenge with its account and factor."""
-        challenge = await self._mfa.get_challenge(request.token_hash)
-        return pb.GetMfaChallengeResponse(
-            account=_account(challenge.account),
-            mfa=_mfa(challenge.mfa),
-            remembered=challenge.remembered,
-        )
-
     async def FailMfaChallenge(  # noqa: N802 (name fixed by the proto)
         self, request: pb.FailMfaChallengeRequest, context: Context
     ) -> pb.FailMfaChallengeResponse:
         """Count a wrong code against a challenge."""
-        left = await self._mfa.fail_challenge(request.token_hash, request.max_attempts)
+        left = await self._mfa.fail_challenge(
+            request.token_hash,
+            request.account_id,
+            _required_time(request, "expire_time"),
+            request.max_attempts,
+        )
         return pb.FailMfaChallengeResponse(attempts_left=left)
 
     async def CompleteMfaChallenge(  # noqa: N802 (name fixed by the proto)
@@ -369,7 +352,12 @@ class AccountSecurityServicer(pb_grpc.AccountSecurityServiceServicer):
     ) -> pb.CompleteMfaChallengeResponse:
         """Use a challenge and its code and start the session."""
         completed = await self._mfa.complete_challenge(
-            request.token_hash,
+            ChallengeUse(
+                token_hash=request.token_hash,
+                expires_at=_required_time(request, "expire_time"),
+                secret_sealed=request.secret_sealed,
+                clear_keys=list(request.clear_attempt_keys),
+            ),
             _mfa_code(request.code),
             _new_session(request.session, path="session."),
         )

@@ -548,8 +548,9 @@ def test_wrong_codes_lock_the_client_out_even_between_right_passwords(
             assert_error(verify_mfa(guesser, challenge, app.wrong()), 401, "MFA_CODE_INVALID")
         challenge = challenge_of(login(guesser, user.email, user.password))
         assert_error(verify_mfa(guesser, challenge, app.wrong()), 401, "MFA_CODE_INVALID")
-        # Wrong codes count as failed logins: three of them lock this client out.
-        assert_error(verify_mfa(guesser, challenge, app.wrong()), 429, "LOGIN_LOCKED")
+        # Wrong codes count as failed logins: three of them lock this client out of the
+        # password step, so no new challenge (and no new allowance of guesses) comes its way.
+        assert_error(login(guesser, user.email, user.password), 429, "LOGIN_LOCKED")
 
 
 def test_changing_mfa_needs_a_recent_authentication(

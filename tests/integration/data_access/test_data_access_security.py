@@ -191,34 +191,45 @@ class Security:
         )
         return used.recovery_codes_left
 
-    async def challenge(
-        self, account_id: str, *, ttl: timedelta = HOUR, remembered: bool = False
-    ) -> str:
-        """Store a challenge; return its token hash."""
-        token = _hash()
-        await self.stub.CreateMfaChallenge(
-            pb.CreateMfaChallengeRequest(
-                account_id=account_id, token_hash=token, expire_time=_in(ttl), remembered=remembered
-            ),
-            metadata=self.metadata,
-        )
-        return token
+    @staticmethod
+    def challenge() -> str:
+        """A new challenge's token hash: auth_svc makes challenges; data_access stores one at
+        its first wrong code or its completion."""
+        return _hash()
 
-    async def fail(self, token: str, max_attempts: int = 5) -> int:
-        """Count a wrong code against a challenge; return the attempts left."""
+    async def fail(self, token: str, account_id: str, max_attempts: int = 5) -> int:
+        """Count a wrong code against an account's challenge; return the attempts left."""
         failed = await self.stub.FailMfaChallenge(
-            pb.FailMfaChallengeRequest(token_hash=token, max_attempts=max_attempts),
+            pb.FailMfaChallengeRequest(
+                token_hash=token,
+                account_id=account_id,
+                expire_time=_in(HOUR),
+                max_attempts=max_attempts,
+            ),
             metadata=self.metadata,
         )
         return failed.attempts_left
 
     async def complete(
-        self, token: str, account_id: str, code: pb.MfaCode, *, refresh_token: str | None = None
+        self,
+        token: str,
+        account_id: str,
+        code: pb.MfaCode,
+        *,
+        refresh_token: str | None = None,
+        secret: bytes = SECRET,
+        clear_keys: tuple[str, ...] = (),
     ) -> pb.CompleteMfaChallengeResponse:
-        """Complete a challenge with code, starting a session of account_id."""
+        """Complete a challenge with code (checked against secret), starting a session of
+        account_id."""
         completed: pb.CompleteMfaChallengeResponse = await self.stub.CompleteMfaChallenge(
             pb.CompleteMfaChallengeRequest(
-                token_hash=token, code=code, session=_login_request(account_id, refresh_token)
+                token_hash=token,
+                code=code,
+                session=_login_request(account_id, refresh_token),
+                expire_time=_in(HOUR),
+                secret_sealed=secret,
+                clear_attempt_keys=clear_keys,
             ),
             metadata=self.metadata,
         )
@@ -581,12 +592,12 @@ async def test_a_bad_enable_is_invalid_argument(
     assert (failure.code, failure.fields) == (INVALID, bad)
 
 
-async def test_disabling_removes_the_factor_codes_and_live_challenges_with_event_and_mail(
+async def test_disabling_removes_the_factor_codes_and_voids_challenges_with_event_and_mail(
     security: Security,
 ) -> None:
     account_id = await security.account()
     await security.enable(account_id)
-    challenge = await security.challenge(account_id)
+    challenge = security.challenge()
     mail = _mail()
 
     await security.stub.DisableMfa(
@@ -599,12 +610,10 @@ async def test_disabling_removes_the_factor_codes_and_live_challenges_with_event
     assert await security.mfa(account_id) == pb.MfaRecord()
     assert await security.queued(mail.kind) == 1
     assert (await security.kinds(account_id))[0] == pb.SECURITY_EVENT_KIND_MFA_DISABLED
-    refused = await failure_of(
-        security.stub.GetMfaChallenge(
-            pb.GetMfaChallengeRequest(token_hash=challenge), metadata=security.metadata
-        )
-    )
+    # A login that passed its password step before cannot finish now.
+    refused = await failure_of(security.complete(challenge, account_id, _code(step=STEP + 1)))
     assert (refused.code, refused.reason) == CHALLENGE_INVALID
+    assert await security.sessions(account_id) == []
     again = await failure_of(
         security.stub.DisableMfa(
             pb.DisableMfaRequest(
@@ -743,23 +752,12 @@ async def test_of_concurrent_uses_of_one_code_exactly_one_wins(
 # MFA login challenges.
 
 
-async def test_a_challenge_is_read_failed_and_completed_into_a_session(
-    security: Security,
-) -> None:
+async def test_a_challenge_is_failed_and_completed_into_a_session(security: Security) -> None:
     account = await security.new_account()
     codes = await security.enable(account.id)
-    token = await security.challenge(account.id, remembered=True)
-
-    read = await security.stub.GetMfaChallenge(
-        pb.GetMfaChallengeRequest(token_hash=token.upper()), metadata=security.metadata
-    )
-    assert (read.account, read.remembered) == (account, True)
-    assert (read.mfa.enabled, read.mfa.secret_sealed, read.mfa.recovery_codes_left) == (
-        True,
-        SECRET,
-        3,
-    )
-    assert await security.fail(token, max_attempts=5) == 4
+    token = security.challenge()
+    assert await security.fail(token, account.id, max_attempts=5) == 4
+    assert await security.fail(token.upper(), account.id, max_attempts=5) == 3
 
     refresh_token = _hash()
     completed = await security.complete(
@@ -771,26 +769,39 @@ async def test_a_challenge_is_read_failed_and_completed_into_a_session(
     _, rotated = await security.rotate(refresh_token)
     assert rotated.family_id == completed.session.family_id
     assert rotated.session_start_time == completed.session.session_start_time
-    # A completed challenge is used up.
-    again = await failure_of(security.complete(token, account.id, _code(step=STEP + 9)))
-    assert (again.code, again.reason) == CHALLENGE_INVALID
+    # A completed challenge is used: neither completed nor failed again.
+    for call in (
+        security.complete(token, account.id, _code(step=STEP + 9)),
+        security.fail(token, account.id),
+    ):
+        again = await failure_of(call)
+        assert (again.code, again.reason) == CHALLENGE_INVALID
 
 
-async def test_an_expired_challenge_is_invalid(security: Security) -> None:
+async def test_completing_forgets_the_failure_counters_it_names(security: Security) -> None:
     account_id = await security.account()
     await security.enable(account_id)
-    token = await security.challenge(account_id, ttl=-timedelta(seconds=1))
+    pair, subject, client = (f"test:{uuid.uuid4().hex}" for _ in range(3))
+    await security.record_failure(pair, subject, client)
 
-    for call in (
-        security.stub.GetMfaChallenge(
-            pb.GetMfaChallengeRequest(token_hash=token), metadata=security.metadata
-        ),
-        security.fail(token),
-        security.complete(token, account_id, _code(step=STEP + 1)),
-        security.fail(_hash()),
-    ):
-        failure = await failure_of(call)
-        assert (failure.code, failure.reason) == CHALLENGE_INVALID
+    await security.complete(
+        security.challenge(), account_id, _code(step=STEP + 1), clear_keys=(pair, subject)
+    )
+
+    assert [c.failures for c in await security.attempts(pair, subject, client)] == [0, 0, 1]
+
+
+async def test_a_challenge_is_void_once_the_factor_changed(security: Security) -> None:
+    account_id = await security.account()
+    await security.enable(account_id)
+    token = security.challenge()
+
+    failure = await failure_of(
+        security.complete(token, account_id, _code(step=STEP + 1), secret=b"sealed:an-older-one")
+    )
+
+    assert (failure.code, failure.reason) == CHALLENGE_INVALID
+    assert await security.sessions(account_id) == []
     # The refused completion used no code.
     assert await security.use(account_id, _code(step=STEP + 1)) == 3
 
@@ -798,19 +809,17 @@ async def test_an_expired_challenge_is_invalid(security: Security) -> None:
 async def test_a_challenge_is_used_up_after_max_attempts(security: Security) -> None:
     account_id = await security.account()
     await security.enable(account_id)
-    token = await security.challenge(account_id)
+    token = security.challenge()
 
-    assert [await security.fail(token, max_attempts=3) for _ in range(3)] == [2, 1, 0]
+    assert [await security.fail(token, account_id, max_attempts=3) for _ in range(3)] == [2, 1, 0]
 
     for call in (
-        security.stub.GetMfaChallenge(
-            pb.GetMfaChallengeRequest(token_hash=token), metadata=security.metadata
-        ),
-        security.fail(token, max_attempts=3),
+        security.fail(token, account_id, max_attempts=3),
         security.complete(token, account_id, _code(step=STEP + 1)),
     ):
         failure = await failure_of(call)
         assert (failure.code, failure.reason) == CHALLENGE_INVALID
+    assert await security.sessions(account_id) == []
 
 
 async def test_a_challenge_completes_only_into_a_session_of_its_own_account(
@@ -819,10 +828,13 @@ async def test_a_challenge_completes_only_into_a_session_of_its_own_account(
     owner, someone_else = await security.account(), await security.account()
     await security.enable(owner)
     await security.enable(someone_else)
-    token = await security.challenge(owner)
+    token = security.challenge()
+    assert await security.fail(token, owner) == 4
 
-    for account_id in (someone_else, "nope"):
+    for account_id in (someone_else, "nope", str(uuid.uuid4())):
         failure = await failure_of(security.complete(token, account_id, _code(step=STEP + 1)))
+        assert (failure.code, failure.reason) == CHALLENGE_INVALID
+        failure = await failure_of(security.fail(token, account_id))
         assert (failure.code, failure.reason) == CHALLENGE_INVALID
 
     assert await security.sessions(someone_else) == []
@@ -831,21 +843,18 @@ async def test_a_challenge_completes_only_into_a_session_of_its_own_account(
     assert await security.sessions(owner) == [completed.session.family_id]
 
 
-async def test_a_refused_code_leaves_the_challenge_live_and_starts_nothing(
+async def test_a_refused_code_leaves_the_challenge_usable_and_starts_nothing(
     security: Security,
 ) -> None:
     account_id = await security.account()
     await security.enable(account_id)
-    token = await security.challenge(account_id)
+    token = security.challenge()
     await security.use(account_id, _code(step=STEP + 1))
 
     failure = await failure_of(security.complete(token, account_id, _code(step=STEP + 1)))
 
     assert (failure.code, failure.reason) == CODE_INVALID
     assert await security.sessions(account_id) == []
-    await security.stub.GetMfaChallenge(
-        pb.GetMfaChallengeRequest(token_hash=token), metadata=security.metadata
-    )
     completed = await security.complete(token, account_id, _code(step=STEP + 2))
     assert await security.sessions(account_id) == [completed.session.family_id]
 
@@ -854,11 +863,12 @@ async def test_a_challenge_of_an_account_whose_mfa_is_off_completes_nothing(
     security: Security,
 ) -> None:
     account_id = await security.account()
-    token = await security.challenge(account_id)
 
-    failure = await failure_of(security.complete(token, account_id, _code(step=STEP)))
+    failure = await failure_of(
+        security.complete(security.challenge(), account_id, _code(step=STEP))
+    )
 
-    assert (failure.code, failure.reason) == NOT_ENABLED
+    assert (failure.code, failure.reason) == CHALLENGE_INVALID
     assert await security.sessions(account_id) == []
 
 
@@ -867,7 +877,7 @@ async def test_of_concurrent_completions_of_one_challenge_one_starts_a_session(
 ) -> None:
     account_id = await security.account()
     codes = await security.enable(account_id)
-    token = await security.challenge(account_id)
+    token = security.challenge()
     # Distinct codes, each good on its own: only the challenge is shared.
     attempts = [_code(step=STEP + 1 + n) for n in range(RACERS - len(codes))]
     attempts += [_code(recovery=code) for code in codes]
@@ -885,31 +895,15 @@ async def test_of_concurrent_completions_of_one_challenge_one_starts_a_session(
     assert await security.sessions(account_id) == [won[0].session.family_id]
 
 
-async def test_a_challenge_of_an_unknown_account_or_repeated_hash_is_refused(
-    security: Security,
-) -> None:
+async def test_twenty_concurrent_wrong_codes_count_twenty(security: Security) -> None:
     account_id = await security.account()
-    token = await security.challenge(account_id)
+    token = security.challenge()
 
-    for other in (str(uuid.uuid4()), "nope"):
-        unknown = await failure_of(security.challenge(other))
-        assert (unknown.code, unknown.reason) == ACCOUNT_NOT_FOUND
-    repeated = await failure_of(
-        security.stub.CreateMfaChallenge(
-            pb.CreateMfaChallengeRequest(
-                account_id=account_id, token_hash=token, expire_time=_in(HOUR)
-            ),
-            metadata=security.metadata,
-        )
+    left = await asyncio.gather(
+        *(security.fail(token, account_id, max_attempts=RACERS + 1) for _ in range(RACERS))
     )
-    assert (repeated.code, repeated.fields) == (INVALID, ["token_hash"])
-    no_time = await failure_of(
-        security.stub.CreateMfaChallenge(
-            pb.CreateMfaChallengeRequest(account_id=account_id, token_hash="x"),
-            metadata=security.metadata,
-        )
-    )
-    assert (no_time.code, no_time.fields) == (INVALID, ["expire_time"])
+
+    assert sorted(left) == list(range(1, RACERS + 1))
 
 
 async def test_a_malformed_completion_or_failure_is_invalid_argument(security: Security) -> None:
@@ -919,6 +913,8 @@ async def test_a_malformed_completion_or_failure_is_invalid_argument(security: S
         session=pb.CreateRefreshTokenRequest(
             account_id=str(uuid.uuid4()), token_hash="y", session_end_time=_in(DAY)
         ),
+        expire_time=_in(HOUR),
+        secret_sealed=SECRET,
     )
 
     no_expiry = await failure_of(
@@ -926,20 +922,27 @@ async def test_a_malformed_completion_or_failure_is_invalid_argument(security: S
     )
     request.session.expire_time.CopyFrom(_in(HOUR))
     request.session.device.client_ip = "not an address"
+    request.clear_attempt_keys.extend(["k", "k"])
     bad_fields = await failure_of(
         security.stub.CompleteMfaChallenge(request, metadata=security.metadata)
     )
-    bad_max = await failure_of(security.fail(_hash(), max_attempts=0))
+    bad_max = await failure_of(security.fail(_hash(), str(uuid.uuid4()), max_attempts=0))
+    no_time = await failure_of(
+        security.stub.FailMfaChallenge(
+            pb.FailMfaChallengeRequest(
+                token_hash=_hash(), account_id=str(uuid.uuid4()), max_attempts=5
+            ),
+            metadata=security.metadata,
+        )
+    )
 
     assert (no_expiry.code, no_expiry.fields) == (INVALID, ["session.expire_time"])
     assert (bad_fields.code, sorted(bad_fields.fields)) == (
         INVALID,
-        ["session.device.client_ip", "session.token_hash", "token_hash"],
+        ["clear_attempt_keys[1]", "session.device.client_ip", "session.token_hash", "token_hash"],
     )
     assert (bad_max.code, bad_max.fields) == (INVALID, ["max_attempts"])
-
-
-# Re-authentication.
+    assert (no_time.code, no_time.fields) == (INVALID, ["expire_time"])
 
 
 async def test_a_re_authentication_is_the_auth_time_of_the_sessions_later_refreshes(

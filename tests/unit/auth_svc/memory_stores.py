@@ -25,9 +25,9 @@ from auth_svc.activity import SecurityLog
 from auth_svc.authenticator import LoginGuards
 from auth_svc.captcha import CaptchaVerifier, NoCaptcha
 from auth_svc.login_defence import DefencePolicy, LoginDefence
-from auth_svc.mfa import SecondFactor, SecretBox
+from auth_svc.mfa import ChallengeBox, SecondFactor, SecretBox
 from auth_svc.security_store import (
-    Challenge,
+    ChallengeUse,
     Counter,
     Enablement,
     Event,
@@ -260,7 +260,6 @@ class _Factor:
 class _Challenge:
     account_id: str
     expires_at: datetime
-    remembered: bool
     attempts: int = 0
     used: bool = False
 
@@ -428,9 +427,6 @@ class MemorySecurityStore:
         self._call("disable_mfa")
         self._enabled(event.account_id)
         del self.factors[event.account_id]
-        for challenge in self.challenges.values():
-            if challenge.account_id == event.account_id:
-                challenge.used = True
         self._append(event)
         self._queue(mail)
 
@@ -463,51 +459,41 @@ class MemorySecurityStore:
         self._call("use_mfa_code")
         return self._use(account_id, code)
 
-    async def create_mfa_challenge(
-        self, account_id: str, token_hash: str, expires_at: datetime, remembered: bool
-    ) -> None:
-        self._call("create_mfa_challenge")
-        self._known(account_id)
-        if token_hash in self.challenges:
-            raise invalid([FieldViolation("token_hash", "is already stored")])
-        self.challenges[token_hash] = _Challenge(account_id, expires_at, remembered)
-
-    def _live(self, token_hash: str) -> _Challenge:
-        challenge = self.challenges.get(token_hash)
-        if challenge is None or challenge.used or challenge.expires_at <= self.clock.at():
+    def _claimable(self, token_hash: str, account_id: str, expires_at: datetime) -> _Challenge:
+        """The challenge's row, made at its first use, unless used, used up or another's."""
+        challenge = self.challenges.setdefault(token_hash, _Challenge(account_id, expires_at))
+        if challenge.used or challenge.account_id != account_id:
             raise NotFound(
                 message="MFA challenge is invalid, used or expired",
                 reason=Reason.MFA_CHALLENGE_INVALID,
             )
         return challenge
 
-    async def mfa_challenge(self, token_hash: str) -> Challenge:
-        self._call("mfa_challenge")
-        challenge = self._live(token_hash)
-        account = self.accounts.account(challenge.account_id)
-        assert account is not None
-        return Challenge(account, self._state(challenge.account_id), challenge.remembered)
-
-    async def fail_mfa_challenge(self, token_hash: str, max_attempts: int) -> int:
+    async def fail_mfa_challenge(
+        self, token_hash: str, account_id: str, expires_at: datetime, max_attempts: int
+    ) -> int:
         self._call("fail_mfa_challenge")
-        challenge = self._live(token_hash)
+        challenge = self._claimable(token_hash, account_id, expires_at)
         challenge.attempts += 1
         if challenge.attempts >= max_attempts:
             challenge.used = True
         return max(0, max_attempts - challenge.attempts)
 
     async def complete_mfa_challenge(
-        self, token_hash: str, code: UsedCode, account_id: str, session: NewSession
+        self, challenge: ChallengeUse, code: UsedCode, account_id: str, session: NewSession
     ) -> tuple[SessionStart, int]:
         self._call("complete_mfa_challenge")
-        challenge = self._live(token_hash)
-        if challenge.account_id != account_id:
+        row = self._claimable(challenge.token_hash, account_id, challenge.expires_at)
+        factor = self.factors.get(account_id)
+        if factor is None or factor.secret_sealed != challenge.secret_sealed:
             raise NotFound(
                 message="MFA challenge is invalid, used or expired",
                 reason=Reason.MFA_CHALLENGE_INVALID,
             )
         left = self._use(account_id, code)
-        challenge.used = True
+        row.used = True
+        for key in challenge.clear_keys:
+            self.counters.pop(key, None)
         started = await self.accounts.create_session(account_id, session)
         return started, left
 
@@ -628,9 +614,9 @@ def guards_over(
     return LoginGuards(
         defence=defence_over(security, captcha=captcha, policy=policy),
         second_factor=SecondFactor(SecretBox(PEPPER), clock=security.clock),
+        challenges=ChallengeBox(PEPPER, challenge_ttl_seconds, clock=security.clock),
         store=security,
         log=SecurityLog(security),
         mailer=mailer,
-        challenge_ttl_seconds=challenge_ttl_seconds,
         challenge_max_attempts=challenge_max_attempts,
     )

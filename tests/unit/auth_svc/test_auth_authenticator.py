@@ -432,9 +432,12 @@ async def test_with_mfa_on_the_password_alone_gives_a_challenge_and_no_tokens(
     assert outcome.expires_in == 300
     assert len(outcome.challenge) >= 43
     assert set(store.sessions) == sessions, "no session before the second factor"
-    # Only the challenge's hash is stored.
-    assert outcome.challenge not in security.challenges
-    assert hashlib.sha256(outcome.challenge.encode()).hexdigest() in security.challenges
+    assert security.challenges == {}, "the password step stores nothing"
+    # The challenge is sealed: neither the secret nor the account shows through.
+    ann = security.factors[next(iter(security.factors))]
+    assert ann.secret_sealed is not None
+    assert ann.secret_sealed.decode() not in outcome.challenge
+    assert EMAIL not in outcome.challenge
 
 
 async def test_the_right_code_finishes_the_login_with_a_working_token_pair(
@@ -724,7 +727,9 @@ async def test_wrong_second_factors_keep_counting_after_the_password_is_typed_ag
     challenge = await challenged(auth, device=LAPTOP)
     with pytest.raises(Unauthenticated):
         await auth.verify_mfa(challenge, not_a_code(ann.secret, store.clock), "", device=LAPTOP)
-    # The sixth wrong code doubles the wait, whatever the password step did meanwhile.
+    # The sixth wrong code doubles the wait, whatever the password step did meanwhile: the
+    # next password step from this client is refused for 60 s (a challenge in hand still
+    # takes at most its own few codes).
     with pytest.raises(ResourceExhausted) as locked:
-        await auth.verify_mfa(challenge, code_now(ann.secret, store.clock), "", device=LAPTOP)
+        await challenged(auth, device=LAPTOP)
     assert locked.value.retry_after_seconds == 60

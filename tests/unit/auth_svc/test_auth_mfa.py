@@ -13,6 +13,8 @@ from auth_svc.accounts import Account, Device, MailKind
 from auth_svc.activity import SecurityLog
 from auth_svc.mfa import (
     RECOVERY_CODE_COUNT,
+    ChallengeBox,
+    LoginChallenge,
     MfaSettings,
     SecondFactor,
     SecretBox,
@@ -452,3 +454,46 @@ async def test_new_recovery_codes_need_mfa_on(
     with pytest.raises(FailedPrecondition) as caught:
         await settings.regenerate_recovery_codes(signed_in(ann, clock), PHONE)
     assert caught.value.reason == Reason.MFA_NOT_ENABLED
+
+
+# -- Login challenges --------------------------------------------------------------------------
+
+ANN = Account(id="7c9e6679-7425-40de-944b-e07fc1f90ae7", email="ann@example.com", username="ann")
+
+
+def test_a_sealed_challenge_opens_to_what_was_sealed_until_it_expires(clock: FakeClock) -> None:
+    box = ChallengeBox("challenge-pepper-" + "x" * 32, 300, clock=clock)
+    issued = box.seal(LoginChallenge(account=ANN, remembered=True, secret_sealed=b"\x00sealed"))
+    assert issued.expires_in == 300
+    assert b"sealed" not in issued.token.encode()
+    assert ANN.email not in issued.token
+
+    opened = box.open(issued.token)
+    assert opened is not None
+    challenge, expires_at = opened
+    assert (challenge.account, challenge.remembered) == (ANN, True)
+    assert challenge.secret_sealed == b"\x00sealed"
+    assert expires_at.timestamp() <= clock() + 300
+
+    clock.advance(300)
+    assert box.open(issued.token) is None
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda token: token[:-6] + ("A" if token[-6] != "A" else "B") + token[-5:],
+        lambda token: token[:20] + token[40:],
+        lambda token: "",
+        lambda token: "not a challenge at all",
+        lambda token: "é" * 40,
+    ],
+)
+def test_an_altered_or_foreign_challenge_opens_to_nothing(
+    clock: FakeClock, tamper: Callable[[str], str]
+) -> None:
+    box = ChallengeBox("challenge-pepper-" + "x" * 32, 300, clock=clock)
+    issued = box.seal(LoginChallenge(account=ANN, remembered=False, secret_sealed=b"s"))
+    assert box.open(tamper(issued.token)) is None
+    other = ChallengeBox("another-pepper-" + "y" * 32, 300, clock=clock)
+    assert other.open(issued.token) is None
