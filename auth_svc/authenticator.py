@@ -379,11 +379,14 @@ class Authenticator:
         self, use: ChallengeUse, keys: AttemptKeys, account_id: str, device: Device
     ) -> NoReturn:
         """Count a wrong second factor against the challenge and the lockout, then refuse."""
-        with contextlib.suppress(NotFound):
+        await self._failed(keys, account_id, device)
+        try:
             await self._guards.store.fail_mfa_challenge(
                 use.token_hash, account_id, use.expires_at, self._guards.challenge_max_attempts
             )
-        await self._failed(keys, account_id, device)
+        except NotFound:
+            # Used up by earlier wrong codes (or used): say so rather than "wrong code".
+            raise _challenge_invalid() from None
         raise mfa_wrong_code()
 
     async def _recovery_code_used(

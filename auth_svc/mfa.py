@@ -30,6 +30,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from auth_svc import tokens
 from auth_svc.accounts import Account, AccountStore, Device, Mailer, MailKind
 from auth_svc.activity import SecurityLog
+from auth_svc.login_defence import LoginDefence
 from auth_svc.mail.sealing import sealing_key
 from auth_svc.security_store import (
     Enablement,
@@ -275,6 +276,7 @@ class MfaSettings:
         box: SecretBox,
         mailer: Mailer,
         log: SecurityLog,
+        defence: LoginDefence,
         *,
         issuer: str,
         enrollment_ttl_seconds: int,
@@ -286,6 +288,7 @@ class MfaSettings:
         self._box = box
         self._mailer = mailer
         self._log = log
+        self._defence = defence
         self._issuer = issuer
         self._enrollment_ttl = enrollment_ttl_seconds
         self._window = reauthentication_window_seconds
@@ -342,10 +345,33 @@ class MfaSettings:
         self._mailer.queued()
         return codes
 
-    async def disable(self, principal: Principal, device: Device) -> None:
-        """Turn MFA off; FailedPrecondition (REAUTHENTICATION_REQUIRED, MFA_NOT_ENABLED)."""
+    async def disable(
+        self, principal: Principal, code: str, recovery_code: str, device: Device
+    ) -> None:
+        """Turn MFA off with a current code or a recovery code; Unauthenticated
+        (MFA_CODE_INVALID, a failure the lockout counts), InvalidArgument (no factor or two),
+        FailedPrecondition (REAUTHENTICATION_REQUIRED, MFA_NOT_ENABLED), the lockout's
+        ResourceExhausted."""
         self._recent(principal)
         email = await self._email(principal)
+        mfa = await self._store.mfa(principal.account_id)
+        if not mfa.enabled:
+            raise FailedPrecondition(
+                message="two-step login is not on", reason=Reason.MFA_NOT_ENABLED
+            )
+        # Guessed codes count like failed logins: a stolen access token gets a few tries only.
+        keys = self._defence.keys(email, device.client_ip)
+        await self._defence.admit(keys, ask_captcha=False)
+        used = SecondFactor(self._box, self._clock).check(mfa, code, recovery_code)
+        try:
+            if used is None:
+                raise wrong_code()
+            await self._store.use_mfa_code(principal.account_id, used)
+        except (Unauthenticated, FailedPrecondition) as refused:
+            if refused.reason not in (Reason.MFA_CODE_INVALID,):
+                raise
+            await self._defence.failed(keys)
+            raise wrong_code() from None
         await self._store.disable_mfa(
             self._event(principal, EventKind.MFA_DISABLED, device),
             self._mailer.compose(MailKind.MFA_DISABLED, email),

@@ -115,6 +115,7 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
         secrets_box,
         mail.mailer,
         activity,
+        guards.defence,
         issuer=settings.mfa_issuer,
         enrollment_ttl_seconds=settings.mfa_enrollment_ttl_seconds,
         reauthentication_window_seconds=settings.reauthentication_window_seconds,

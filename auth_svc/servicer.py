@@ -191,7 +191,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.DisableMfaResponse:
         """Turn MFA off."""
         principal, device = await self._caller(context)
-        await self._mfa.disable(principal, device)
+        await self._mfa.disable(principal, request.code, request.recovery_code, device)
         return auth_pb2.DisableMfaResponse()
 
     async def RegenerateRecoveryCodes(  # noqa: N802 (name fixed by the proto)
@@ -244,8 +244,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         an email-change token."""
         try:
             account = await self._verification.verify(request.token)
-        except NotFound:
-            account = await self._email_changes.confirm(request.token)
+        except NotFound as not_verification:
+            try:
+                account = await self._email_changes.confirm(request.token)
+            except NotFound:
+                # Neither kind: the answer a sign-up link gets, the more common one.
+                raise not_verification from None
         return auth_pb2.VerifyEmailResponse(account=_account(account))
 
     async def ChangeEmail(  # noqa: N802 (name fixed by the proto)

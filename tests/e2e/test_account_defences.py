@@ -622,10 +622,23 @@ def test_changing_mfa_needs_a_recent_authentication(
         recovered = verify_mfa(owner, challenge, recovery_code=new_codes[0])
         assert recovered.json()["recoveryCodesLeft"] == RECOVERY_CODES - 1
 
-        # Turning MFA off: a mail says so, and the password alone signs in again.
-        disabled = owner.post("/v1/auth/mfa:disable", headers=bearer(renewed), json={})
+        # Turning MFA off takes a current factor (a token alone is not enough); then a mail
+        # says so, and the password alone signs in again.
+        bare = owner.post("/v1/auth/mfa:disable", headers=bearer(renewed), json={})
+        assert_error(bare, 400, "INVALID_FIELD")
+        wrong = owner.post(
+            "/v1/auth/mfa:disable", headers=bearer(renewed), json={"code": app.wrong()}
+        )
+        assert_error(wrong, 401, "MFA_CODE_INVALID")
+        disabled = owner.post(
+            "/v1/auth/mfa:disable",
+            headers=bearer(renewed),
+            json={"recoveryCode": new_codes[1]},
+        )
         assert (disabled.status_code, disabled.json()) == (200, {}), disabled.text
-        again = owner.post("/v1/auth/mfa:disable", headers=bearer(renewed), json={})
+        again = owner.post(
+            "/v1/auth/mfa:disable", headers=bearer(renewed), json={"recoveryCode": new_codes[2]}
+        )
         assert_error(again, 400, "MFA_NOT_ENABLED")
         assert mails_with_subject(defended, address, SUBJECTS[MailKind.MFA_DISABLED])
         single = login(owner, user.email, user.password)

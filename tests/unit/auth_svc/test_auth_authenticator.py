@@ -44,6 +44,7 @@ from tests.unit.auth_svc.memory_stores import (
     MemoryAccountStore,
     MemoryMailer,
     MemorySecurityStore,
+    defence_over,
     guards_over,
 )
 
@@ -378,6 +379,7 @@ def settings_over(
         SecretBox(PEPPER),
         mailer,
         SecurityLog(security),
+        defence_over(security),
         issuer="meshgram",
         enrollment_ttl_seconds=900,
         reauthentication_window_seconds=600,

@@ -38,6 +38,7 @@ from tests.unit.auth_svc.memory_stores import (
     MemoryAccountStore,
     MemoryMailer,
     MemorySecurityStore,
+    defence_over,
 )
 
 # A fixed secret and time: every code below is known in advance, none by chance equal to another.
@@ -232,6 +233,7 @@ def settings(
         SecretBox(PEPPER),
         mailer,
         SecurityLog(security),
+        defence_over(security),
         issuer="meshgram",
         enrollment_ttl_seconds=ENROLLMENT_TTL,
         reauthentication_window_seconds=WINDOW,
@@ -297,7 +299,7 @@ async def test_every_change_needs_a_recent_login(
     changes: list[Callable[[], Awaitable[object]]] = [
         lambda: settings.start_enrollment(principal),
         lambda: settings.confirm(principal, "123456", PHONE),
-        lambda: settings.disable(principal, PHONE),
+        lambda: settings.disable(principal, "123456", "", PHONE),
         lambda: settings.regenerate_recovery_codes(principal, PHONE),
     ]
     for change in changes:
@@ -415,7 +417,13 @@ async def test_turning_mfa_off_mails_the_owner_and_drops_the_codes(
     mailer: MemoryMailer,
 ) -> None:
     _, codes = await enabled(settings, ann, clock)
-    await settings.disable(signed_in(ann, clock), PHONE)
+    # A stolen access token alone cannot turn MFA off: it takes a current factor, and wrong
+    # ones are refused without using anything up.
+    for code, recovery in (("", ""), ("000000", "x"), ("000000", "")):
+        with pytest.raises((InvalidArgument, Unauthenticated)):
+            await settings.disable(signed_in(ann, clock), code, recovery, PHONE)
+    assert (await settings.state(signed_in(ann, clock))).enabled
+    await settings.disable(signed_in(ann, clock), "", codes[1], PHONE)
     state = await settings.state(signed_in(ann, clock))
     assert (state.enabled, state.recovery_codes_left) == (False, 0)
     assert mailer.kinds()[-1] is MailKind.MFA_DISABLED
@@ -427,7 +435,7 @@ async def test_turning_mfa_off_mails_the_owner_and_drops_the_codes(
         )
     assert used.value.reason == Reason.MFA_NOT_ENABLED
     with pytest.raises(FailedPrecondition) as again:
-        await settings.disable(signed_in(ann, clock), PHONE)
+        await settings.disable(signed_in(ann, clock), "", codes[2], PHONE)
     assert again.value.reason == Reason.MFA_NOT_ENABLED
 
 
