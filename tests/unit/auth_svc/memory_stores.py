@@ -25,7 +25,7 @@ from auth_svc.activity import SecurityLog
 from auth_svc.authenticator import LoginGuards
 from auth_svc.captcha import CaptchaVerifier, NoCaptcha
 from auth_svc.login_defence import DefencePolicy, LoginDefence
-from auth_svc.mfa import ChallengeBox, SecondFactor, SecretBox
+from auth_svc.mfa import ChallengeBox, MfaSettings, SecondFactor, SecretBox
 from auth_svc.security_store import (
     ChallengeUse,
     Counter,
@@ -619,4 +619,27 @@ def guards_over(
         log=SecurityLog(security),
         mailer=mailer,
         challenge_max_attempts=challenge_max_attempts,
+    )
+
+
+def settings_over(
+    store: MemoryAccountStore,
+    security: MemorySecurityStore,
+    mailer: MemoryMailer,
+    *,
+    enrollment_ttl_seconds: int = 900,
+    reauthentication_window_seconds: int = 600,
+) -> MfaSettings:
+    """MfaSettings over the in-memory stores, on the store's clock."""
+    return MfaSettings(
+        security,
+        store,  # type: ignore[arg-type]  # implements only what these flows call
+        SecretBox(PEPPER),
+        mailer,
+        SecurityLog(security),
+        defence_over(security),
+        issuer="meshgram",
+        enrollment_ttl_seconds=enrollment_ttl_seconds,
+        reauthentication_window_seconds=reauthentication_window_seconds,
+        clock=store.clock,
     )

@@ -22,7 +22,7 @@ from auth_svc.authenticator import (
 from auth_svc.captcha import CaptchaVerifier
 from auth_svc.login_defence import DefencePolicy
 from auth_svc.mail.messages import MailRenderer
-from auth_svc.mfa import MfaSettings, SecretBox, code_at, current_step
+from auth_svc.mfa import code_at, current_step
 from auth_svc.passwords import PasswordHasher
 from auth_svc.security_store import EventKind
 from auth_svc.tokens import AccessTokenSigner, successor_refresh_token
@@ -39,36 +39,15 @@ from meshkit.errors import (
 from meshkit.reasons import Reason
 from meshkit.settings import UnverifiedEmailMay
 from tests.unit.auth_svc.memory_stores import (
-    PEPPER,
     FakeClock,
     MemoryAccountStore,
     MemoryMailer,
     MemorySecurityStore,
-    defence_over,
     guards_over,
+    settings_over,
 )
 
 PASSWORD = "a fine password"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> MemoryAccountStore:
-    return MemoryAccountStore(clock)
-
-
-@pytest.fixture
-def security(store: MemoryAccountStore) -> MemorySecurityStore:
-    return MemorySecurityStore(store)
-
-
-@pytest.fixture
-def mailer() -> MemoryMailer:
-    return MemoryMailer()
 
 
 def authenticator(
@@ -368,23 +347,6 @@ def not_a_code(secret: str, clock: FakeClock) -> str:
     """Six digits that no step near now accepts."""
     valid = {code_now(secret, clock, steps) for steps in (-1, 0, 1)}
     return next(c for c in ("000000", "111111", "222222", "333333") if c not in valid)
-
-
-def settings_over(
-    store: MemoryAccountStore, security: MemorySecurityStore, mailer: MemoryMailer
-) -> MfaSettings:
-    return MfaSettings(
-        security,
-        store,  # type: ignore[arg-type]  # implements only what these flows call
-        SecretBox(PEPPER),
-        mailer,
-        SecurityLog(security),
-        defence_over(security),
-        issuer="meshgram",
-        enrollment_ttl_seconds=900,
-        reauthentication_window_seconds=600,
-        clock=store.clock,
-    )
 
 
 @dataclass

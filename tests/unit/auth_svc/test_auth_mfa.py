@@ -10,7 +10,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 from auth_svc.accounts import Account, Device, MailKind
-from auth_svc.activity import SecurityLog
 from auth_svc.mfa import (
     RECOVERY_CODE_COUNT,
     ChallengeBox,
@@ -38,7 +37,7 @@ from tests.unit.auth_svc.memory_stores import (
     MemoryAccountStore,
     MemoryMailer,
     MemorySecurityStore,
-    defence_over,
+    settings_over,
 )
 
 # A fixed secret and time: every code below is known in advance, none by chance equal to another.
@@ -196,48 +195,20 @@ def test_qr_forms_give_an_svg_a_png_and_terminal_text() -> None:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> MemoryAccountStore:
-    return MemoryAccountStore(clock)
-
-
-@pytest.fixture
-def security(store: MemoryAccountStore) -> MemorySecurityStore:
-    return MemorySecurityStore(store)
-
-
-@pytest.fixture
-def mailer() -> MemoryMailer:
-    return MemoryMailer()
-
-
-@pytest.fixture
 def ann(store: MemoryAccountStore) -> Account:
     return store.add(EMAIL, "ann")
 
 
 @pytest.fixture
 def settings(
-    store: MemoryAccountStore,
-    security: MemorySecurityStore,
-    mailer: MemoryMailer,
-    clock: FakeClock,
+    store: MemoryAccountStore, security: MemorySecurityStore, mailer: MemoryMailer
 ) -> MfaSettings:
-    return MfaSettings(
+    return settings_over(
+        store,
         security,
-        store,  # type: ignore[arg-type]  # implements only what these flows call
-        SecretBox(PEPPER),
         mailer,
-        SecurityLog(security),
-        defence_over(security),
-        issuer="meshgram",
         enrollment_ttl_seconds=ENROLLMENT_TTL,
         reauthentication_window_seconds=WINDOW,
-        clock=clock,
     )
 
 
