@@ -55,7 +55,7 @@ class SecurityLog:
 
     def __init__(self, store: SecurityStore) -> None:
         self._store = store
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Task[bool]] = set()
 
     async def record(
         self, event: NewEvent, mail: SealedMail | None = None, *, only_new_device: bool = False
@@ -79,13 +79,9 @@ class SecurityLog:
                 extra={"kind": event.kind.value, "account_id": event.account_id},
             )
             return
-        task = asyncio.get_running_loop().create_task(self._append(event))
+        task = asyncio.get_running_loop().create_task(self.record(event))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
-
-    async def _append(self, event: NewEvent) -> None:
-        """Append one event, reporting a failure."""
-        await self.record(event)
 
     async def drain(self) -> None:
         """Wait for the appends under way (at shutdown)."""

@@ -322,14 +322,13 @@ class Authenticator:
             )
         mfa = await guards.store.mfa(account.id)
         if mfa.enabled:
-            used = guards.second_factor.check(mfa, code, recovery_code)
-            try:
-                if used is None:
-                    raise FailedPrecondition(message="wrong", reason=Reason.MFA_CODE_INVALID)
-                codes_left = await guards.store.use_mfa_code(account.id, used)
-            except FailedPrecondition:
+            spent = await guards.second_factor.spend(
+                guards.store, account.id, mfa, code, recovery_code
+            )
+            if spent is None:
                 await self._failed(keys, account.id, device)
-                raise mfa_wrong_code() from None
+                raise mfa_wrong_code()
+            used, codes_left = spent
             if used.recovery_code_hash is not None:
                 await self._recovery_code_used(account.id, principal.session_id, device, codes_left)
         await guards.defence.succeeded(admission)

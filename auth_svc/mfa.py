@@ -265,6 +265,22 @@ class SecondFactor:
         step = matching_step(secret, given, self._clock(), mfa.last_used_step)
         return None if step is None else UsedCode(step=step)
 
+    async def spend(
+        self, store: SecurityStore, account_id: str, mfa: MfaState, code: str, recovery_code: str
+    ) -> tuple[UsedCode, int] | None:
+        """Check the request's factor and use it up: the code used and the recovery codes
+        left, or None when it is wrong or was used (the caller counts the failure);
+        InvalidArgument when the request names no factor or two."""
+        used = self.check(mfa, code, recovery_code)
+        if used is None:
+            return None
+        try:
+            return used, await store.use_mfa_code(account_id, used)
+        except FailedPrecondition as refused:
+            if refused.reason != Reason.MFA_CODE_INVALID:
+                raise
+            return None
+
 
 class MfaSettings:
     """The caller's own MFA: state, enrolment, confirmation, turning off, new recovery codes."""
@@ -289,6 +305,7 @@ class MfaSettings:
         self._mailer = mailer
         self._log = log
         self._defence = defence
+        self._factor = SecondFactor(box, clock)
         self._issuer = issuer
         self._enrollment_ttl = enrollment_ttl_seconds
         self._window = reauthentication_window_seconds
@@ -362,16 +379,12 @@ class MfaSettings:
         # Guessed codes count like failed logins: a stolen access token gets a few tries only.
         keys = self._defence.keys(email, device.client_ip)
         await self._defence.admit(keys, ask_captcha=False)
-        used = SecondFactor(self._box, self._clock).check(mfa, code, recovery_code)
-        try:
-            if used is None:
-                raise wrong_code()
-            await self._store.use_mfa_code(principal.account_id, used)
-        except (Unauthenticated, FailedPrecondition) as refused:
-            if refused.reason not in (Reason.MFA_CODE_INVALID,):
-                raise
+        if (
+            await self._factor.spend(self._store, principal.account_id, mfa, code, recovery_code)
+            is None
+        ):
             await self._defence.failed(keys)
-            raise wrong_code() from None
+            raise wrong_code()
         await self._store.disable_mfa(
             self._event(principal, EventKind.MFA_DISABLED, device),
             self._mailer.compose(MailKind.MFA_DISABLED, email),
