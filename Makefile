@@ -8,7 +8,7 @@ STAMP := .venv/.meshgram-synced
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := meshgram/__init__.py envoy/api_descriptor.pb
 
-.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load chromium docs-ui fuzz rotate-keys
+.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load chromium docs-ui fuzz rotate-keys seed admin
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,15 @@ proto: $(STAMP) ## regenerate stubs, typing stubs, Envoy's descriptor set and do
 
 migrate: install ## apply database migrations (embedded Postgres unless DATABASE_URL)
 	$(PY) -m data_access.migrate
+
+SEED_USERS ?= 100000
+
+seed: install ## add seeded users with follows to make run's database (SEED_USERS=100000; docs/search.md)
+	$(PY) -m tools.seed --users $(SEED_USERS)
+
+admin: install ## make the account with EMAIL an admin in make run's database (REVOKE=1: a user again)
+	@test -n "$(EMAIL)" || { echo "usage: make admin EMAIL=someone@example.com [REVOKE=1]"; exit 2; }
+	$(PY) -m tools.admin --email "$(EMAIL)" $(if $(REVOKE),--revoke,)
 
 # The same AUTH_* settings as `make run` (.env included, the shell's variables winning).
 rotate-keys: install ## new access-token signing key (signs after the publish delay); deletes retired ones

@@ -6,7 +6,6 @@ the proto (email, username, password), so a client can mark every bad input in o
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -16,11 +15,9 @@ from email_validator import EmailNotValidError, validate_email
 
 from auth_svc import passwords
 from meshkit.errors import FieldViolation, invalid
+from meshkit.usernames import new_username
 
 EMAIL_MAX_LENGTH = 254
-USERNAME_MIN_LENGTH = 3
-USERNAME_MAX_LENGTH = 30
-_USERNAME_CHARS = re.compile(r"[a-z0-9._]+")
 
 
 @dataclass(frozen=True)
@@ -295,25 +292,6 @@ def normalise_email(raw: str) -> str:
     return email
 
 
-def normalise_username(raw: str) -> str:
-    """Return the lower-case username or raise ValueError with a readable reason."""
-    username = raw.strip()
-    if not username:
-        raise ValueError("is required")
-    # Checked before lower-casing: str.lower maps some non-ASCII letters (e.g. the Kelvin sign)
-    # to ASCII ones, and a handle must be exactly what the user typed, modulo case.
-    if not username.isascii() or not _USERNAME_CHARS.fullmatch(username.lower()):
-        raise ValueError('may contain only letters a-z, digits 0-9, "." and "_"')
-    username = username.lower()
-    if not USERNAME_MIN_LENGTH <= len(username) <= USERNAME_MAX_LENGTH:
-        raise ValueError(f"must be {USERNAME_MIN_LENGTH} to {USERNAME_MAX_LENGTH} characters long")
-    if username.startswith(".") or username.endswith("."):
-        raise ValueError('must not start or end with "."')
-    if ".." in username:
-        raise ValueError('must not contain ".."')
-    return username
-
-
 def validate_registration(
     email: str, username: str, password: str, *, min_score: int = passwords.DEFAULT_MIN_SCORE
 ) -> Registration:
@@ -326,7 +304,7 @@ def validate_registration(
     except ValueError as exc:
         violations.append(FieldViolation("email", str(exc)))
     try:
-        normal_username = normalise_username(username)
+        normal_username = new_username(username)
     except ValueError as exc:
         violations.append(FieldViolation("username", str(exc)))
     violations.extend(

@@ -10,14 +10,14 @@ appended off the reply's path, so that the reply time does not tell whether the 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 
 from auth_svc.accounts import SealedMail
 from auth_svc.security_store import EventPage, NewEvent, SecurityStore
 from meshkit.access_tokens import Principal
-from meshkit.errors import DomainError, FieldViolation, invalid
+from meshkit.errors import DomainError
+from meshkit.page_tokens import decode_page_token, encode_page_token, position_part
+from meshkit.page_tokens import page_size as page_size_of
 
 log = logging.getLogger("auth_svc.activity")
 
@@ -26,12 +26,12 @@ MAX_PAGE_SIZE = 100
 # Appends waiting off the reply's path; beyond this many (data_access slow or down) new ones
 # are dropped with a warning rather than piling up in memory.
 MAX_PENDING = 256
-_TOKEN_PREFIX = "e1:"
+_TOKEN_SCOPE = "e1"
 
 
 def page_token(before_id: int) -> str:
     """The opaque next_page_token that continues a listing below before_id."""
-    return base64.urlsafe_b64encode(f"{_TOKEN_PREFIX}{before_id}".encode()).decode().rstrip("=")
+    return encode_page_token(_TOKEN_SCOPE, before_id)
 
 
 def parse_page_token(token: str) -> int:
@@ -39,15 +39,7 @@ def parse_page_token(token: str) -> int:
     (field page_token) for a token this service did not make."""
     if not token:
         return 0
-    try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
-    if text.startswith(_TOKEN_PREFIX) and text[len(_TOKEN_PREFIX) :].isdigit():
-        value = int(text[len(_TOKEN_PREFIX) :])
-        if 0 < value < 2**63:
-            return value
-    raise invalid([FieldViolation("page_token", "is not a token from a previous page")])
+    return position_part(decode_page_token(token, _TOKEN_SCOPE), 0)
 
 
 class SecurityLog:
@@ -91,9 +83,7 @@ class SecurityLog:
     async def page(self, principal: Principal, page_size: int, token: str) -> tuple[EventPage, str]:
         """A page of the caller's log, newest first, and the token of the next page ("" on the
         last); InvalidArgument for a negative page size or a foreign token."""
-        if page_size < 0:
-            raise invalid([FieldViolation("page_size", "must not be negative")])
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = page_size_of(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         before = parse_page_token(token)
         page = await self._store.list_events(principal.account_id, size, before)
         following = page_token(page.events[-1].id) if page.more and page.events else ""

@@ -1,12 +1,14 @@
 """`make bench`: throughput, latency and CPU cost of profile reads (hot, spread, uncached), of a
 read/write mix that checks every read against the last acknowledged write, of login and of
-refresh-token rotation.
+refresh-token rotation, and of the social graph: profile pages signed out and in, follows, and
+search over 100,000 seeded accounts.
 
 The benchmark runs its own mesh (free ports, its own database, 10,000 seeded accounts kept in
-var/bench between runs) and loads it only through the Envoy edge, as clients do. Load comes from
-native generators in their own processes: h2load for fixed requests, bench/grpc_load.mjs (Node's
-http2) where each request differs. gRPC outcomes from h2load are counted from Envoy's per-method
-statistics, since a gRPC error still travels in an HTTP 200.
+var/bench between runs, 100,000 once the search scenario ran; tools/seed.py makes them) and loads
+it only through the Envoy edge, as clients do. Load comes from native generators in their own
+processes: h2load for fixed requests, bench/grpc_load.mjs (Node's http2) where each request
+differs. gRPC outcomes from h2load are counted from Envoy's per-method statistics, since a gRPC
+error still travels in an HTTP 200.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import grpc_load, h2load, mfa_login
+from bench import grpc_load, h2load, mfa_login, social
 from bench.profiles import profiled, slug
 from bench.system import (
     STATE,
@@ -50,6 +52,8 @@ TARGET_CACHED_RPS, TARGET_CACHED_P99_MS = 2000, 40.0
 TARGET_UNCACHED_RPS, TARGET_UNCACHED_P99_MS = 1200, 60.0
 TARGET_LOGIN_SHARE = 0.80
 TARGET_REFRESH_RPS = 500
+# Search over 100,000 seeded accounts, queries of 1 to 3 letters, signed in.
+TARGET_SEARCH_P99_MS = 50.0
 # What the second step of an MFA login may add to the login's median.
 TARGET_MFA_ADDED_MS = 5.0
 MFA_POOL = 48
@@ -59,6 +63,17 @@ STALENESS_BOUND_MS = 1000.0
 EMPTY_GRPC_MESSAGE = b"\x00\x00\x00\x00\x00"
 SERVICE = "meshgram.user.v1.UserService"
 ROLES = ("envoy", "auth_svc", "user_svc", "data_access", "postgres", "load generator")
+SCENARIOS = (
+    "cached",
+    "uncached",
+    "write-mix",
+    "login",
+    "login-mfa",
+    "refresh",
+    "profile-pages",
+    "follow",
+    "search",
+)
 
 
 @dataclass
@@ -67,8 +82,9 @@ class Row:
 
     scenario: str
     kind: str
-    """"cached", "uncached", "write mix", "login", "login-plain", "login-mfa" or "refresh":
-    which target applies."""
+    """"cached", "uncached", "write mix", "login", "login-plain", "login-mfa", "refresh",
+    "profile page", "follow", "search", "search, by length" or "search, worst case": which
+    target applies."""
     concurrency: int
     run: h2load.Run
     failures: int
@@ -148,14 +164,16 @@ class Bench:
             body=EMPTY_GRPC_MESSAGE,
         )
 
-    def h2load_rest(self, paths: Sequence[str], token: str) -> Callable[[float], h2load.Run]:
-        """A load of REST GETs over `paths` (cycled) through the edge."""
+    def h2load_rest(self, paths: Sequence[str], token: str | None) -> Callable[[float], h2load.Run]:
+        """A load of REST GETs over `paths` (cycled) through the edge, signed in with token or
+        (None) signed out."""
+        headers = {} if token is None else {"authorization": f"Bearer {token}"}
         return lambda seconds: h2load.run(
             [f"{self.base}{path}" for path in paths],
             connections=self.options.concurrency,
             seconds=seconds,
             warmup=0,
-            headers={"authorization": f"Bearer {token}"},
+            headers=headers,
             http1=True,
         )
 
@@ -204,8 +222,11 @@ def run_reads(bench: Bench, token: str, usernames: list[str], label: str) -> Non
     order = zipf_order(len(usernames), 50_000)
     bodies = [user_pb2.GetProfileRequest(username=name).SerializeToString() for name in usernames]
 
+    # The spread reads are profile pages seen signed out: profile reads alone, which is what
+    # the cache serves. A signed-in page adds the viewer's relationship, read from data_access
+    # on every call; the "profile page, signed in" rows (bench/social.py) measure that.
     def spread_grpc(seconds: float) -> h2load.Run:
-        """GetProfile over the seeded usernames in Zipf order, native gRPC."""
+        """GetProfile over the seeded usernames in Zipf order, native gRPC, signed out."""
         return grpc_load.run_requests(
             bench.base,
             connections=8,
@@ -213,16 +234,17 @@ def run_reads(bench: Bench, token: str, usernames: list[str], label: str) -> Non
             seconds=seconds,
             warmup=0,
             path=f"/{SERVICE}/GetProfile",
-            headers={"authorization": f"Bearer {token}"},
+            headers={},
             bodies=bodies,
             order=order,
         )
 
+    spread_paths = [f"/v1/profiles/{usernames[i]}" for i in order]
     loads = (
         ("hot, native gRPC", bench.h2load_grpc("GetMyProfile", token)),
         ("hot, REST", bench.h2load_rest(["/v1/profiles/me"], token)),
-        ("spread, REST", bench.h2load_rest([f"/v1/profiles/{usernames[i]}" for i in order], token)),
-        ("spread, native gRPC", spread_grpc),
+        ("spread, REST, signed out", bench.h2load_rest(spread_paths, None)),
+        ("spread, native gRPC, signed out", spread_grpc),
     )
     for scenario, load in loads:
         figures = cache_figures(bench.mesh)
@@ -346,6 +368,97 @@ def run_refresh(bench: Bench, accounts: list[Account]) -> None:
     bench.measure("refresh-token rotation, native gRPC", "refresh", options.concurrency, load)
 
 
+def run_profile_pages(bench: Bench, token: str, usernames: list[str]) -> None:
+    """Profile pages by username over REST, spread (Zipf) over the seeded accounts, signed out
+    and signed in (the latter also asks data_access how the viewer relates to the profile)."""
+    concurrency = bench.options.concurrency
+    order = zipf_order(len(usernames), 50_000)
+    for label, bearer in (("signed out", None), ("signed in", token)):
+        figures = cache_figures(bench.mesh)
+        row = bench.measure(
+            f"profile page by username, {label}, REST (spread)",
+            "profile page",
+            concurrency,
+            social.profile_pages(bench.base, usernames, order, bearer, concurrency),
+        )
+        row.note = hit_rate(figures, cache_figures(bench.mesh))
+
+
+def run_follows(bench: Bench, accounts: list[Account]) -> None:
+    """Follow, unfollow, follow...: each client with its own account and its own target; then
+    every follow undone and the targets' follower counts compared with those before."""
+    targets = social.follow_targets(len(accounts))
+    pairs = [(a.access_token, t) for a, t in zip(accounts, targets, strict=True)]
+    token = accounts[0].access_token
+    before = social.follower_counts(bench.base, token, targets)
+    admin = f"127.0.0.1:{bench.mesh.ports.admin}"
+    methods = [f"cluster.user_svc.grpc.{SERVICE}.{m}" for m in ("FollowProfile", "UnfollowProfile")]
+    churn = social.follow_churn(bench.base, pairs)
+    counted: list[tuple[int, int]] = []
+
+    def load(seconds: float) -> h2load.Run:
+        """One run, with the calls Envoy counted as succeeded and failed meanwhile."""
+        start = [grpc_counters(admin, method) for method in methods]
+        run = churn(seconds)
+        end = [grpc_counters(admin, method) for method in methods]
+        counted.append(
+            (
+                sum(e[0] - s[0] for s, e in zip(start, end, strict=True)),
+                sum(e[1] - s[1] for s, e in zip(start, end, strict=True)),
+            )
+        )
+        return run
+
+    row = bench.measure(
+        "follow / unfollow alternating, native gRPC (one h2load per client)",
+        "follow",
+        len(pairs),
+        load,
+    )
+    succeeded, failed = counted[-1]
+    row.failures += failed
+    social.unfollow_all(bench.base, pairs)
+    time.sleep(STALENESS_BOUND_MS / 1000 + 0.5)  # cached profiles hear of the last changes
+    after = social.follower_counts(bench.base, token, targets)
+    drift = {name: after[name] - before[name] for name in targets if after[name] != before[name]}
+    row.note = (
+        f"Envoy counted {succeeded:,} calls succeeded, {failed} failed; once every follow was "
+        f"undone, the follower counts of the {len(targets)} targets were "
+        + ("back where they started" if not drift else f"OFF by {drift}")
+    )
+
+
+def run_search(bench: Bench, token: str) -> None:
+    """SearchProfiles over the 100,000 seeded accounts, signed in: prefixes of 1 to 3 letters of
+    display names as people type them (the target), then 1 and 3 letters alone, then the worst
+    case, prefixes of every seeded username."""
+    concurrency = bench.options.concurrency
+    population, draws = social.SEARCH_POPULATION, social.SEARCH_DRAWS
+    loads = (
+        ("1-3 letters", "search", social.search_queries(population, draws)),
+        ("1 letter", "search, by length", social.search_queries(population, draws, lengths=[1])),
+        ("3 letters", "search, by length", social.search_queries(population, draws, lengths=[3])),
+        (
+            "s / se / see, prefixes of all 100,000 usernames",
+            "search, worst case",
+            social.seeded_prefix_queries(draws),
+        ),
+    )
+    for label, kind, queries in loads:
+        row = bench.measure(
+            f"search, {label}, native gRPC (Node)",
+            kind,
+            concurrency,
+            social.search(bench.base, token, queries, concurrency),
+        )
+        sample = queries[0]
+        found, names = social.search_sample(bench.base, token, sample)
+        row.note = (
+            f"{len(set(queries))} distinct queries; e.g. {sample!r}: {found} results on the "
+            f"first page, starting {names[:3]}"
+        )
+
+
 def table(rows: Sequence[Row]) -> str:
     """Render the results as a Markdown table."""
     header = " | ".join(f"{role} CPU ms/req" for role in ROLES)
@@ -378,6 +491,24 @@ def verdicts(rows: Sequence[Row], capacity: float) -> list[str]:
             lines.append(
                 f"{row.scenario}: >= {rps:,} req/s, p99 <= {p99:.0f} ms: {r.rps:,.0f} req/s "
                 f"({r.rps / rps:.0%}), p99 {r.percentile(99):.1f} ms: {'met' if met else 'MISSED'}"
+            )
+        elif row.kind == "search":
+            p99 = r.percentile(99)
+            met = p99 <= TARGET_SEARCH_P99_MS and row.failures == 0
+            lines.append(
+                f"{row.scenario}: p99 <= {TARGET_SEARCH_P99_MS:.0f} ms: p99 {p99:.1f} ms, "
+                f"{r.rps:,.0f} req/s: {'met' if met else 'MISSED'}"
+            )
+        elif row.kind == "search, by length":
+            lines.append(
+                f"{row.scenario}: p99 {r.percentile(99):.1f} ms, {r.rps:,.0f} req/s (the "
+                "target's mix, by query length)"
+            )
+        elif row.kind == "search, worst case":
+            lines.append(
+                f"{row.scenario}: p99 {r.percentile(99):.1f} ms, {r.rps:,.0f} req/s (not held "
+                f"to the {TARGET_SEARCH_P99_MS:.0f} ms target: no real population of handles "
+                "shares one prefix)"
             )
         elif row.kind == "refresh":
             met = r.rps >= TARGET_REFRESH_RPS and row.failures == 0
@@ -427,11 +558,7 @@ def main() -> None:
         "--bcrypt-rounds", type=int, default=int(os.environ.get("AUTH_BCRYPT_ROUNDS", "12"))
     )
     parser.add_argument("--login-concurrency", type=int, default=8)
-    parser.add_argument(
-        "--only",
-        choices=("cached", "uncached", "write-mix", "login", "login-mfa", "refresh"),
-        nargs="*",
-    )
+    parser.add_argument("--only", choices=SCENARIOS, nargs="*")
     parser.add_argument(
         "--profile",
         type=Path,
@@ -451,7 +578,7 @@ def main() -> None:
         login_concurrency=args.login_concurrency,
         profile=args.profile,
     )
-    wanted = set(args.only or ("cached", "uncached", "write-mix", "login", "login-mfa", "refresh"))
+    wanted = set(args.only or SCENARIOS)
     for url in database_url():
         mesh = new_mesh(
             url,
@@ -474,8 +601,14 @@ def main() -> None:
 def run_all(bench: Bench, wanted: set[str]) -> None:
     """Seed, sign up, then run the chosen scenarios in an order that restarts user_svc once."""
     started = time.monotonic()
-    created = asyncio.run(seed_accounts(bench.mesh, bench.options.accounts))
-    print(f"seeded {created} accounts in {time.monotonic() - started:.0f}s", flush=True)
+    population = bench.options.accounts
+    if "search" in wanted:
+        population = max(population, social.SEARCH_POPULATION)
+    created = asyncio.run(seed_accounts(bench.mesh, population))
+    print(
+        f"seeded {created:,} accounts ({population:,} wanted) in {time.monotonic() - started:.0f}s",
+        flush=True,
+    )
     usernames = seeded_usernames(bench.options.accounts)
     accounts = sign_up(bench.mesh.edge_address, bench.options.concurrency)
     token = accounts[0].access_token
@@ -489,6 +622,12 @@ def run_all(bench: Bench, wanted: set[str]) -> None:
         run_login_mfa(bench, accounts[0])
     if "refresh" in wanted:
         run_refresh(bench, accounts)
+    if "profile-pages" in wanted:
+        run_profile_pages(bench, token, usernames)
+    if "follow" in wanted:
+        run_follows(bench, accounts)
+    if "search" in wanted:
+        run_search(bench, token)
     if "uncached" in wanted:
         mesh = bench.mesh
         mesh.stop_service("user_svc")
@@ -511,7 +650,13 @@ def report(bench: Bench) -> None:
         f"{platform.python_version()}; replicas: user_svc {options.user_replicas}, "
         f"data_access {options.data_access_replicas}; "
         f"{options.seconds:.0f}s per scenario after {options.warmup:.0f}s warm-up; "
-        f"{options.accounts:,} seeded accounts (Zipf 1.1 for spread reads)\n"
+        f"{options.accounts:,} seeded accounts (Zipf 1.1 for spread reads)"
+        + (
+            f"; search over {social.SEARCH_POPULATION:,}"
+            if any(row.kind.startswith("search") for row in bench.rows)
+            else ""
+        )
+        + "\n"
     )
     print(table(bench.rows))
     print()

@@ -21,22 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
-import grpc
 import httpx
 import psutil
 
 from data_access import admin
 from data_access.embedded import EmbeddedPostgres
 from data_access.migrate import upgrade_async
-from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
-from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_token
+from tools import seed as seeding
 from tools.mesh import ROOT, Mesh, MeshPorts, mesh_secrets
 
 STATE = ROOT / "var" / "bench"
 DATABASE = "meshgram_bench"
-SEEDED_PREFIX = "seed_"
-# Seeded accounts never log in: any syntactically valid bcrypt hash will do.
-_UNUSABLE_HASH = "$2b$04$" + "." * 53
+SEEDED_PREFIX = seeding.SEEDED_PREFIX
+seeded_usernames = seeding.seeded_usernames
 
 
 @dataclass(frozen=True)
@@ -129,54 +126,17 @@ def sign_up(edge: str, count: int) -> list[Account]:
     return accounts
 
 
-def seeded_usernames(count: int) -> list[str]:
-    """The usernames seed_accounts creates."""
-    return [f"{SEEDED_PREFIX}{index:05d}" for index in range(count)]
-
-
-async def seed_accounts(mesh: Mesh, count: int, concurrency: int = 16) -> int:
-    """Create the seeded accounts that do not exist yet, through data_access as auth_svc does;
-    return how many were created."""
-    secret = mesh_secrets(os.environ, mesh.state_dir).mesh_secret
-    assert secret is not None, "the development mesh secret is generated on first use"
-    auth = (
-        (CALLER_HEADER, "auth_svc"),
-        (CALLER_TOKEN_HEADER, derive_caller_token(secret, "auth_svc")),
-    )
-    user = (
-        (CALLER_HEADER, "user_svc"),
-        (CALLER_TOKEN_HEADER, derive_caller_token(secret, "user_svc")),
-    )
-    names = seeded_usernames(count)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports.data_access}") as channel:
-        accounts = dataaccess_pb2_grpc.AccountStoreServiceStub(channel)
-        profiles = dataaccess_pb2_grpc.ProfileStoreServiceStub(channel)
-        try:
-            await profiles.GetProfile(
-                dataaccess_pb2.GetProfileRequest(username=names[-1]), metadata=user
-            )
-            return 0  # seeded by an earlier run
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-        pending = iter(names)
-        created = 0
-
-        async def worker() -> None:
-            nonlocal created
-            for name in pending:
-                request = dataaccess_pb2.CreateAccountRequest(
-                    email=f"{name}@example.com", username=name, password_hash=_UNUSABLE_HASH
-                )
-                try:
-                    await accounts.CreateAccount(request, metadata=auth, timeout=30)
-                    created += 1
-                except grpc.aio.AioRpcError as error:
-                    if error.code() != grpc.StatusCode.ALREADY_EXISTS:
-                        raise
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return created
+async def seed_accounts(mesh: Mesh, count: int) -> int:
+    """Create the seeded accounts seed_00000... (tools.seed: profiles with names, follows, the
+    documented password) that do not exist yet in the mesh's database; return how many were
+    created."""
+    env = {**os.environ, **mesh.extra_env}
+    pepper = mesh_secrets(env, mesh.state_dir).password_pepper
+    assert pepper is not None, "the development pepper is generated on first use"
+    rounds = int(env.get("AUTH_BCRYPT_ROUNDS", "12"))
+    hashed = await asyncio.to_thread(seeding.password_hash, pepper, rounds)
+    done = await seeding.seed(mesh.database_url, count, hashed_password=hashed)
+    return done.accounts
 
 
 def zipf_order(population: int, draws: int, *, exponent: float = 1.1, seed: int = 7) -> list[int]:

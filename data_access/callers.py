@@ -35,7 +35,13 @@ DEFAULT_ALLOWED: Mapping[str, tuple[str, ...]] = {
         _prefix("AccountSecurityService"),
         _prefix("MailOutboxService"),
     ),
-    "user_svc": (_prefix("ProfileStoreService"), _prefix("ChangeFeedService")),
+    "user_svc": (
+        _prefix("ProfileStoreService"),
+        _prefix("SocialGraphService"),
+        _prefix("ModerationService"),
+        _prefix("AccountLifecycleService"),
+        _prefix("ChangeFeedService"),
+    ),
     "storage_svc": (_prefix("MediaStoreService"),),
 }
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")

@@ -62,6 +62,46 @@ class Account(Base):
     """When the owner proved they read mail at `email`; None while unproved."""
     password_changed_at: Mapped[datetime | None]
     """When the password was last changed or reset (not merely re-hashed)."""
+    username_changed_at: Mapped[datetime | None]
+    """When the username last changed; None when it is the one chosen at sign-up."""
+    role: Mapped[str] = mapped_column(Text, server_default="user")
+    """"user" or "admin"."""
+    blocked_till: Mapped[datetime | None]
+    """An admin blocked the account until then: no login, no refresh, no session."""
+    blocked_reason: Mapped[str] = mapped_column(Text, server_default="")
+    deactivated_at: Mapped[datetime | None]
+    """The owner asked to delete the account: hidden and signed out since, restorable by a
+    login until delete_after."""
+    delete_after: Mapped[datetime | None]
+    """When the sweeper deletes the deactivated account for good."""
+
+    __table_args__ = (
+        CheckConstraint("role IN ('user', 'admin')", name="role_known"),
+        # The sweeper's question: which blocks are over.
+        Index(
+            "ix_accounts_blocked_till",
+            "blocked_till",
+            postgresql_where=text("blocked_till IS NOT NULL"),
+        ),
+        # The sweeper's question: which deletions are due.
+        Index(
+            "ix_accounts_delete_after",
+            "delete_after",
+            postgresql_where=text("delete_after IS NOT NULL"),
+        ),
+    )
+
+
+class DeletedAccount(Base):
+    """What remains of an account deleted for good: when it existed, nothing about whom."""
+
+    __tablename__ = "deleted_accounts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    """The former account id (random, and no longer found in any other table)."""
+    created_at: Mapped[datetime]
+    deactivated_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class Image(Base):
@@ -89,6 +129,12 @@ class Profile(Base):
     """The public face of an account; created empty together with the account."""
 
     __tablename__ = "profiles"
+    __table_args__ = (
+        CheckConstraint(
+            "follower_count >= 0 AND following_count >= 0 AND post_count >= 0",
+            name="counts_not_negative",
+        ),
+    )
 
     account_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
@@ -100,6 +146,79 @@ class Profile(Base):
     )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    website: Mapped[str] = mapped_column(Text, server_default="")
+    pronouns: Mapped[str] = mapped_column(Text, server_default="")
+    private: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    """Only approved followers see the account's content; follows of it are requests."""
+    follower_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """Active follows of this account, kept by every follow change in its transaction."""
+    following_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    post_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+# Search (social_graph.py): byte-order ("C") indexes serve both a prefix range (LIKE 'ab%') and
+# its order, whatever the database's collation, so a page reads a page of index entries.
+Index("ix_accounts_username_search", Account.username.collate("C"))
+Index(
+    "ix_profiles_display_name_search",
+    func.lower(Profile.display_name).collate("C"),
+    Profile.account_id,
+)
+# Alembic cannot read an index column's collation back from the database; the schema test
+# compares these by their definitions instead.
+COLLATED_INDEXES = {
+    "ix_accounts_username_search": 'ON public.accounts USING btree (username COLLATE "C")',
+    "ix_profiles_display_name_search": (
+        'ON public.profiles USING btree (lower(display_name) COLLATE "C", account_id)'
+    ),
+}
+
+
+class Follow(Base):
+    """One account following another, or asking to (a private account approves)."""
+
+    __tablename__ = "follows"
+    __table_args__ = (
+        CheckConstraint("follower_id <> followed_id", name="not_self"),
+        CheckConstraint("status IN ('active', 'pending')", name="status_known"),
+        # An account's followers or requests, newest first, a page at a time.
+        Index(None, "followed_id", "status", "position"),
+        # The accounts an account follows, newest first.
+        Index(None, "follower_id", "status", "position"),
+    )
+
+    follower_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    followed_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    """Order of the follow (renewed on approval); list cursors point at it."""
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Block(Base):
+    """One account blocking another: no follows between them, each hidden from the other."""
+
+    __tablename__ = "blocks"
+    __table_args__ = (
+        CheckConstraint("blocker_id <> blocked_id", name="not_self"),
+        # Whether someone blocks a given account (the other direction of the primary key).
+        Index(None, "blocked_id", "blocker_id"),
+        # An account's blocks, newest first.
+        Index(None, "blocker_id", "position"),
+    )
+
+    blocker_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    blocked_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class LoginSession(Base):
@@ -316,6 +435,47 @@ class SecurityEvent(Base):
     client_ip: Mapped[str] = mapped_column(Text, server_default="")
     session_id: Mapped[uuid.UUID | None]
     detail: Mapped[str] = mapped_column(Text, server_default="")
+
+
+AUDIT_ACTIONS = (
+    "account_viewed",
+    "account_blocked",
+    "account_unblocked",
+    "block_expired",
+    "role_granted",
+    "role_revoked",
+)
+
+
+class AuditEvent(Base):
+    """One action of an admin (or of the system on an admin's behalf, such as a block that
+    expired); rows are never updated (a trigger refuses)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        CheckConstraint(
+            "action IN (" + ", ".join(f"'{action}'" for action in AUDIT_ACTIONS) + ")",
+            name="action_known",
+        ),
+        # An account's entries, newest first.
+        Index(None, "account_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), index=True
+    )
+    """The admin who acted; None for the system (the sweeper, the operator's command) and once
+    the admin's account is gone."""
+    action: Mapped[str] = mapped_column(Text)
+    account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL")
+    )
+    """The account acted on; None once it is gone (the entry keeps no personal data)."""
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    blocked_till: Mapped[datetime | None]
+    """For a block: until when."""
 
 
 class ChangeLog(Base):

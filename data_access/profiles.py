@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import uuid
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from data_access.changes import ChangeFeed, recorded_position
-from data_access.database import Database, FastQuery
+from data_access.database import Database, FastQuery, violated_constraint
 from data_access.models import USERNAME_MAX, Account, Profile
-from data_access.records import ProfileRecord
+from data_access.records import ProfileFields, ProfileRecord
+from data_access.social_graph import approve_all_requests, lock_with_requesters
 from data_access.validation import Violations, lookup_key, parse_id
-from meshkit.errors import NotFound
+from meshkit.errors import AlreadyExists, NotFound, ResourceExhausted
 from meshkit.reasons import Reason
 
 # update_time is the time of the change itself (clock_timestamp), not of its transaction's start
@@ -24,6 +27,9 @@ from meshkit.reasons import Reason
 # Generous bounds that only keep absurd payloads out; user_svc enforces the product's limits.
 DISPLAY_NAME_MAX = 1_000
 BIO_MAX = 10_000
+WEBSITE_MAX = 2_000
+PRONOUNS_MAX = 1_000
+_USERNAME_CONSTRAINT = "uq_accounts_username"
 
 
 class ProfileStore:
@@ -52,38 +58,69 @@ class ProfileStore:
             raise _not_found()
         return ProfileRecord(**row)
 
-    async def update(
-        self, account_id: str, *, display_name: str | None = None, bio: str | None = None
-    ) -> ProfileRecord:
+    async def update(self, account_id: str, fields: ProfileFields) -> ProfileRecord:
         """Change the given fields (None keeps a field) and return the profile; NotFound
-        (PROFILE_NOT_FOUND) when the account does not exist."""
-        check = Violations()
-        changes: dict[str, Any] = {}
-        if display_name is not None:
-            changes["display_name"] = check.text(
-                "display_name", display_name, max_chars=DISPLAY_NAME_MAX, required=False
-            )
-        if bio is not None:
-            changes["bio"] = check.text("bio", bio, max_chars=BIO_MAX, required=False)
-        check.raise_if_any()
+        (PROFILE_NOT_FOUND) when the account does not exist. Making a private profile public
+        approves its pending follow requests in the same transaction."""
+        changes = _checked_changes(fields)
         key = parse_id(account_id, reason=Reason.PROFILE_NOT_FOUND, what="profile")
         position = None
         async with self._database.transaction() as session:
             if changes:
-                changed = await session.scalar(
+                if fields.private is False:
+                    await lock_with_requesters(session, key)
+                was_private = await session.scalar(
+                    select(Profile.private).where(Profile.account_id == key).with_for_update()
+                )
+                if was_private is None:
+                    raise _not_found()
+                await session.execute(
                     update(Profile)
                     .where(Profile.account_id == key)
                     .values(**changes, updated_at=func.clock_timestamp())
-                    .returning(Profile.account_id)
                     .execution_options(synchronize_session=False)
                 )
-                if changed is None:
-                    raise _not_found()
+                if was_private and fields.private is False:
+                    await approve_all_requests(session, key)
                 position = await recorded_position(session)
-            profile = await _one(session, _BY_ACCOUNT_ID, key)
+            profile = await _one(session, key)
         # Acknowledged once the change is on its way to every cache, ahead of this answer: a
         # read that follows usually finds the new profile everywhere (and surely within the
         # caches' staleness bound).
+        await self._feed.delivered(position)
+        return profile
+
+    async def change_username(
+        self, account_id: str, username: str, *, cooldown: timedelta
+    ) -> ProfileRecord:
+        """Give the account a new (already validated, lower-case) username and return its
+        profile; AlreadyExists (USERNAME_TAKEN) when another account has it; ResourceExhausted
+        (USERNAME_CHANGE_TOO_SOON) within cooldown of the last change. The current name is
+        accepted as a no-op."""
+        check = Violations()
+        check.text("username", username, max_chars=USERNAME_MAX)
+        if cooldown < timedelta(0):
+            check.add("cooldown", "must not be negative")
+        check.raise_if_any()
+        key = parse_id(account_id, reason=Reason.PROFILE_NOT_FOUND, what="profile")
+        position = None
+        try:
+            async with self._database.transaction() as session:
+                row = (await session.execute(_LOCK_ACCOUNT, {"id": key})).one_or_none()
+                if row is None:
+                    raise _not_found()
+                if row.username != username:
+                    if row.since_change is not None and row.since_change < cooldown.total_seconds():
+                        raise _too_soon(cooldown.total_seconds() - row.since_change)
+                    await session.execute(_RENAME, {"id": key, "username": username})
+                    position = await recorded_position(session)
+                profile = await _one(session, key)
+        except IntegrityError as exc:
+            if violated_constraint(exc) == _USERNAME_CONSTRAINT:
+                raise AlreadyExists(
+                    message="this username is taken", reason=Reason.USERNAME_TAKEN
+                ) from None
+            raise
         await self._feed.delivered(position)
         return profile
 
@@ -106,6 +143,36 @@ async def set_avatar(
     return await recorded_position(session)
 
 
+def _checked_changes(fields: ProfileFields) -> dict[str, Any]:
+    """The column values of the fields that are set; InvalidArgument for unstorable text."""
+    check = Violations()
+    changes: dict[str, Any] = {}
+    limits = {
+        "display_name": DISPLAY_NAME_MAX,
+        "bio": BIO_MAX,
+        "website": WEBSITE_MAX,
+        "pronouns": PRONOUNS_MAX,
+    }
+    for name, max_chars in limits.items():
+        value = getattr(fields, name)
+        if value is not None:
+            changes[name] = check.text(name, value, max_chars=max_chars, required=False)
+    if fields.private is not None:
+        changes["private"] = fields.private
+    check.raise_if_any()
+    return changes
+
+
+def _too_soon(wait_seconds: float) -> ResourceExhausted:
+    """The answer for a username change within the cooldown of the previous one."""
+    seconds = max(1, math.ceil(wait_seconds))
+    return ResourceExhausted(
+        message=f"the username changed recently: try again in {seconds} seconds",
+        reason=Reason.USERNAME_CHANGE_TOO_SOON,
+        retry_after_seconds=seconds,
+    )
+
+
 # Built once: the hot path only binds the key. Columns are named like ProfileRecord's fields.
 _PROFILE_COLUMNS = select(
     Profile.account_id,
@@ -115,18 +182,35 @@ _PROFILE_COLUMNS = select(
     Profile.avatar_image_id,
     Account.created_at.label("account_created_at"),
     Profile.updated_at,
-).join(Account, Account.id == Profile.account_id)
-_ProfileQuery = Select[uuid.UUID, str, str, str, uuid.UUID | None, datetime, datetime]
+    Profile.website,
+    Profile.pronouns,
+    Profile.private,
+    Profile.follower_count,
+    Profile.following_count,
+    Profile.post_count,
+    Account.email,
+).join(
+    # A deactivated account's profile is hidden from everyone (lifecycle.py).
+    Account,
+    (Account.id == Profile.account_id) & Account.deactivated_at.is_(None),
+)
 _BY_ACCOUNT_ID = _PROFILE_COLUMNS.where(Profile.account_id == bindparam("key"))
 _FAST_BY_ACCOUNT_ID = FastQuery.of(_BY_ACCOUNT_ID)
 _FAST_BY_USERNAME = FastQuery.of(_PROFILE_COLUMNS.where(Account.username == bindparam("key")))
+_LOCK_ACCOUNT = text(
+    "SELECT username, "
+    "CAST(extract(epoch FROM clock_timestamp() - username_changed_at) AS float8) AS since_change "
+    "FROM accounts WHERE id = :id FOR UPDATE"
+)
+_RENAME = text(
+    "UPDATE accounts SET username = :username, username_changed_at = clock_timestamp() "
+    "WHERE id = :id"
+)
 
 
-async def _one(
-    executor: AsyncSession | AsyncConnection, query: _ProfileQuery, key: uuid.UUID | str
-) -> ProfileRecord:
-    """Run a profile query for one key; NotFound when there is no such profile."""
-    row = (await executor.execute(query, {"key": key})).one_or_none()
+async def _one(session: AsyncSession, key: uuid.UUID) -> ProfileRecord:
+    """Read one profile by account id inside a transaction; NotFound when there is none."""
+    row = (await session.execute(_BY_ACCOUNT_ID, {"key": key})).one_or_none()
     if row is None:
         raise _not_found()
     return ProfileRecord(**row._mapping)

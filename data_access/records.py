@@ -165,6 +165,98 @@ class ProfileRecord:
     avatar_image_id: uuid.UUID | None
     account_created_at: datetime
     updated_at: datetime
+    website: str = ""
+    pronouns: str = ""
+    private: bool = False
+    follower_count: int = 0
+    following_count: int = 0
+    post_count: int = 0
+    email: str = ""
+    """The account's address; private, for its owner's eyes only (user_svc decides)."""
+
+
+@dataclass(frozen=True)
+class ProfileFields:
+    """New values of a profile's editable fields; None keeps a field as it is."""
+
+    display_name: str | None = None
+    bio: str | None = None
+    website: str | None = None
+    pronouns: str | None = None
+    private: bool | None = None
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """How a viewer and an account relate, both ways."""
+
+    following: bool = False
+    followed_by: bool = False
+    requested: bool = False
+    requested_by: bool = False
+    blocking: bool = False
+    blocked_by: bool = False
+
+
+class FollowList(StrEnum):
+    """Which list of an account ListFollows reads."""
+
+    FOLLOWERS = "followers"
+    FOLLOWING = "following"
+    REQUESTS = "requests"
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    """What a list shows of a profile."""
+
+    account_id: uuid.UUID
+    username: str
+    display_name: str
+    avatar_image_id: uuid.UUID | None
+    private: bool
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One list entry and the position to continue after it."""
+
+    profile: ProfileSummary
+    position: int
+
+
+@dataclass(frozen=True)
+class ListedPage:
+    """One page of a list, newest first, and whether older entries remain."""
+
+    entries: Sequence[Listed]
+    more: bool
+
+
+@dataclass(frozen=True)
+class SearchPosition:
+    """Where a search result stands: its rank group, then its key in that group (the username,
+    or the lower-case display name), then its account id."""
+
+    rank: int
+    key: str
+    account_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Found:
+    """One search result."""
+
+    profile: ProfileSummary
+    position: SearchPosition
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of search results and whether more follow."""
+
+    results: Sequence[Found]
+    more: bool
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from sqlalchemy.types import Uuid
 from data_access.accounts import account_record
 from data_access.database import Database, violated_constraint
 from data_access.families import lock_family_of_token, revoke_families
+from data_access.lifecycle import admit_login
 from data_access.models import Account, LoginSession, RefreshToken
 from data_access.records import Device, NewSession, Rotation, StartedSession
 from data_access.security_events import CheckedEvent, append_event
@@ -180,7 +181,9 @@ async def start_session(
 ) -> StartedSession:
     """Store a session of owner and the first token of its family (a login checked by
     checked_login) inside the caller's transaction; NotFound (ACCOUNT_NOT_FOUND) when the
-    account does not exist."""
+    account does not exist or its deletion is due; PermissionDenied (ACCOUNT_BLOCKED) while an
+    admin blocks it. A deactivated account is restored (lifecycle.admit_login)."""
+    await admit_login(session, owner)
     session_id = uuid.uuid4()
     try:
         inserted = await session.execute(

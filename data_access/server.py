@@ -13,23 +13,29 @@ from data_access.changes import ChangeFeed
 from data_access.database import open_database
 from data_access.embedded import configured_database
 from data_access.images import ImageStore
+from data_access.lifecycle import AccountLifecycle
 from data_access.login_attempts import LoginAttemptStore
 from data_access.mfa import MfaStore
+from data_access.moderation import ModerationStore
 from data_access.outbox import MailOutbox
 from data_access.profiles import ProfileStore
 from data_access.refresh_tokens import RefreshTokenStore
 from data_access.security_events import SecurityEventStore
 from data_access.servicers import (
+    AccountLifecycleServicer,
     AccountSecurityServicer,
     AccountStoreServicer,
     ChangeFeedServicer,
     MailOutboxServicer,
     MediaStoreServicer,
+    ModerationServicer,
     ProfileStoreServicer,
+    SocialGraphServicer,
 )
 from data_access.sessions import SessionStore
 from data_access.settings import SERVICE_NAME, DataAccessSettings
-from data_access.sweeper import EXPIRY_JOBS, Sweeper, change_log_job
+from data_access.social_graph import SocialGraph
+from data_access.sweeper import EXPIRY_JOBS, PURGE, PURGE_BATCH, Sweeper, change_log_job
 from data_access.validation import SEALED_MAIL_MAX_BYTES
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
 from meshkit.server import ServiceDefinition, serve
@@ -64,6 +70,12 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
         ),
         Sweeper(
             database,
+            PURGE,
+            interval_seconds=settings.refresh_token_sweep_seconds,
+            batch_size=PURGE_BATCH,
+        ),
+        Sweeper(
+            database,
             change_log_job(settings.change_retention_seconds),
             interval_seconds=settings.change_retention_seconds / 10,
         ),
@@ -83,6 +95,9 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
     )
     mail = MailOutboxServicer(MailOutbox(database))
     profiles = ProfileStoreServicer(ProfileStore(database, feed))
+    graph = SocialGraphServicer(SocialGraph(database, feed))
+    moderation = ModerationServicer(ModerationStore(database))
+    lifecycle = AccountLifecycleServicer(AccountLifecycle(database, feed))
     media = MediaStoreServicer(ImageStore(database, feed))
     changes = ChangeFeedServicer(feed)
 
@@ -92,6 +107,9 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
         dataaccess_pb2_grpc.add_AccountSecurityServiceServicer_to_server(security, server)
         dataaccess_pb2_grpc.add_MailOutboxServiceServicer_to_server(mail, server)
         dataaccess_pb2_grpc.add_ProfileStoreServiceServicer_to_server(profiles, server)
+        dataaccess_pb2_grpc.add_SocialGraphServiceServicer_to_server(graph, server)
+        dataaccess_pb2_grpc.add_ModerationServiceServicer_to_server(moderation, server)
+        dataaccess_pb2_grpc.add_AccountLifecycleServiceServicer_to_server(lifecycle, server)
         dataaccess_pb2_grpc.add_MediaStoreServiceServicer_to_server(media, server)
         dataaccess_pb2_grpc.add_ChangeFeedServiceServicer_to_server(changes, server)
         # Registration runs inside the serving loop: the one moment background tasks can start.

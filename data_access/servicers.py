@@ -4,29 +4,32 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from data_access.account_tokens import AccountTokenStore
 from data_access.accounts import AccountStore
 from data_access.changes import Change, ChangeFeed, FeedEvent, Heartbeat
 from data_access.images import ImageStore
+from data_access.lifecycle import LONGEST_GRACE, AccountLifecycle
 from data_access.login_attempts import LoginAttemptStore
 from data_access.mfa import MfaStore
 from data_access.models import SECURITY_EVENT_KINDS
+from data_access.moderation import AccountStatus, ModerationStore
 from data_access.outbox import MailOutbox
 from data_access.profiles import ProfileStore
 from data_access.records import (
     AccountRecord,
     ChallengeUse,
     Device,
+    FollowList,
     GivenUp,
     ImageRecord,
+    ListedPage,
     LoginAttemptCounter,
     Mail,
     MailOutcome,
@@ -36,9 +39,13 @@ from data_access.records import (
     NewSecurityEvent,
     NewSession,
     NewToken,
+    ProfileFields,
     ProfileRecord,
+    ProfileSummary,
     RecoveryCodeUse,
+    Relationship,
     Retry,
+    SearchPosition,
     SecurityEventRecord,
     Sent,
     SessionRecord,
@@ -49,10 +56,11 @@ from data_access.records import (
 from data_access.refresh_tokens import RefreshTokenStore
 from data_access.security_events import SecurityEventStore
 from data_access.sessions import SessionStore
+from data_access.social_graph import SocialGraph
 from meshgram.dataaccess.v1 import dataaccess_pb2 as pb
 from meshgram.dataaccess.v1 import dataaccess_pb2_grpc as pb_grpc
 from meshkit.errors import FieldViolation, invalid
-from meshkit.timestamps import to_datetime, to_timestamp
+from meshkit.timestamps import optional_timestamp, required_datetime, to_timestamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -137,7 +145,7 @@ class AccountStoreServicer(pb_grpc.AccountStoreServiceServicer):
         rotation = await self._refresh_tokens.rotate(
             request.token_hash,
             request.new_token_hash,
-            _required_time(request, "new_expire_time"),
+            required_datetime(request, "new_expire_time"),
             reuse_window=_duration(request, "reuse_window"),
             device=_device(request.device) if request.HasField("device") else None,
         )
@@ -342,7 +350,7 @@ class AccountSecurityServicer(pb_grpc.AccountSecurityServiceServicer):
         left = await self._mfa.fail_challenge(
             request.token_hash,
             request.account_id,
-            _required_time(request, "expire_time"),
+            required_datetime(request, "expire_time"),
             request.max_attempts,
         )
         return pb.FailMfaChallengeResponse(attempts_left=left)
@@ -354,7 +362,7 @@ class AccountSecurityServicer(pb_grpc.AccountSecurityServiceServicer):
         completed = await self._mfa.complete_challenge(
             ChallengeUse(
                 token_hash=request.token_hash,
-                expires_at=_required_time(request, "expire_time"),
+                expires_at=required_datetime(request, "expire_time"),
                 secret_sealed=request.secret_sealed,
                 clear_keys=list(request.clear_attempt_keys),
             ),
@@ -458,12 +466,212 @@ class ProfileStoreServicer(pb_grpc.ProfileStoreServiceServicer):
         self, request: pb.UpdateProfileRequest, context: Context
     ) -> pb.UpdateProfileResponse:
         """Change the fields that are set and return the profile."""
-        profile = await self._profiles.update(
-            request.account_id,
+        fields = ProfileFields(
             display_name=request.display_name if request.HasField("display_name") else None,
             bio=request.bio if request.HasField("bio") else None,
+            website=request.website if request.HasField("website") else None,
+            pronouns=request.pronouns if request.HasField("pronouns") else None,
+            private=request.private if request.HasField("private") else None,
         )
+        profile = await self._profiles.update(request.account_id, fields)
         return pb.UpdateProfileResponse(profile=_profile(profile))
+
+    async def ChangeUsername(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ChangeUsernameRequest, context: Context
+    ) -> pb.ChangeUsernameResponse:
+        """Rename an account within its cooldown and return the profile."""
+        profile = await self._profiles.change_username(
+            request.account_id, request.username, cooldown=_duration(request, "cooldown")
+        )
+        return pb.ChangeUsernameResponse(profile=_profile(profile))
+
+
+class SocialGraphServicer(pb_grpc.SocialGraphServiceServicer):
+    """SocialGraphService over the social graph repository."""
+
+    def __init__(self, graph: SocialGraph) -> None:
+        self._graph = graph
+
+    async def GetRelationship(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.GetRelationshipRequest, context: Context
+    ) -> pb.GetRelationshipResponse:
+        """Return how the viewer relates to the account."""
+        relation = await self._graph.relationship(request.viewer_id, request.account_id)
+        return pb.GetRelationshipResponse(relationship=_relationship(relation))
+
+    async def Follow(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.FollowRequest, context: Context
+    ) -> pb.FollowResponse:
+        """Follow, or ask to follow, an account."""
+        relation = await self._graph.follow(request.follower_id, request.account_id)
+        return pb.FollowResponse(relationship=_relationship(relation))
+
+    async def Unfollow(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.UnfollowRequest, context: Context
+    ) -> pb.UnfollowResponse:
+        """Stop following an account, or withdraw the request."""
+        relation = await self._graph.unfollow(request.follower_id, request.account_id)
+        return pb.UnfollowResponse(relationship=_relationship(relation))
+
+    async def DecideFollowRequest(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.DecideFollowRequestRequest, context: Context
+    ) -> pb.DecideFollowRequestResponse:
+        """Approve or deny a pending follow request."""
+        relation = await self._graph.decide_request(
+            request.account_id, request.requester_id, approve=request.approve
+        )
+        return pb.DecideFollowRequestResponse(relationship=_relationship(relation))
+
+    async def RemoveFollower(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.RemoveFollowerRequest, context: Context
+    ) -> pb.RemoveFollowerResponse:
+        """Drop a follower."""
+        relation = await self._graph.remove_follower(request.account_id, request.follower_id)
+        return pb.RemoveFollowerResponse(relationship=_relationship(relation))
+
+    async def ListFollows(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ListFollowsRequest, context: Context
+    ) -> pb.ListFollowsResponse:
+        """Return one page of a follow list."""
+        kind = _FOLLOW_LISTS.get(request.kind)
+        if kind is None:
+            raise invalid([FieldViolation("kind", "must be FOLLOWERS, FOLLOWING or REQUESTS")])
+        page = await self._graph.list_follows(
+            request.account_id,
+            kind,
+            viewer_id=request.viewer_id,
+            page_size=request.page_size,
+            before_position=request.before_position,
+        )
+        return pb.ListFollowsResponse(entries=_listed(page), more=page.more)
+
+    async def Block(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.BlockRequest, context: Context
+    ) -> pb.BlockResponse:
+        """Block an account."""
+        relation = await self._graph.block(request.blocker_id, request.account_id)
+        return pb.BlockResponse(relationship=_relationship(relation))
+
+    async def Unblock(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.UnblockRequest, context: Context
+    ) -> pb.UnblockResponse:
+        """Lift a block."""
+        relation = await self._graph.unblock(request.blocker_id, request.account_id)
+        return pb.UnblockResponse(relationship=_relationship(relation))
+
+    async def ListBlocks(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ListBlocksRequest, context: Context
+    ) -> pb.ListBlocksResponse:
+        """Return one page of an account's blocks."""
+        page = await self._graph.list_blocks(
+            request.account_id,
+            page_size=request.page_size,
+            before_position=request.before_position,
+        )
+        return pb.ListBlocksResponse(entries=_listed(page), more=page.more)
+
+    async def SearchProfiles(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.SearchProfilesRequest, context: Context
+    ) -> pb.SearchProfilesResponse:
+        """Return one page of profiles matching a prefix."""
+        after = None
+        if request.HasField("after"):
+            after = SearchPosition(
+                rank=request.after.rank,
+                key=request.after.key,
+                account_id=_position_id(request.after.account_id),
+            )
+        page = await self._graph.search(
+            request.prefix, viewer_id=request.viewer_id, page_size=request.page_size, after=after
+        )
+        results = [
+            pb.SearchResult(
+                profile=_summary(found.profile),
+                position=pb.SearchPosition(
+                    rank=found.position.rank,
+                    key=found.position.key,
+                    account_id=_id(found.position.account_id),
+                ),
+            )
+            for found in page.results
+        ]
+        return pb.SearchProfilesResponse(results=results, more=page.more)
+
+
+class ModerationServicer(pb_grpc.ModerationServiceServicer):
+    """ModerationService over the moderation repository."""
+
+    def __init__(self, moderation: ModerationStore) -> None:
+        self._moderation = moderation
+
+    async def GetAccountStatus(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.GetAccountStatusRequest, context: Context
+    ) -> pb.GetAccountStatusResponse:
+        """Return an account's status to an admin."""
+        status = await self._moderation.status(request.actor_id, request.username)
+        return pb.GetAccountStatusResponse(status=_account_status(status))
+
+    async def BlockAccount(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.BlockAccountRequest, context: Context
+    ) -> pb.BlockAccountResponse:
+        """Block an account until a time."""
+        status = await self._moderation.block(
+            request.actor_id,
+            request.username,
+            until=required_datetime(request, "until"),
+            reason=request.reason,
+        )
+        return pb.BlockAccountResponse(status=_account_status(status))
+
+    async def UnblockAccount(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.UnblockAccountRequest, context: Context
+    ) -> pb.UnblockAccountResponse:
+        """Lift an account's block."""
+        status = await self._moderation.unblock(
+            request.actor_id, request.username, reason=request.reason
+        )
+        return pb.UnblockAccountResponse(status=_account_status(status))
+
+    async def ListAuditEvents(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ListAuditEventsRequest, context: Context
+    ) -> pb.ListAuditEventsResponse:
+        """Return a page of the audit log."""
+        page = await self._moderation.audit_log(
+            request.actor_id,
+            username=request.username,
+            page_size=request.page_size,
+            before_id=request.before_id,
+        )
+        events = [
+            pb.AuditEvent(
+                id=entry.id,
+                create_time=to_timestamp(entry.created_at),
+                actor_username=entry.actor_username,
+                action=entry.action,
+                account_username=entry.account_username,
+                reason=entry.reason,
+                blocked_till=optional_timestamp(entry.blocked_till),
+            )
+            for entry in page.entries
+        ]
+        return pb.ListAuditEventsResponse(events=events, more=page.more)
+
+
+class AccountLifecycleServicer(pb_grpc.AccountLifecycleServiceServicer):
+    """AccountLifecycleService over the account lifecycle."""
+
+    def __init__(self, lifecycle: AccountLifecycle) -> None:
+        self._lifecycle = lifecycle
+
+    async def DeactivateAccount(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.DeactivateAccountRequest, context: Context
+    ) -> pb.DeactivateAccountResponse:
+        """Deactivate an account and say when it will be deleted."""
+        grace = _duration(request, "grace")
+        if not timedelta(0) <= grace <= LONGEST_GRACE:
+            raise invalid([FieldViolation("grace", "must be between 0 and 365 days")])
+        delete_after = await self._lifecycle.deactivate(request.account_id, grace=grace)
+        return pb.DeactivateAccountResponse(delete_time=to_timestamp(delete_after))
 
 
 class MediaStoreServicer(pb_grpc.MediaStoreServiceServicer):
@@ -535,18 +743,6 @@ def _feed_event(event: FeedEvent) -> pb.SubscribeChangesResponse:
     return pb.SubscribeChangesResponse(reset=pb.Reset(reason=event.reason, position=event.position))
 
 
-def _required_time(request: Message, field: str, *, path: str = "") -> datetime:
-    """Return a request's Timestamp field as an aware UTC datetime; InvalidArgument (naming
-    path, else field) when unset or outside the representable range."""
-    if not request.HasField(field):
-        raise invalid([FieldViolation(path or field, "is required")])
-    stamp: Timestamp = getattr(request, field)
-    try:
-        return to_datetime(stamp)
-    except (ValueError, OverflowError):
-        raise invalid([FieldViolation(path or field, "is not a valid timestamp")]) from None
-
-
 def _duration(request: Message, field: str) -> timedelta:
     """Return a request's Duration field as a timedelta (zero when unset); InvalidArgument when
     outside the representable range."""
@@ -573,7 +769,7 @@ def _new_token(request: Message, field: str) -> NewToken | None:
     token: pb.NewAccountToken = getattr(request, field)
     return NewToken(
         token_hash=token.token_hash,
-        expires_at=_required_time(token, "expire_time", path=f"{field}.expire_time"),
+        expires_at=required_datetime(token, "expire_time", path=f"{field}.expire_time"),
     )
 
 
@@ -621,8 +817,8 @@ def _new_session(request: pb.CreateRefreshTokenRequest, *, path: str = "") -> Ne
     return NewSession(
         account_id=request.account_id,
         token_hash=request.token_hash,
-        expires_at=_required_time(request, "expire_time", path=f"{path}expire_time"),
-        ends_at=_required_time(request, "session_end_time", path=f"{path}session_end_time"),
+        expires_at=required_datetime(request, "expire_time", path=f"{path}expire_time"),
+        ends_at=required_datetime(request, "session_end_time", path=f"{path}session_end_time"),
         remembered=request.remembered,
         device=_device(request.device),
     )
@@ -702,7 +898,7 @@ def _outcome(request: pb.CompleteMailRequest) -> MailOutcome:
     """Return what a CompleteMailRequest says happened; InvalidArgument when it says nothing."""
     which = request.WhichOneof("outcome")
     if which == "retry_time":
-        return Retry(at=_required_time(request, "retry_time"))
+        return Retry(at=required_datetime(request, "retry_time"))
     if which == "sent" and request.sent:
         return Sent()
     if which == "given_up" and request.given_up:
@@ -750,7 +946,74 @@ def _profile(profile: ProfileRecord) -> pb.ProfileRecord:
         avatar_image_id=_id(profile.avatar_image_id),
         create_time=to_timestamp(profile.account_created_at),
         update_time=to_timestamp(profile.updated_at),
+        website=profile.website,
+        pronouns=profile.pronouns,
+        private=profile.private,
+        follower_count=profile.follower_count,
+        following_count=profile.following_count,
+        post_count=profile.post_count,
+        email=profile.email,
     )
+
+
+_FOLLOW_LISTS = {
+    pb.FOLLOW_LIST_KIND_FOLLOWERS: FollowList.FOLLOWERS,
+    pb.FOLLOW_LIST_KIND_FOLLOWING: FollowList.FOLLOWING,
+    pb.FOLLOW_LIST_KIND_REQUESTS: FollowList.REQUESTS,
+}
+
+
+def _position_id(value: str) -> uuid.UUID:
+    """The account id of a search position; InvalidArgument when it is not one."""
+    try:
+        return uuid.UUID(value) if value else uuid.UUID(int=0)
+    except ValueError:
+        raise invalid([FieldViolation("after.account_id", "must be an account id")]) from None
+
+
+def _account_status(status: AccountStatus) -> pb.AccountStatus:
+    """Convert an account status to protobuf."""
+    return pb.AccountStatus(
+        account_id=_id(status.account_id),
+        username=status.username,
+        email=status.email,
+        role=status.role,
+        create_time=to_timestamp(status.created_at),
+        email_verified=status.email_verified,
+        blocked_till=optional_timestamp(status.blocked_till),
+        blocked_reason=status.blocked_reason,
+    )
+
+
+def _relationship(relation: Relationship) -> pb.Relationship:
+    """Convert a relationship to protobuf."""
+    return pb.Relationship(
+        following=relation.following,
+        followed_by=relation.followed_by,
+        requested=relation.requested,
+        requested_by=relation.requested_by,
+        blocking=relation.blocking,
+        blocked_by=relation.blocked_by,
+    )
+
+
+def _summary(profile: ProfileSummary) -> pb.ProfileSummary:
+    """Convert a profile summary to protobuf."""
+    return pb.ProfileSummary(
+        account_id=_id(profile.account_id),
+        username=profile.username,
+        display_name=profile.display_name,
+        avatar_image_id=_id(profile.avatar_image_id),
+        private=profile.private,
+    )
+
+
+def _listed(page: ListedPage) -> list[pb.ListedProfile]:
+    """Convert a page's entries to protobuf."""
+    return [
+        pb.ListedProfile(profile=_summary(entry.profile), position=entry.position)
+        for entry in page.entries
+    ]
 
 
 def _image(image: ImageRecord) -> pb.ImageRecord:

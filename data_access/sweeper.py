@@ -1,6 +1,7 @@
 """Deletes rows past their lifetime (expired refresh tokens, ended sessions, used or expired
 account tokens, delivered mails, old change-log entries, idle failed-login and mail-request
-counters, finished MFA challenges, old security events) in the background, on one replica at a
+counters, finished MFA challenges, old security events), lifts admin blocks that are over and
+deletes accounts whose deletion grace period is over, in the background, on one replica at a
 time.
 
 What is kept how long, beyond expiry: a failed-login or mail-request counter a day after its last
@@ -18,14 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, func, select, text
+from sqlalchemy import ColumnElement, Executable, TextClause, delete, exists, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from data_access.database import Database
+from data_access.lifecycle import purge_due_account
 from data_access.login_attempts import COUNTER_IDLE_MAX
 from data_access.models import (
     AccountToken,
@@ -38,11 +41,13 @@ from data_access.models import (
     RefreshToken,
     SecurityEvent,
 )
+from data_access.moderation import LIFT_EXPIRED_BLOCKS
 
 log = logging.getLogger("data_access.sweeper")
 
 # Any constants shared by all replicas work; these spell "rtsweep", "clsweep", "sssweep",
-# "atsweep", "obsweep", "lasweep", "mcsweep", "sesweep" and "mrsweep" in ASCII.
+# "atsweep", "obsweep", "lasweep", "mcsweep", "sesweep", "mrsweep", "blsweep" and "pusweep" in
+# ASCII.
 SWEEP_LOCK_KEY = 0x72747377656570
 CHANGE_LOG_LOCK_KEY = 0x636C7377656570
 SESSIONS_LOCK_KEY = 0x73737377656570
@@ -52,18 +57,53 @@ LOGIN_ATTEMPTS_LOCK_KEY = 0x6C617377656570
 MFA_CHALLENGES_LOCK_KEY = 0x6D637377656570
 SECURITY_EVENTS_LOCK_KEY = 0x73657377656570
 MAIL_REQUESTS_LOCK_KEY = 0x6D727377656570
+BLOCKS_LOCK_KEY = 0x626C7377656570
+PURGE_LOCK_KEY = 0x70757377656570
 _BATCH_SIZE = 5_000
 
 
 @dataclass(frozen=True)
 class SweepJob:
-    """What one sweeper deletes: rows of `table` whose `expired()` condition holds."""
+    """What one sweeper does: delete rows of `table` whose `expired()` condition holds, or run
+    `statement` (one batch of at most :limit rows, returning a row per row handled)."""
 
     name: str
     lock_key: int
-    table: Any
-    id_column: ColumnElement[Any]
-    expired: Callable[[], ColumnElement[bool]]
+    table: Any = None
+    id_column: ColumnElement[Any] | None = None
+    expired: Callable[[], ColumnElement[bool]] | None = None
+    statement: TextClause | None = None
+    handle: Callable[[AsyncSession, int], Awaitable[int]] | None = None
+    """Handles one batch of at most the given size in the given transaction and returns how
+    many rows it handled (for work a single statement cannot do)."""
+
+    async def run_batch(self, session: AsyncSession, size: int) -> int:
+        """Handle one batch of at most size rows in session's transaction; how many."""
+        if self.handle is not None:
+            return await self.handle(session, size)
+        return len((await session.execute(self.batch(size))).all())
+
+    def batch(self, size: int) -> Executable:
+        """The statement that handles one batch of at most size rows."""
+        if self.statement is not None:
+            return self.statement.bindparams(limit=size)
+        if self.id_column is None or self.expired is None:
+            raise ValueError(f"sweep job {self.name!r} has neither a statement nor a condition")
+        # Small batches keep each transaction and its row locks short; rows an RPC holds
+        # locked are left for the next round instead of making the sweep wait.
+        expired = (
+            select(self.id_column)
+            .where(self.expired())
+            .limit(size)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        return (
+            delete(self.table)
+            .where(self.id_column.in_(expired))
+            .returning(self.id_column)
+            .execution_options(synchronize_session=False)
+        )
 
 
 REFRESH_TOKENS = SweepJob(
@@ -153,8 +193,23 @@ SECURITY_EVENTS = SweepJob(
     expired=lambda: SecurityEvent.created_at < func.now() - SECURITY_EVENT_RETENTION,
 )
 
+BLOCKS = SweepJob(
+    name="expired account blocks lifted",
+    lock_key=BLOCKS_LOCK_KEY,
+    statement=LIFT_EXPIRED_BLOCKS,
+)
+
+# One account per transaction (purge_due_account); the sweeper goes on while each batch is full.
+PURGE = SweepJob(
+    name="deleted accounts purged",
+    lock_key=PURGE_LOCK_KEY,
+    handle=purge_due_account,
+)
+PURGE_BATCH = 1
+
 # The jobs that run at the expiry sweep interval (settings.refresh_token_sweep_seconds).
 EXPIRY_JOBS = (
+    BLOCKS,
     REFRESH_TOKENS,
     SESSIONS,
     ACCOUNT_TOKENS,
@@ -218,22 +273,7 @@ class Sweeper:
             )
             if not locked:
                 return None
-            # Small batches keep each transaction and its row locks short; rows an RPC holds
-            # locked are left for the next round instead of making the sweep wait.
-            expired = (
-                select(job.id_column)
-                .where(job.expired())
-                .limit(self._batch_size)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
-            deleted = await session.execute(
-                delete(job.table)
-                .where(job.id_column.in_(expired))
-                .returning(job.id_column)
-                .execution_options(synchronize_session=False)
-            )
-            return len(deleted.all())
+            return await job.run_batch(session, self._batch_size)
 
     def start(self) -> None:
         """Start sweeping in the background of the running event loop."""
@@ -257,5 +297,5 @@ class Sweeper:
                 log.warning("sweep of %s failed", self._job.name, exc_info=True)
             else:
                 if deleted:
-                    log.info("%s deleted", self._job.name, extra={"count": deleted})
+                    log.info("%s: %d", self._job.name, deleted, extra={"count": deleted})
             await asyncio.sleep(self._interval)

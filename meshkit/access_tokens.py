@@ -125,6 +125,17 @@ class AccessTokenVerifier:
         when it is missing or invalid."""
         return await self.verify(bearer_token(metadata or ()))
 
+    async def authenticate_if_present(
+        self, metadata: Iterable[tuple[str, str | bytes]] | None
+    ) -> Principal | None:
+        """Return the principal of the call's bearer token, or None when the call carries no
+        authorization header; a header that is present but invalid is still Unauthenticated
+        (a broken token must not quietly turn a user into a visitor)."""
+        pairs = tuple(metadata or ())
+        if not any(key == "authorization" for key, _ in pairs):
+            return None
+        return await self.verify(bearer_token(pairs))
+
     @property
     def has_keys(self) -> bool:
         """Whether a JWKS with at least one key has been fetched (tokens can be verified)."""

@@ -252,8 +252,20 @@ class CachedProfiles:
 
     async def update(self, account_id: str, changes: ProfileChanges) -> Profile:
         """Apply changes through the store; this replica's next reads see the result."""
+        return await self._written(self._store.update(account_id, changes))
+
+    async def change_username(
+        self, account_id: str, username: str, *, cooldown_seconds: float
+    ) -> Profile:
+        """Rename through the store; this replica's next reads see the new name."""
+        return await self._written(
+            self._store.change_username(account_id, username, cooldown_seconds=cooldown_seconds)
+        )
+
+    async def _written(self, write: Awaitable[Profile]) -> Profile:
+        """Run a write of a profile and keep its result for this replica's next reads."""
         ticket = self._cache.ticket()
-        profile = await self._store.update(account_id, changes)
+        profile = await write
         # If another change of this profile arrived meanwhile, nothing is kept and the next
         # read asks data_access, which has this write or a later one.
         self._cache.store_written(profile, ticket)

@@ -5,15 +5,26 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
+from urllib.parse import urlsplit
 
+from pydantic import HttpUrl, TypeAdapter, ValidationError
+
+from meshkit import usernames
 from meshkit.errors import FieldViolation, invalid
 
 DISPLAY_NAME_MAX_CHARS = 64
 BIO_MAX_CHARS = 300
-UPDATABLE_PATHS = ("display_name", "bio")
+PRONOUNS_MAX_CHARS = 30
+WEBSITE_MAX_CHARS = 200
+UPDATABLE_PATHS = ("display_name", "bio", "website", "pronouns", "private")
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+# "name:" at the start is a scheme (https:, javascript:) unless a port number follows, as after a
+# bare host (example.com:8080).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:(?!\d)")
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 # Trimming and NFC can shorten text, so raw input a little over a limit may still fit; input
 # this many times over it cannot, and is refused before any per-character work.
 _RAW_LENGTH_FACTOR = 4
@@ -23,9 +34,6 @@ _RAW_LENGTH_FACTOR = 4
 # clients cannot carry (the caller saw UNAVAILABLE or RESOURCE_EXHAUSTED instead).
 _REPORTED_PATHS = 3
 _REPORTED_PATH_CHARS = 64
-
-# The handle rule auth_svc enforces at registration; anything else cannot name a profile.
-_USERNAME = re.compile(r"[a-z0-9._]{3,30}")
 
 # Bidirectional overrides and isolates reorder the text around them: a classic way to make a
 # name read differently from what it is. Line and paragraph separators act as hidden newlines.
@@ -44,6 +52,18 @@ class Profile:
     avatar_image_id: str
     create_time: datetime
     update_time: datetime
+    website: str = ""
+    pronouns: str = ""
+    private: bool = False
+    follower_count: int = 0
+    following_count: int = 0
+    post_count: int = 0
+    email: str = ""
+    """Private: shown to the owner only (see without_private_fields)."""
+
+    def without_private_fields(self) -> Profile:
+        """The profile as anyone but its owner may see it."""
+        return replace(self, email="")
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,20 @@ class ProfileChanges:
 
     display_name: str | None = None
     bio: str | None = None
+    website: str | None = None
+    pronouns: str | None = None
+    private: bool | None = None
+
+
+@dataclass(frozen=True)
+class ProfileInput:
+    """The editable fields as a request carries them (unset text is empty)."""
+
+    display_name: str = ""
+    bio: str = ""
+    website: str = ""
+    pronouns: str = ""
+    private: bool = False
 
 
 class ProfileStore(Protocol):
@@ -69,76 +103,138 @@ class ProfileStore(Protocol):
         """Apply changes to an account's profile and return the result, or raise NotFound."""
         ...
 
-
-def normalise_username(raw: str) -> str:
-    """Return the lower-case form of a username or raise InvalidArgument on field `username`."""
-    # Lower-case only ASCII: str.lower() maps a few non-ASCII letters (e.g. the Kelvin sign)
-    # to ASCII ones, which would let look-alike input reach someone else's profile.
-    candidate = raw.lower() if raw.isascii() else raw
-    if not _USERNAME.fullmatch(candidate):
-        raise invalid(
-            [FieldViolation("username", 'must be 3 to 30 characters of a-z, 0-9, "." and "_"')]
-        )
-    return candidate
+    async def change_username(
+        self, account_id: str, username: str, *, cooldown_seconds: float
+    ) -> Profile:
+        """Rename an account and return its profile; AlreadyExists (USERNAME_TAKEN) or
+        ResourceExhausted (USERNAME_CHANGE_TOO_SOON) when it cannot."""
+        ...
 
 
-def changes_from_mask(paths: Iterable[str], *, display_name: str, bio: str) -> ProfileChanges:
+def normalise_username(raw: str, *, field: str = "username") -> str:
+    """Return the lower-case form of a username or raise InvalidArgument on field."""
+    try:
+        return usernames.normalise_username(raw)
+    except ValueError as exc:
+        raise invalid([FieldViolation(field, str(exc))]) from None
+
+
+def new_username(raw: str, *, field: str = "username") -> str:
+    """Return the lower-case form of a username to take or raise InvalidArgument on field
+    (the sign-up rule, reserved names refused)."""
+    try:
+        return usernames.new_username(raw)
+    except ValueError as exc:
+        raise invalid([FieldViolation(field, str(exc))]) from None
+
+
+def changes_from_mask(paths: Iterable[str], values: ProfileInput) -> ProfileChanges:
     """Validate an update against its field mask and return the normalised changes.
 
-    An empty mask means the fields set (non-empty) in the request (AIP-134); clearing a field
-    takes naming it in the mask. Unknown paths fail on `update_mask`; bad values fail on
-    `profile.display_name` / `profile.bio`.
+    An empty mask means the fields set (non-empty, or private=true) in the request (AIP-134);
+    clearing a field or making an account public takes naming it in the mask. Unknown paths fail
+    on `update_mask`; bad values fail on `profile.<field>`.
     """
-    selected = set(paths) or _populated(display_name=display_name, bio=bio)
+    selected = set(paths) or _populated(values)
     unknown = sorted(selected.difference(UPDATABLE_PATHS))
     if unknown:
         raise invalid(_unsupported(unknown))
     violations: list[FieldViolation] = []
-    new_display_name = new_bio = None
-    if "display_name" in selected:
-        new_display_name, found = _text(
-            "profile.display_name",
-            display_name,
-            max_chars=DISPLAY_NAME_MAX_CHARS,
-            allow_newlines=False,
-        )
-        violations += found
-    if "bio" in selected:
-        new_bio, found = _text("profile.bio", bio, max_chars=BIO_MAX_CHARS, allow_newlines=True)
+    texts: dict[str, str] = {}
+    limits = {
+        "display_name": (DISPLAY_NAME_MAX_CHARS, False),
+        "bio": (BIO_MAX_CHARS, True),
+        "pronouns": (PRONOUNS_MAX_CHARS, False),
+    }
+    for name, (max_chars, newlines) in limits.items():
+        if name in selected:
+            texts[name], found = _text(
+                f"profile.{name}",
+                getattr(values, name),
+                max_chars=max_chars,
+                allow_newlines=newlines,
+            )
+            violations += found
+    if "website" in selected:
+        texts["website"], found = _website(values.website)
         violations += found
     if violations:
         raise invalid(violations)
-    return ProfileChanges(display_name=new_display_name, bio=new_bio)
+    return ProfileChanges(
+        display_name=texts.get("display_name"),
+        bio=texts.get("bio"),
+        website=texts.get("website"),
+        pronouns=texts.get("pronouns"),
+        private=values.private if "private" in selected else None,
+    )
 
 
 class ProfileService:
     """The use cases of user_svc, independent of gRPC."""
 
-    def __init__(self, store: ProfileStore) -> None:
+    def __init__(self, store: ProfileStore, *, username_cooldown_seconds: float) -> None:
         self._store = store
+        self._username_cooldown = username_cooldown_seconds
 
     async def my_profile(self, account_id: str) -> Profile:
         """Return the profile of the authenticated account."""
         return await self._store.get_by_account_id(account_id)
 
-    async def profile_by_username(self, username: str) -> Profile:
-        """Return anyone's profile by username, compared case-insensitively."""
-        return await self._store.get_by_username(normalise_username(username))
-
     async def update_my_profile(
-        self, account_id: str, paths: Iterable[str], *, display_name: str, bio: str
+        self, account_id: str, paths: Iterable[str], values: ProfileInput
     ) -> Profile:
-        """Apply the masked fields (no mask: the non-empty ones) to the caller's own profile."""
-        changes = changes_from_mask(paths, display_name=display_name, bio=bio)
+        """Apply the masked fields (no mask: the set ones) to the caller's own profile."""
+        changes = changes_from_mask(paths, values)
         return await self._store.update(account_id, changes)
 
+    async def change_username(self, account_id: str, raw: str) -> Profile:
+        """Give the caller a new username under the sign-up rule (reserved names refused), at
+        most once per cooldown; taking one's current name changes nothing."""
+        username = new_username(raw)
+        return await self._store.change_username(
+            account_id, username, cooldown_seconds=self._username_cooldown
+        )
 
-def _populated(*, display_name: str, bio: str) -> set[str]:
+
+def _populated(values: ProfileInput) -> set[str]:
     """Return the updatable fields the request sets, the implied mask of an empty one."""
-    # REST always sends `profile` (body:"profile"); fields it leaves out arrive empty and must
-    # keep their stored values.
-    values = {"display_name": display_name, "bio": bio}
-    return {path for path, value in values.items() if value}
+    # REST always sends `profile` (body:"profile"); fields it leaves out arrive empty (or false)
+    # and must keep their stored values.
+    return {path for path in UPDATABLE_PATHS if getattr(values, path)}
+
+
+def _website(raw: str) -> tuple[str, list[FieldViolation]]:
+    """Return the cleaned website (empty clears it) and its violations: an http(s) URL of at
+    most WEBSITE_MAX_CHARS characters, without credentials; a bare host gets https://."""
+    field = "profile.website"
+    too_long = [FieldViolation(field, f"must be at most {WEBSITE_MAX_CHARS} characters")]
+    value = raw.strip()
+    if not value:
+        return "", []
+    if len(value) > WEBSITE_MAX_CHARS:
+        return "", too_long
+    if any(ch.isspace() or _hidden(ch) for ch in value):
+        return "", [FieldViolation(field, "must not contain spaces or invisible characters")]
+    if value.startswith("//"):
+        value = f"https:{value}"
+    elif not _SCHEME.match(value):
+        value = f"https://{value}"
+    try:
+        _HTTP_URL.validate_python(value)
+    except ValidationError:
+        return "", [FieldViolation(field, "must be an http or https URL, like https://example.com")]
+    if "@" in urlsplit(value).netloc:
+        # user:password@ lets a link read as one site while going to another.
+        return "", [FieldViolation(field, "must not contain a user name or password")]
+    if len(value) > WEBSITE_MAX_CHARS:
+        return "", too_long
+    return value, []
+
+
+def _hidden(ch: str) -> bool:
+    """Tell whether a character is a control or an invisible format character (bidirectional
+    overrides, zero-width spaces), which can make text read differently from what it is."""
+    return unicodedata.category(ch) in _HIDDEN_CATEGORIES or ch in _INVISIBLE_CONTROLS
 
 
 def _unsupported(paths: list[str]) -> list[FieldViolation]:

@@ -14,9 +14,17 @@ from meshkit.public_api import USER_SERVICE
 from meshkit.server import ServiceDefinition, serve
 from meshkit.settings import load_settings
 from user_svc.cache import CachedProfiles, ProfileCache
-from user_svc.clients import DataAccessProfiles
+from user_svc.clients import (
+    DataAccessGraph,
+    DataAccessLifecycle,
+    DataAccessModeration,
+    DataAccessProfiles,
+)
 from user_svc.feed import ChangeSubscriber
+from user_svc.graph import SocialService
+from user_svc.lifecycle import AccountDeletion
 from user_svc.metrics import ProfileCacheCollector
+from user_svc.moderation import ModerationService
 from user_svc.profiles import ProfileService, ProfileStore
 from user_svc.servicer import UserServicer
 from user_svc.settings import SERVICE_NAME, UserSettings
@@ -44,8 +52,16 @@ def build_definition(
             silence_seconds=settings.cache_fresh_seconds,
         )
         collectors.append(ProfileCacheCollector(cache, subscriber.figures))
+    graph = DataAccessGraph(peers.data_access, peers.data_access_caller)
     servicer = UserServicer(
-        ProfileService(store),
+        ProfileService(store, username_cooldown_seconds=settings.username_change_cooldown_seconds),
+        SocialService(store, graph),
+        ModerationService(DataAccessModeration(peers.data_access, peers.data_access_caller)),
+        AccountDeletion(
+            DataAccessLifecycle(peers.data_access, peers.data_access_caller),
+            grace_seconds=settings.account_deletion_grace_seconds,
+            reauthentication_window=settings.reauthentication_window_seconds,
+        ),
         peers.verifier,
         unverified_email_may=settings.unverified_email_may,
     )

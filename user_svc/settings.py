@@ -37,3 +37,30 @@ class UserSettings(TokenVerifyingSettings):
             "less than this ago: the bound on how stale a cached read can be."
         ),
     )
+    username_change_cooldown_seconds: float = Field(
+        7 * 24 * 3600,
+        ge=0,
+        le=365 * 24 * 3600,
+        description=(
+            "Least time between two username changes of one account (7 days): handles stay "
+            "recognisable and cannot be cycled to confuse followers."
+        ),
+    )
+    account_deletion_grace_seconds: float = Field(
+        30 * 24 * 3600,
+        ge=0,
+        le=365 * 24 * 3600,
+        description=(
+            "How long a deleted account stays restorable by logging in (30 days) before it is "
+            "deleted for good."
+        ),
+    )
+    reauthentication_window_seconds: float = Field(
+        600,
+        gt=0,
+        le=86400,
+        description=(
+            "Deleting an account needs a login (or re-authentication) at most this many seconds "
+            "old (10 minutes)."
+        ),
+    )

@@ -81,8 +81,9 @@ def web_origin() -> Iterator[str]:
         thread.join()
 
 
-# Shorter than the default, so that tests can wait past it.
+# Shorter than the defaults, so that tests can wait past them.
 REUSE_WINDOW_SECONDS = 1.0
+DELETION_GRACE_SECONDS = 4.0
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +114,9 @@ def mesh(database_url: str, e2e_state: Path, web_origin: str) -> Iterator[Mesh]:
             "AUTH_JWT_KEYS_DIR": str(e2e_state / "keys" / "jwt"),
             "STORAGE_BLOB_DIR": str(e2e_state / "blobs"),
             "STORAGE_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
+            # Deleted accounts go for good within seconds, so that a test can watch it happen.
+            "USER_ACCOUNT_DELETION_GRACE_SECONDS": str(DELETION_GRACE_SECONDS),
+            "DATA_ACCESS_REFRESH_TOKEN_SWEEP_SECONDS": "1",
         },
         log_dir=e2e_state / "logs",
     )

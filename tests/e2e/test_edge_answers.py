@@ -209,7 +209,7 @@ def test_a_secret_after_a_non_utf8_byte_is_not_echoed(http: httpx.Client) -> Non
 def test_head_on_a_rest_route_is_405_with_allow(http: httpx.Client) -> None:
     reply = http.head("/v1/profiles/me")
     assert reply.status_code == 405
-    assert reply.headers["allow"] == "GET, PATCH"
+    assert reply.headers["allow"] == "DELETE, GET, PATCH"
 
 
 def test_an_unknown_transfer_coding_has_a_grpc_code(mesh: Mesh) -> None:
@@ -266,7 +266,7 @@ def test_http_1_0_clients_are_served(mesh: Mesh) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("DELETE", "/v1/profiles/me", "GET, PATCH"),
+        ("PUT", "/v1/profiles/me", "DELETE, GET, PATCH"),
         ("PUT", "/v1/auth:login", "POST"),
         ("TRACE", "/.well-known/jwks.json", "GET"),
         ("POST", "/v1/images/abc:download", "GET"),

@@ -141,7 +141,6 @@ async def test_malformed_username_is_invalid_not_internal(
 async def test_calls_without_a_token_are_unauthenticated(users: Stub) -> None:
     for call in (
         users.GetMyProfile(user_pb2.GetMyProfileRequest()),
-        users.GetProfile(user_pb2.GetProfileRequest(username="anyone")),
         users.UpdateMyProfile(update("x", "y")),
         users.GetMyProfile(
             user_pb2.GetMyProfileRequest(), metadata=(("authorization", "Basic x"),)
@@ -149,6 +148,23 @@ async def test_calls_without_a_token_are_unauthenticated(users: Stub) -> None:
     ):
         failure = await failure_of(call)
         assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
+
+
+async def test_profile_pages_answer_signed_out_visitors_but_not_broken_tokens(
+    users: Stub, user: Any
+) -> None:
+    page = await users.GetProfile(user_pb2.GetProfileRequest(username=user.username))
+    assert page.viewer == user_pb2.VIEWER_SIGNED_OUT
+    assert page.profile.username == user.username
+    assert page.profile.email == ""
+    for header in ("Basic x", "Bearer not-a-token"):
+        failure = await failure_of(
+            users.GetProfile(
+                user_pb2.GetProfileRequest(username=user.username),
+                metadata=(("authorization", header),),
+            )
+        )
+        assert failure.code == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_garbage_and_tampered_tokens_are_unauthenticated(users: Stub, user: Any) -> None:
