@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from data_access.blob_collections import queue_blobs_of
 from data_access.changes import ChangeFeed, recorded_position
 from data_access.database import Database
 from data_access.records import TokenPurpose
@@ -109,6 +110,9 @@ async def purge_due_account(session: AsyncSession, limit: int) -> int:
     keys = [f"{purpose.value}:{digest}" for purpose in TokenPurpose]
     await session.execute(_FORGET_MAIL_REQUESTS, {"keys": keys})
     await session.execute(_FORGET_LEASES, {"name": f"signup-attempt:{due.id}"})
+    # The image records go with the account; their bytes once storage_svc's collector has made
+    # sure no other image shares them.
+    await queue_blobs_of(session, due.id)
     await session.execute(_DELETE, {"id": due.id})
     return 1
 

@@ -104,6 +104,18 @@ class DeletedAccount(Base):
     deleted_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class BlobCollection(Base):
+    """A blob that may have lost its last image (its images' account was deleted for good),
+    queued for storage_svc's collector, which deletes it unless an image still names it."""
+
+    __tablename__ = "blob_collections"
+
+    sha256: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH), primary_key=True)
+    queued_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+    claimed_until: Mapped[datetime | None]
+    """A collector is at work on it until then; after that another may claim it."""
+
+
 class Image(Base):
     """Metadata of an uploaded image; the bytes live in the blob store under sha256."""
 

@@ -8,6 +8,7 @@ import grpc
 
 from data_access.account_tokens import AccountTokenStore
 from data_access.accounts import AccountStore
+from data_access.blob_collections import BlobCollections
 from data_access.callers import CallerInterceptor, CallerPolicy
 from data_access.changes import ChangeFeed
 from data_access.database import open_database
@@ -98,7 +99,7 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
     graph = SocialGraphServicer(SocialGraph(database, feed))
     moderation = ModerationServicer(ModerationStore(database))
     lifecycle = AccountLifecycleServicer(AccountLifecycle(database, feed))
-    media = MediaStoreServicer(ImageStore(database, feed))
+    media = MediaStoreServicer(ImageStore(database, feed), BlobCollections(database))
     changes = ChangeFeedServicer(feed)
 
     def register(server: grpc.aio.Server) -> None:

@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 
 from data_access.account_tokens import AccountTokenStore
 from data_access.accounts import AccountStore
+from data_access.blob_collections import BlobCollections
 from data_access.changes import Change, ChangeFeed, FeedEvent, Heartbeat
 from data_access.images import ImageStore
 from data_access.lifecycle import LONGEST_GRACE, AccountLifecycle
@@ -675,10 +676,25 @@ class AccountLifecycleServicer(pb_grpc.AccountLifecycleServiceServicer):
 
 
 class MediaStoreServicer(pb_grpc.MediaStoreServiceServicer):
-    """MediaStoreService over the image repository."""
+    """MediaStoreService over the image repository and the blob-collection queue."""
 
-    def __init__(self, images: ImageStore) -> None:
+    def __init__(self, images: ImageStore, collections: BlobCollections) -> None:
         self._images = images
+        self._collections = collections
+
+    async def ClaimBlobCollections(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ClaimBlobCollectionsRequest, context: Context
+    ) -> pb.ClaimBlobCollectionsResponse:
+        """Claim queued blobs for a while."""
+        keys = await self._collections.claim(request.limit, _duration(request, "lease"))
+        return pb.ClaimBlobCollectionsResponse(sha256=keys)
+
+    async def CompleteBlobCollection(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.CompleteBlobCollectionRequest, context: Context
+    ) -> pb.CompleteBlobCollectionResponse:
+        """Take a blob off the queue; say whether an image names it."""
+        referenced = await self._collections.complete(request.sha256)
+        return pb.CompleteBlobCollectionResponse(referenced=referenced)
 
     async def CreateImage(  # noqa: N802 (name fixed by the proto)
         self, request: pb.CreateImageRequest, context: Context

@@ -30,6 +30,10 @@ class BlobStore(Protocol):
         """Yield the bytes stored under key in chunks of at most chunk_size bytes."""
         ...
 
+    async def exists(self, key: str) -> bool:
+        """Tell whether a blob is stored under key."""
+        ...
+
 
 class LocalBlobStore:
     """BlobStore on a local folder; all disk work runs in worker threads."""
@@ -47,6 +51,26 @@ class LocalBlobStore:
     async def put(self, key: str, data: bytes) -> None:
         """Store data under key atomically; an existing blob of that key is kept."""
         await asyncio.to_thread(_write_once, self.path_for(key), data)
+
+    async def exists(self, key: str) -> bool:
+        """Tell whether a blob is stored under key."""
+        return await asyncio.to_thread(self.path_for(key).is_file)
+
+    async def set_aside(self, key: str) -> None:
+        """Move a blob out of reach (readers see it missing); a blob already set aside, or
+        missing, is left as it is."""
+        path = self.path_for(key)
+        await asyncio.to_thread(_move_if_present, path, _aside(path))
+
+    async def put_back(self, key: str) -> None:
+        """Undo set_aside; a blob stored again meanwhile is kept (same key, same bytes)."""
+        path = self.path_for(key)
+        await asyncio.to_thread(_move_if_present, _aside(path), path)
+
+    async def discard(self, key: str) -> None:
+        """Delete a blob that was set aside."""
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.unlink, _aside(self.path_for(key)))
 
     async def chunks(self, key: str, chunk_size: int) -> AsyncIterator[bytes]:
         """Yield the blob's bytes; FileNotFoundError when the key was never stored."""
@@ -77,6 +101,17 @@ def _write_once(path: Path, data: bytes) -> None:
             os.unlink(temporary)
         raise
     _sync_folder(path.parent)
+
+
+def _aside(path: Path) -> Path:
+    """Where set_aside puts a blob: beside it, under a name no key can have."""
+    return path.with_name(f".collecting-{path.name}")
+
+
+def _move_if_present(source: Path, target: Path) -> None:
+    """Rename source to target atomically; nothing to do when source is gone."""
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(source, target)
 
 
 def _sync_folder(folder: Path) -> None:

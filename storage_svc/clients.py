@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
 from meshkit.clients import PeerCaller
@@ -42,6 +43,28 @@ class DataAccessMedia:
         request = dataaccess_pb2.SetAvatarRequest(account_id=account_id, image_id=image_id)
         response = await self._peer.unary(self._stub.SetAvatar, request)
         return image_from_record(response.image)
+
+
+class DataAccessCollections:
+    """CollectionQueue backed by data_access's MediaStoreService."""
+
+    def __init__(self, channel: grpc.aio.Channel, peer: PeerCaller) -> None:
+        self._stub = dataaccess_pb2_grpc.MediaStoreServiceStub(channel)
+        self._peer = peer
+
+    async def claim(self, limit: int, lease_seconds: float) -> list[str]:
+        """Claim up to limit queued blob keys for lease_seconds."""
+        lease = Duration()
+        lease.FromNanoseconds(int(lease_seconds * 1e9))
+        request = dataaccess_pb2.ClaimBlobCollectionsRequest(limit=limit, lease=lease)
+        response = await self._peer.unary(self._stub.ClaimBlobCollections, request)
+        return list(response.sha256)
+
+    async def complete(self, key: str) -> bool:
+        """Take a key off the queue; whether an image still names the blob."""
+        request = dataaccess_pb2.CompleteBlobCollectionRequest(sha256=key)
+        response = await self._peer.unary(self._stub.CompleteBlobCollection, request)
+        return response.referenced
 
 
 def image_from_record(record: dataaccess_pb2.ImageRecord) -> Image:

@@ -186,7 +186,7 @@ class ImageService:
             facts, digest = await asyncio.to_thread(_examine, data, self._max_pixels)
         # Blob first: a recorded image must never point at missing bytes.
         await self._blobs.put(digest, data)
-        return await self._media.create_image(
+        image = await self._media.create_image(
             NewImage(
                 owner_id=owner_id,
                 content_type=facts.content_type,
@@ -196,6 +196,11 @@ class ImageService:
                 sha256=digest,
             )
         )
+        # The collector may have set these same bytes aside between put and the record (they
+        # were another, deleted, account's): once recorded, they must be there (collector.py).
+        if not await self._blobs.exists(digest):
+            await self._blobs.put(digest, data)
+        return image
 
     async def describe(self, image_id: str) -> Image:
         """Return any image's metadata (every authenticated account may read every image)."""

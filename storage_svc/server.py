@@ -15,7 +15,8 @@ from meshkit.public_api import STORAGE_SERVICE
 from meshkit.server import ServiceDefinition, serve
 from meshkit.settings import load_settings
 from storage_svc.blobs import LocalBlobStore
-from storage_svc.clients import DataAccessMedia
+from storage_svc.clients import DataAccessCollections, DataAccessMedia
+from storage_svc.collector import BlobCollector
 from storage_svc.images import ImageService
 from storage_svc.servicer import StorageServicer
 from storage_svc.settings import SERVICE_NAME, StorageSettings
@@ -31,9 +32,15 @@ def build_definition(
 ) -> ServiceDefinition:
     """Wire storage_svc from settings; jwks_fetcher replaces the JWKS call to auth_svc (tests)."""
     peers = VerifyingPeers.open(settings, jwks_fetcher=jwks_fetcher)
+    blobs = LocalBlobStore(settings.blob_dir)
+    collector = BlobCollector(
+        DataAccessCollections(peers.data_access, peers.data_access_caller),
+        blobs,
+        interval_seconds=settings.blob_collect_seconds,
+    )
     images = ImageService(
         DataAccessMedia(peers.data_access, peers.data_access_caller),
-        LocalBlobStore(settings.blob_dir),
+        blobs,
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
     )
@@ -42,14 +49,18 @@ def build_definition(
     )
 
     def register(server: grpc.aio.Server) -> None:
+        """Add the servicer and start the blob collector."""
         storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
+        collector.start()
 
-    return peers.definition(
+    definition = peers.definition(
         name=SERVICE_NAME,
         service=STORAGE_SERVICE,
         register=register,
         max_message_bytes=MAX_UPLOAD_MESSAGE_BYTES,
     )
+    definition.on_shutdown.insert(0, collector.stop)
+    return definition
 
 
 def main() -> None:

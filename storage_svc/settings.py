@@ -34,3 +34,12 @@ class StorageSettings(TokenVerifyingSettings):
             "guard (about 89 megapixels) applies on top."
         ),
     )
+    blob_collect_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description=(
+            "Interval between rounds of the blob collector, which deletes the bytes of images "
+            "whose account was deleted for good unless another image shares them."
+        ),
+    )

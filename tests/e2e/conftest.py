@@ -117,6 +117,7 @@ def mesh(database_url: str, e2e_state: Path, web_origin: str) -> Iterator[Mesh]:
             # Deleted accounts go for good within seconds, so that a test can watch it happen.
             "USER_ACCOUNT_DELETION_GRACE_SECONDS": str(DELETION_GRACE_SECONDS),
             "DATA_ACCESS_REFRESH_TOKEN_SWEEP_SECONDS": "1",
+            "STORAGE_BLOB_COLLECT_SECONDS": "1",
         },
         log_dir=e2e_state / "logs",
     )

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tests.e2e.conftest import DELETION_GRACE_SECONDS
-from tests.e2e.support import NewUser
+from tests.e2e.support import NewUser, noise_png
 from tests.e2e.test_social_graph import Member, names, ok, page, reason
 
 # Tables that may keep the id: the record of the deletion itself, and the change log, whose
@@ -156,8 +156,19 @@ def test_deleting_twice_keeps_the_first_date(http: httpx.Client, repeat: int) ->
         assert ok(delete(http, who))["deleteTime"] == first
 
 
+def upload(http: httpx.Client, who: Member, data: bytes) -> dict[str, Any]:
+    """POST an image; its metadata."""
+    reply = http.post("/v1/images", content=data, headers=who.auth)
+    return dict(ok(reply)["image"])
+
+
+def blob_path(e2e_state: Path, sha256: str) -> Path:
+    """Where the mesh's local blob store keeps a blob."""
+    return e2e_state / "blobs" / sha256[:2] / sha256[2:4] / sha256
+
+
 def test_after_the_grace_period_nothing_personal_is_left_and_the_names_are_free(
-    http: httpx.Client, database_url: str
+    http: httpx.Client, database_url: str, e2e_state: Path
 ) -> None:
     agent = f"scrub-agent-{uuid.uuid4().hex[:12]}"
     who, fan, idol = signed_up(http, agent=agent), signed_up(http), signed_up(http)
@@ -171,6 +182,14 @@ def test_after_the_grace_period_nothing_personal_is_left_and_the_names_are_free(
     ok(http.post(f"/v1/profiles/{who.name}:follow", json={}, headers=fan.auth))
     ok(http.post(f"/v1/profiles/{idol.name}:follow", json={}, headers=who.auth))
     ok(http.post(f"/v1/profiles/{fan.name}:block", json={}, headers=idol.auth))
+    # One image of its own, and one whose bytes the fan uploaded too (content-addressed: shared).
+    own = upload(http, who, noise_png(40, 30))
+    shared_bytes = noise_png(30, 40)
+    shared = upload(http, who, shared_bytes)
+    kept = upload(http, fan, shared_bytes)
+    assert shared["sha256"] == kept["sha256"]
+    assert blob_path(e2e_state, own["sha256"]).is_file()
+    ok(http.post("/v1/profiles/me:setAvatar", json={"imageId": own["id"]}, headers=who.auth))
     account_id = ok(page(http, who, "/v1/profiles/me"))["profile"]["accountId"]
     ok(delete(http, who))
 
@@ -189,6 +208,17 @@ def test_after_the_grace_period_nothing_personal_is_left_and_the_names_are_free(
         assert asyncio.run(rows_holding(database_url, needle)) == [], what
     holders = set(asyncio.run(rows_holding(database_url, account_id)))
     assert holders <= {f"{table}.{column}" for table in ID_KEEPERS for column in ("id", "key")}
+
+    # Its images are gone; the bytes it alone had are deleted, the shared ones stay for the fan.
+    assert http.get(f"/v1/images/{own['id']}", headers=fan.auth).status_code == 404
+    assert http.get(f"/v1/images/{shared['id']}", headers=fan.auth).status_code == 404
+    deadline = time.monotonic() + 30
+    while blob_path(e2e_state, own["sha256"]).exists():
+        assert time.monotonic() < deadline, "the collector did not delete the blob"
+        time.sleep(0.5)
+    assert blob_path(e2e_state, kept["sha256"]).is_file()
+    download = http.get(f"/v1/images/{kept['id']}:download", headers=fan.auth)
+    assert download.content == shared_bytes
 
     refused = login(http, who.user)
     assert (refused.status_code, reason(refused)) == (401, "INVALID_CREDENTIALS")

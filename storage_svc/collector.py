@@ -1,0 +1,126 @@
+"""The blob collector: removes the bytes of images whose records are gone (their account was
+deleted for good), unless another image still uses the same bytes.
+
+Blobs are content-addressed, so two images (of any accounts) with the same bytes share one blob;
+a blob may only go once no image record names it. data_access queues the candidates in the
+transaction that deletes their records (blob_collections). The collector claims a batch, and for
+each blob: sets the file aside (an atomic rename), then asks data_access whether any image still
+names the blob, which also takes the blob off the queue; the file is then deleted, or put back.
+
+Why this order is safe against an upload of the same bytes at the same time: an upload writes
+the blob (or finds it there), records the image, and then checks that the blob is still in place,
+writing it again if not (ImageService.store). If the upload's record committed before the
+collector asked, the collector sees it and puts the file back; if not, the upload's check comes
+after the file was set aside, and the upload writes the bytes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger("storage_svc.collector")
+
+CLAIM_BATCH = 100
+CLAIM_LEASE_SECONDS = 300.0
+
+
+class CollectionQueue(Protocol):
+    """The queue of blobs that may have lost their last image (data_access's MediaStoreService)."""
+
+    async def claim(self, limit: int, lease_seconds: float) -> list[str]:
+        """Claim up to limit queued blob keys for lease_seconds; return them."""
+        ...
+
+    async def complete(self, key: str) -> bool:
+        """Take a key off the queue; return whether an image still names the blob."""
+        ...
+
+
+class CollectableBlobs(Protocol):
+    """What the collector needs of the blob store."""
+
+    async def set_aside(self, key: str) -> None:
+        """Move the blob out of reach (idempotent: a blob already set aside stays so)."""
+        ...
+
+    async def put_back(self, key: str) -> None:
+        """Undo set_aside."""
+        ...
+
+    async def discard(self, key: str) -> None:
+        """Delete a blob that was set aside."""
+        ...
+
+
+@dataclass
+class CollectorFigures:
+    """Counters since start."""
+
+    collected: int = 0
+    kept: int = 0
+    failed_rounds: int = 0
+
+
+class BlobCollector:
+    """Collects unreferenced blobs in the background, a batch every interval."""
+
+    def __init__(
+        self, queue: CollectionQueue, blobs: CollectableBlobs, *, interval_seconds: float
+    ) -> None:
+        self._queue = queue
+        self._blobs = blobs
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+        self.figures = CollectorFigures()
+
+    async def collect_once(self) -> int:
+        """Handle one claimed batch; return how many blobs were deleted."""
+        deleted = 0
+        for key in await self._queue.claim(CLAIM_BATCH, CLAIM_LEASE_SECONDS):
+            await self._blobs.set_aside(key)
+            try:
+                referenced = await self._queue.complete(key)
+            except BaseException:
+                # Whether the queue still holds the blob is unknown (the answer may be lost after
+                # data_access took it off): keeping the bytes is the safe side.
+                await self._blobs.put_back(key)
+                raise
+            if referenced:
+                await self._blobs.put_back(key)
+                self.figures.kept += 1
+            else:
+                await self._blobs.discard(key)
+                self.figures.collected += 1
+                deleted += 1
+        return deleted
+
+    def start(self) -> None:
+        """Start collecting in the background of the running event loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="blob collector")
+
+    async def stop(self) -> None:
+        """Stop collecting and wait for the background task to end."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        """Collect now and then every interval; a failed round is logged and retried later (the
+        claims it held expire and are claimed again; a blob whose answer was lost is kept)."""
+        while True:
+            try:
+                deleted = await self.collect_once()
+            except Exception:  # data_access or the disk may fail; the next round retries
+                self.figures.failed_rounds += 1
+                log.warning("blob collection failed", exc_info=True)
+            else:
+                if deleted:
+                    log.info("blobs collected: %d", deleted, extra={"count": deleted})
+            await asyncio.sleep(self._interval)
