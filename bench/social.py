@@ -23,6 +23,8 @@ from tools import seed as seeding
 SERVICE = "meshgram.user.v1.UserService"
 SEARCH_POPULATION = 100_000
 """Seeded accounts the search scenario runs over."""
+SEARCH_CLIENTS = 4
+"""People searching at once in the target's scenario: each waits for its results to type on."""
 SEARCH_DRAWS = 20_000
 # Every seeded username starts with "seed_": a query of 1 to 3 letters that is a prefix of it
 # ("s", "se", "see") matches all of them.
@@ -141,10 +143,11 @@ def search(base: str, token: str, queries: Sequence[str], clients: int) -> Load:
     index = {query: i for i, query in enumerate(distinct)}
     bodies = [user_pb2.SearchProfilesRequest(query=q).SerializeToString() for q in distinct]
     order = [index[query] for query in queries]
+    connections = min(8, clients)
     return lambda seconds: grpc_load.run_requests(
         base,
-        connections=8,
-        streams=max(1, clients // 8),
+        connections=connections,
+        streams=max(1, clients // connections),
         seconds=seconds,
         warmup=0,
         path=f"/{SERVICE}/SearchProfiles",

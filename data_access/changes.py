@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from data_access.database import Database
 from data_access.models import ChangeLog
+from meshkit.background import BackgroundTask
 from meshkit.errors import FieldViolation, Unavailable, invalid
 from meshkit.reasons import Reason
 
@@ -110,7 +111,7 @@ class ChangeFeed:
         self._subscribers: set[_Subscriber] = set()
         self._live = asyncio.Event()
         self._position = 0
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask("change-feed", self._run)
         self._recent: dict[int, None] = {}
         self._waiters: dict[int, asyncio.Future[None]] = {}
 
@@ -123,17 +124,12 @@ class ChangeFeed:
 
     def start(self) -> None:
         """Start listening in the background of the running event loop."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="change-feed")
+        self._background.start()
 
     async def stop(self) -> None:
         """Stop listening and end every subscription."""
         self._live.clear()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._background.stop()
         self._drop_subscribers()
 
     async def delivered(self, position: int | None) -> None:

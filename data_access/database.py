@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, text
+from sqlalchemy import Select, TextClause, text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -42,8 +42,9 @@ class FastQuery:
     """Bound parameter names in the order of the compiled statement's $1, $2, ..."""
 
     @classmethod
-    def of(cls, statement: Select[*tuple[Any, ...]]) -> FastQuery:
-        """Compile statement for asyncpg."""
+    def of(cls, statement: Select[*tuple[Any, ...]] | TextClause) -> FastQuery:
+        """Compile statement (a Core SELECT, or a SELECT in text with named parameters) for
+        asyncpg."""
         compiled = statement.compile(dialect=_ASYNCPG)
         return cls(str(compiled), tuple(compiled.positiontup or ()))
 
@@ -104,6 +105,20 @@ class Database:
                 await connection.invalidate()
                 raise _unavailable() from exc
         return None if row is None else dict(row.items())
+
+    async def fetch_all(
+        self, query: FastQuery, params: Mapping[str, Any]
+    ) -> list[Mapping[str, Any]]:
+        """Run one prebuilt SELECT and return all its rows, the way fetch_one runs its one."""
+        async with _translate_outages(), self.autocommit.connect() as connection:
+            pooled = await connection.get_raw_connection()
+            driver: Any = pooled.driver_connection
+            try:
+                rows = await driver.fetch(query.sql, *(params[n] for n in query.names))
+            except _DRIVER_OUTAGES as exc:
+                await connection.invalidate()
+                raise _unavailable() from exc
+        return [dict(row.items()) for row in rows]
 
     async def ping(self) -> bool:
         """Return True when the database answers SELECT 1 (drives health)."""

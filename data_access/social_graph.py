@@ -18,6 +18,7 @@ from sqlalchemy import (
     ColumnClause,
     Exists,
     ScalarSelect,
+    TextClause,
     bindparam,
     exists,
     func,
@@ -51,7 +52,6 @@ SEARCH_KEY_MAX = 1_000
 # starting with it.
 RANK_EXACT, RANK_USERNAME, RANK_DISPLAY_NAME = 0, 1, 2
 _NEWEST = 2**63 - 1
-_NO_ID = uuid.UUID(int=0)
 
 # (follower, followed) pairs whose active follow was added (+1) or removed (-1).
 CountChanges = Mapping[tuple[uuid.UUID, uuid.UUID], int]
@@ -207,23 +207,26 @@ class SocialGraph:
         _check_page(page_size, 0)
         viewer = _optional_id(viewer_id, "viewer_id")
         query = prefix.lower()
-        in_names = after is not None and after.rank == RANK_DISPLAY_NAME
-        params = {
+        params: dict[str, Any] = {
             "query": query,
             "pattern": _like_prefix(query),
             "viewer": viewer,
-            "in_usernames": not in_names,
-            "after_username": after.key if after is not None and not in_names else "",
-            "after_name": after.key if after is not None and in_names else "",
-            "after_id": after.account_id if after is not None and in_names else _NO_ID,
             "limit": page_size + 1,
         }
-        async with self._database.read() as connection:
-            rows = (await connection.execute(_SEARCH, params)).all()
+        statement = _SEARCH_FIRST
+        if after is not None and after.rank == RANK_DISPLAY_NAME:
+            statement = _SEARCH_IN_NAMES
+            params |= {"after_name": after.key, "after_id": after.account_id}
+        elif after is not None:
+            statement = _SEARCH_IN_USERNAMES
+            params["after_username"] = after.key
+        rows = await self._database.fetch_all(statement, params)
         results = [
             Found(
-                profile=_summary(row._mapping),
-                position=SearchPosition(rank=row.rank, key=row.key, account_id=row.account_id),
+                profile=_summary(row),
+                position=SearchPosition(
+                    rank=row["rank"], key=row["key"], account_id=row["account_id"]
+                ),
             )
             for row in rows[:page_size]
         ]
@@ -529,46 +532,75 @@ _LIST_BLOCKS = text(
     LIMIT :limit
     """  # noqa: S608 (only the fixed column list is formatted in)
 )
-# Each group reads at most a page from a byte-order index whose order is the group's own order
-# (usernames: the exact one sorts first; display names: then by account id), so a search costs
-# about the same whatever the prefix matches. The keyset parameters say where the previous page
-# ended: within the username group (after_username), or within the display-name group
-# (after_name, after_id; the username group is then done).
-_SEARCH = text(
-    f"""
-    WITH blocked AS (
-        SELECT blocked_id AS id FROM blocks WHERE blocker_id = CAST(:viewer AS uuid)
-        UNION ALL
-        SELECT blocker_id FROM blocks WHERE blocked_id = CAST(:viewer AS uuid)
-    ), by_username AS (
+
+
+def _search(*, usernames: bool, after_username: bool, after_name: bool) -> TextClause:
+    """The search statement for one kind of page: a first page (no keyset), a page continuing
+    in the username group, or one continuing in the display-name group (the username group is
+    then done and left out).
+
+    Each group reads at most a page from a byte-order index whose order is the group's own order
+    (usernames: the exact one sorts first; display names: then by account id), starting where
+    the prefix's range starts, or after the keyset. The three kinds are three statements rather
+    than one with optional conditions: an always-true keyset (after '', the nil id) would make
+    PostgreSQL start the display-name scan at the beginning of the index.
+    """
+    username_keyset = (
+        'AND a.username COLLATE "C" > CAST(:after_username AS text) COLLATE "C"'
+        if after_username
+        else ""
+    )
+    name_keyset = (
+        'AND (lower(p.display_name) COLLATE "C", p.account_id) '
+        '> (CAST(:after_name AS text) COLLATE "C", CAST(:after_id AS uuid))'
+        if after_name
+        else ""
+    )
+    by_username = f"""
+    , by_username AS (
         SELECT CASE WHEN a.username = :query THEN {RANK_EXACT} ELSE {RANK_USERNAME} END AS rank,
                a.username COLLATE "C" AS key, a.id AS account_id
         FROM accounts a
-        WHERE :in_usernames
-          AND a.username COLLATE "C" LIKE :pattern
-          AND a.username COLLATE "C" > CAST(:after_username AS text) COLLATE "C"
+        WHERE a.username COLLATE "C" LIKE :pattern {username_keyset}
           AND a.deactivated_at IS NULL
           AND a.id NOT IN (SELECT id FROM blocked)
         ORDER BY a.username COLLATE "C"
         LIMIT :limit
-    ), by_name AS (
-        SELECT {RANK_DISPLAY_NAME} AS rank, lower(p.display_name) COLLATE "C" AS key,
-               p.account_id
-        FROM profiles p JOIN accounts a ON a.id = p.account_id
-        WHERE lower(p.display_name) COLLATE "C" LIKE :pattern
-          AND (lower(p.display_name) COLLATE "C", p.account_id)
-              > (CAST(:after_name AS text) COLLATE "C", CAST(:after_id AS uuid))
-          AND NOT (a.username COLLATE "C" LIKE :pattern)
-          AND a.deactivated_at IS NULL
-          AND p.account_id NOT IN (SELECT id FROM blocked)
-        ORDER BY lower(p.display_name) COLLATE "C", p.account_id
-        LIMIT :limit
+    )"""  # noqa: S608 (only fixed fragments are formatted in)
+    groups = (
+        "SELECT * FROM by_username UNION ALL SELECT * FROM by_name"
+        if usernames
+        else ("SELECT * FROM by_name")
     )
-    SELECT r.rank, r.key, {_SUMMARY_COLUMNS}
-    FROM (SELECT * FROM by_username UNION ALL SELECT * FROM by_name) r
-    JOIN accounts a ON a.id = r.account_id
-    JOIN profiles p ON p.account_id = r.account_id
-    ORDER BY r.rank, r.key, r.account_id
-    LIMIT :limit
-    """  # noqa: S608 (only fixed fragments are formatted in)
-)
+    return text(
+        f"""
+        WITH blocked AS (
+            SELECT blocked_id AS id FROM blocks WHERE blocker_id = CAST(:viewer AS uuid)
+            UNION ALL
+            SELECT blocker_id FROM blocks WHERE blocked_id = CAST(:viewer AS uuid)
+        ){by_username if usernames else ""}
+        , by_name AS (
+            SELECT {RANK_DISPLAY_NAME} AS rank, lower(p.display_name) COLLATE "C" AS key,
+                   p.account_id
+            FROM profiles p JOIN accounts a ON a.id = p.account_id
+            WHERE lower(p.display_name) COLLATE "C" LIKE :pattern {name_keyset}
+              AND NOT (a.username COLLATE "C" LIKE :pattern)
+              AND a.deactivated_at IS NULL
+              AND p.account_id NOT IN (SELECT id FROM blocked)
+            ORDER BY lower(p.display_name) COLLATE "C", p.account_id
+            LIMIT :limit
+        )
+        SELECT r.rank, r.key, {_SUMMARY_COLUMNS}
+        FROM ({groups}) r
+        JOIN accounts a ON a.id = r.account_id
+        JOIN profiles p ON p.account_id = r.account_id
+        ORDER BY r.rank, r.key, r.account_id
+        LIMIT :limit
+        """  # noqa: S608 (only fixed fragments are formatted in)
+    )
+
+
+# Prebuilt and run on the driver directly (Database.fetch_all): a search is a hot read.
+_SEARCH_FIRST = FastQuery.of(_search(usernames=True, after_username=False, after_name=False))
+_SEARCH_IN_USERNAMES = FastQuery.of(_search(usernames=True, after_username=True, after_name=False))
+_SEARCH_IN_NAMES = FastQuery.of(_search(usernames=False, after_username=False, after_name=True))

@@ -16,8 +16,6 @@ itself when the transaction ends, even if the process dies mid-sweep.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from data_access.models import (
     SecurityEvent,
 )
 from data_access.moderation import LIFT_EXPIRED_BLOCKS
+from meshkit.background import BackgroundTask, repeat
 
 log = logging.getLogger("data_access.sweeper")
 
@@ -250,7 +249,7 @@ class Sweeper:
         self._job = job
         self._interval = interval_seconds
         self._batch_size = batch_size
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask(f"sweeper: {job.name}", self._run)
 
     async def sweep_once(self) -> int | None:
         """Delete every expired row in batches; return how many, or None when another
@@ -277,25 +276,23 @@ class Sweeper:
 
     def start(self) -> None:
         """Start sweeping in the background of the running event loop."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"sweeper: {self._job.name}")
+        self._background.start()
 
     async def stop(self) -> None:
         """Stop sweeping and wait for the background task to end."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._background.stop()
 
     async def _run(self) -> None:
         """Sweep now and then every interval; a failed sweep is logged and retried later."""
-        while True:
-            try:
-                deleted = await self.sweep_once()
-            except Exception:  # the database may be down; the next round tries again
-                log.warning("sweep of %s failed", self._job.name, exc_info=True)
-            else:
-                if deleted:
-                    log.info("%s: %d", self._job.name, deleted, extra={"count": deleted})
-            await asyncio.sleep(self._interval)
+        await repeat(
+            self._round,
+            interval_seconds=self._interval,
+            log=log,
+            failure=f"sweep of {self._job.name} failed",
+        )
+
+    async def _round(self) -> None:
+        """One sweep, with its outcome in the log."""
+        deleted = await self.sweep_once()
+        if deleted:
+            log.info("%s: %d", self._job.name, deleted, extra={"count": deleted})

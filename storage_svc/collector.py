@@ -16,11 +16,11 @@ after the file was set aside, and the upload writes the bytes again.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Protocol
+
+from meshkit.background import BackgroundTask, repeat
 
 log = logging.getLogger("storage_svc.collector")
 
@@ -74,7 +74,7 @@ class BlobCollector:
         self._queue = queue
         self._blobs = blobs
         self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask("blob collector", self._run)
         self.figures = CollectorFigures()
 
     async def collect_once(self) -> int:
@@ -100,27 +100,29 @@ class BlobCollector:
 
     def start(self) -> None:
         """Start collecting in the background of the running event loop."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="blob collector")
+        self._background.start()
 
     async def stop(self) -> None:
         """Stop collecting and wait for the background task to end."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._background.stop()
 
     async def _run(self) -> None:
         """Collect now and then every interval; a failed round is logged and retried later (the
         claims it held expire and are claimed again; a blob whose answer was lost is kept)."""
-        while True:
-            try:
-                deleted = await self.collect_once()
-            except Exception:  # data_access or the disk may fail; the next round retries
-                self.figures.failed_rounds += 1
-                log.warning("blob collection failed", exc_info=True)
-            else:
-                if deleted:
-                    log.info("blobs collected: %d", deleted, extra={"count": deleted})
-            await asyncio.sleep(self._interval)
+        await repeat(
+            self._round,
+            interval_seconds=self._interval,
+            log=log,
+            failure="blob collection failed",
+            on_failure=self._count_failure,
+        )
+
+    async def _round(self) -> None:
+        """One round, with its outcome in the log."""
+        deleted = await self.collect_once()
+        if deleted:
+            log.info("blobs collected: %d", deleted, extra={"count": deleted})
+
+    def _count_failure(self) -> None:
+        """Count a failed round."""
+        self.figures.failed_rounds += 1

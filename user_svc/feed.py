@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import itertools
 import logging
 import time
@@ -12,6 +11,7 @@ import time
 import grpc
 
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
+from meshkit.background import BackgroundTask
 from meshkit.clients import PeerCaller
 from user_svc.cache import ProfileCache
 
@@ -65,21 +65,16 @@ class ChangeSubscriber:
         self._cache = cache
         self._silence = silence_seconds
         self._delivered = False
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask("profile-change-subscriber", self._run)
         self.figures = FeedFigures()
 
     def start(self) -> None:
         """Start following the feed in the background of the running event loop."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="profile-change-subscriber")
+        self._background.start()
 
     async def stop(self) -> None:
         """Stop following the feed; the cache is emptied and bypassed from now on."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._background.stop()
         self._cache.feed_lost()
 
     async def _run(self) -> None:

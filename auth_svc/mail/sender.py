@@ -24,6 +24,7 @@ from typing import Protocol
 from auth_svc.mail.outbox import GiveUp, Outbox, Outcome, QueuedMail, Retry, Sent
 from auth_svc.mail.sealing import MailSealError
 from auth_svc.mail.smtp import DeliveryError
+from meshkit.background import BackgroundTask
 from meshkit.errors import DomainError, FailedPrecondition, NotFound
 
 log = logging.getLogger("auth_svc.mail")
@@ -97,28 +98,21 @@ class MailSender:
         self._random = random.SystemRandom()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask("mail sender", self._run)
         self._holds_lease = False
         self._failing = False
 
     def start(self) -> None:
         """Start sending in the background of the running event loop."""
-        if self._task is None:
-            self._stopping = False
-            self._task = asyncio.create_task(self._run(), name="mail sender")
+        self._stopping = False
+        self._background.start()
 
     async def stop(self) -> None:
         """Stop sending: the mail being delivered gets a few seconds to finish (so that its
         outcome is recorded), then the loop is cancelled."""
-        task, self._task = self._task, None
-        if task is None:
-            return
         self._stopping = True
         self._wake.set()
-        await asyncio.wait({task}, timeout=self._stop_grace_seconds)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await self._background.stop(grace_seconds=self._stop_grace_seconds)
 
     def wake(self) -> None:
         """Look for due mail now rather than at the next poll (after this process queued one)."""
