@@ -29,6 +29,8 @@ class EventKind(Enum):
     REAUTHENTICATED = "reauthenticated"
     EMAIL_VERIFIED = "email_verified"
     EMAIL_CHANGED = "email_changed"
+    ACCOUNT_DEACTIVATED = "account_deactivated"
+    ACCOUNT_RESTORED = "account_restored"
 
 
 @dataclass(frozen=True)

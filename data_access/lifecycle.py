@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from data_access.blob_collections import queue_blobs_of
 from data_access.changes import ChangeFeed, recorded_position
 from data_access.database import Database
-from data_access.records import TokenPurpose
+from data_access.records import Device, TokenPurpose
+from data_access.security_events import CheckedEvent, append_event
 from data_access.sessions import end_sessions
 from data_access.social_graph import adjust_counts, lock_profiles
 from data_access.validation import parse_id
@@ -31,6 +32,8 @@ from meshkit.errors import NotFound, PermissionDenied
 from meshkit.reasons import Reason
 
 LONGEST_GRACE = timedelta(days=365)
+DEACTIVATED = "account_deactivated"
+RESTORED = "account_restored"
 
 
 class AccountLifecycle:
@@ -58,16 +61,28 @@ class AccountLifecycle:
                 _DEACTIVATE, {"id": key, "grace": grace.total_seconds()}
             )
             await end_sessions(session, key)
+            when = delete_after.astimezone(UTC)
+            await append_event(
+                session,
+                key,
+                CheckedEvent(
+                    kind=DEACTIVATED,
+                    device=Device(),
+                    session_id=None,
+                    detail=f"deleted for good at {when:%Y-%m-%d %H:%M} UTC unless a login comes",
+                ),
+            )
             position = await _touch_profile(session, key)
         # Acknowledged once every profile cache has heard that the profile is gone.
         await self._feed.delivered(position)
         return delete_after.astimezone(UTC)
 
 
-async def admit_login(session: AsyncSession, owner: uuid.UUID) -> None:
+async def admit_login(session: AsyncSession, owner: uuid.UUID, device: Device) -> None:
     """Decide, inside the transaction that starts a login's session, whether the account may
     have one: PermissionDenied (ACCOUNT_BLOCKED) while an admin blocks it, NotFound
-    (ACCOUNT_NOT_FOUND) once its deletion is due; a deactivated account is restored.
+    (ACCOUNT_NOT_FOUND) once its deletion is due; a deactivated account is restored, which its
+    security log records with the login's device.
 
     The account row is locked (FOR NO KEY UPDATE): a block or a deactivation, each an UPDATE of
     that row, either commits first and is seen here, or waits for this login and then ends its
@@ -87,6 +102,8 @@ async def admit_login(session: AsyncSession, owner: uuid.UUID) -> None:
     if row.deactivated:
         await session.execute(_RESTORE, {"id": owner})
         await _touch_profile(session, owner)
+        restored = CheckedEvent(kind=RESTORED, device=device, session_id=None, detail="")
+        await append_event(session, owner, restored)
 
 
 async def purge_due_account(session: AsyncSession, limit: int) -> int:

@@ -423,6 +423,8 @@ SECURITY_EVENT_KINDS = (
     "reauthenticated",
     "email_verified",
     "email_changed",
+    "account_deactivated",
+    "account_restored",
 )
 
 

@@ -183,7 +183,7 @@ async def start_session(
     checked_login) inside the caller's transaction; NotFound (ACCOUNT_NOT_FOUND) when the
     account does not exist or its deletion is due; PermissionDenied (ACCOUNT_BLOCKED) while an
     admin blocks it. A deactivated account is restored (lifecycle.admit_login)."""
-    await admit_login(session, owner)
+    await admit_login(session, owner, login.device)
     session_id = uuid.uuid4()
     try:
         inserted = await session.execute(

@@ -145,6 +145,13 @@ def test_a_deleted_account_is_hidden_and_signed_out_at_once_and_a_login_restores
     back = ok(page(http, fan, f"/v1/profiles/{who.name}"))
     assert back["relationship"]["following"] is True
     assert back["profile"]["followerCount"] == "1"
+    # The owner's security log tells both, newest first.
+    fresh = {"authorization": f"Bearer {again['tokens']['accessToken']}"}
+    log = ok(http.get("/v1/auth/securityEvents", headers=fresh))["events"]
+    kinds = [event["kind"] for event in log]
+    restored = kinds.index("KIND_ACCOUNT_RESTORED")
+    assert kinds.index("KIND_ACCOUNT_DEACTIVATED") > restored
+    assert "deleted for good at" in log[kinds.index("KIND_ACCOUNT_DEACTIVATED")]["detail"]
 
 
 @pytest.mark.parametrize("repeat", [1, 2])
