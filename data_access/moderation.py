@@ -128,10 +128,7 @@ class ModerationStore:
         """Return a page of the audit log (of one account when username is set), newest first;
         reading it is itself not audited (it holds no personal data beyond usernames)."""
         check = Violations()
-        if not 1 <= page_size <= AUDIT_PAGE_MAX:
-            check.add("page_size", f"must be 1 to {AUDIT_PAGE_MAX}")
-        if before_id < 0:
-            check.add("before_id", "must not be negative")
+        check.page(page_size, before_id, maximum=AUDIT_PAGE_MAX, before_field="before_id")
         check.raise_if_any()
         async with self._database.transaction() as session:
             await _admin(session, actor_id)

@@ -372,13 +372,9 @@ def _optional_id(value: str, field: str) -> uuid.UUID | None:
 
 def _check_page(page_size: int, before_position: int) -> None:
     """InvalidArgument unless 1 <= page_size <= PAGE_SIZE_MAX and before_position >= 0."""
-    violations = []
-    if not 1 <= page_size <= PAGE_SIZE_MAX:
-        violations.append(FieldViolation("page_size", f"must be 1 to {PAGE_SIZE_MAX}"))
-    if before_position < 0:
-        violations.append(FieldViolation("before_position", "must not be negative"))
-    if violations:
-        raise invalid(violations)
+    check = Violations()
+    check.page(page_size, before_position, maximum=PAGE_SIZE_MAX, before_field="before_position")
+    check.raise_if_any()
 
 
 def _pair(viewer: uuid.UUID, account: uuid.UUID) -> dict[str, uuid.UUID]:
@@ -397,21 +393,6 @@ def _profile_not_found() -> NotFound:
     return NotFound(message="profile not found", reason=Reason.PROFILE_NOT_FOUND)
 
 
-_RELATIONSHIP = text(
-    """
-    SELECT
-        coalesce((SELECT status FROM follows
-                  WHERE follower_id = :viewer AND followed_id = :account), '') AS outgoing,
-        coalesce((SELECT status FROM follows
-                  WHERE follower_id = :account AND followed_id = :viewer), '') AS incoming,
-        EXISTS (SELECT 1 FROM blocks
-                WHERE blocker_id = :viewer AND blocked_id = :account) AS blocking,
-        EXISTS (SELECT 1 FROM blocks
-                WHERE blocker_id = :account AND blocked_id = :viewer) AS blocked_by
-    """
-)
-
-
 def _status_of(follower: str, followed: str) -> ScalarSelect[str]:
     """The status of the follow between two bound accounts, as a scalar subquery."""
     return (
@@ -428,16 +409,17 @@ def _blocks(blocker: str, blocked: str) -> Exists:
     )
 
 
-# _RELATIONSHIP in Core, for Database.fetch_one (which binds only the named parameters).
+# How a viewer and an account relate: the statuses of the follows both ways ('' for none) and
+# the blocks both ways. Run inside a change's transaction, and prebuilt for Database.fetch_one
+# (which binds only named parameters, hence the literal '').
 _NONE: ColumnClause[str] = literal_column("''")
-_FAST_RELATIONSHIP = FastQuery.of(
-    select(
-        func.coalesce(_status_of("viewer", "account"), _NONE).label("outgoing"),
-        func.coalesce(_status_of("account", "viewer"), _NONE).label("incoming"),
-        _blocks("viewer", "account").label("blocking"),
-        _blocks("account", "viewer").label("blocked_by"),
-    )
+_RELATIONSHIP = select(
+    func.coalesce(_status_of("viewer", "account"), _NONE).label("outgoing"),
+    func.coalesce(_status_of("account", "viewer"), _NONE).label("incoming"),
+    _blocks("viewer", "account").label("blocking"),
+    _blocks("account", "viewer").label("blocked_by"),
 )
+_FAST_RELATIONSHIP = FastQuery.of(_RELATIONSHIP)
 _LOCK_PROFILES = text(
     "SELECT p.account_id, p.private, a.deactivated_at IS NULL AS active "
     "FROM profiles p JOIN accounts a ON a.id = p.account_id "

@@ -111,6 +111,14 @@ class Violations:
         """Record a problem found by the caller's own check."""
         self._items.append(FieldViolation(field, description))
 
+    def page(self, page_size: int, before: int, *, maximum: int, before_field: str) -> None:
+        """Record the problems of a keyset page request: a size outside 1..maximum, a negative
+        position to continue below (0 means from the newest)."""
+        if not 1 <= page_size <= maximum:
+            self.add("page_size", f"must be 1 to {maximum}")
+        if before < 0:
+            self.add(before_field, "must not be negative")
+
     def raise_if_any(self) -> None:
         """Raise InvalidArgument listing every collected violation, if there is one."""
         if self._items:

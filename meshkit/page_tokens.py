@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 
 from meshkit.errors import FieldViolation, InvalidArgument, invalid
@@ -18,6 +19,12 @@ MAX_TOKEN_CHARS = 1024
 _POSITION_LIMIT = 2**63
 
 Part = str | int
+
+
+def scope_of(listing: str, request: str) -> str:
+    """The scope of a listing whose tokens hold only for one request value (a search query, a
+    filter): bound by the value's digest, so that a token stays short whatever the value holds."""
+    return f"{listing}:{hashlib.sha256(request.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
 
 
 def encode_page_token(scope: str, *parts: Part) -> str:

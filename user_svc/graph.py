@@ -10,10 +10,9 @@ Visibility rules, in one place:
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Protocol
 
@@ -24,6 +23,7 @@ from meshkit.page_tokens import (
     encode_page_token,
     page_size,
     position_part,
+    scope_of,
     text_part,
 )
 from meshkit.reasons import Reason
@@ -271,8 +271,7 @@ class SocialService:
     async def search(self, viewer_id: str, query: str, *, size: int, token: str) -> Page:
         """Return a page of profiles whose username or display name starts with query."""
         prefix = _search_prefix(query)
-        # The query is bound by its digest: a token stays short whatever the query holds.
-        scope = f"search:{hashlib.sha256(prefix.encode()).hexdigest()[:32]}"
+        scope = scope_of("search", prefix)
         after = None
         if token:
             after = _search_cursor(decode_page_token(token, scope))
@@ -319,15 +318,7 @@ class SocialService:
 def _shown(relation: Relationship) -> Relationship:
     """A relationship as the caller may see it: whether the other account blocks it is never
     told (that account simply stops being visible)."""
-    if not relation.blocked_by:
-        return relation
-    return Relationship(
-        following=relation.following,
-        followed_by=relation.followed_by,
-        requested=relation.requested,
-        requested_by=relation.requested_by,
-        blocking=relation.blocking,
-    )
+    return replace(relation, blocked_by=False)
 
 
 def _size(requested: int, default: int) -> int:

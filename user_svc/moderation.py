@@ -5,14 +5,19 @@ once."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from meshkit.errors import FieldViolation, invalid
-from meshkit.page_tokens import decode_page_token, encode_page_token, page_size, position_part
+from meshkit.page_tokens import (
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    position_part,
+    scope_of,
+)
 from user_svc.profiles import normalise_username
 
 REASON_MAX_CHARS = 500
@@ -126,7 +131,7 @@ class ModerationService:
     async def audit_log(self, actor_id: str, *, username: str, size: int, token: str) -> AuditPage:
         """Return a page of the audit log (of one account when username is set)."""
         name = normalise_username(username) if username else ""
-        scope = f"audit:{hashlib.sha256(name.encode()).hexdigest()[:32]}"
+        scope = scope_of("audit", name)
         before = position_part(decode_page_token(token, scope), 0) if token else 0
         entries, more = await self._store.audit_log(
             actor_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,7 @@ from meshkit.errors import (
     NotFound,
     PermissionDenied,
 )
-from meshkit.page_tokens import encode_page_token
+from meshkit.page_tokens import encode_page_token, scope_of
 from meshkit.reasons import Reason
 from user_svc.graph import (
     FollowList,
@@ -33,7 +32,7 @@ from user_svc.graph import (
 from user_svc.profiles import Profile, ProfileChanges
 
 # The scope of the search tokens of the query "ada".
-SEARCH_ADA = f"search:{hashlib.sha256(b'ada').hexdigest()[:32]}"
+SEARCH_ADA = scope_of("search", "ada")
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
