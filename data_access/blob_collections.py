@@ -69,8 +69,15 @@ _CLAIM = text(
     """
 )
 _DONE = text("DELETE FROM blob_collections WHERE sha256 = :key")
-_REFERENCED = text("SELECT EXISTS (SELECT 1 FROM images WHERE sha256 = :key)")
+# A blob is in use while a kept original or a rendition names it.
+_REFERENCED = text(
+    "SELECT EXISTS (SELECT 1 FROM images WHERE sha256 = :key AND original_kept) "
+    "OR EXISTS (SELECT 1 FROM image_renditions WHERE sha256 = :key)"
+)
 _QUEUE_OWNER = text(
-    "INSERT INTO blob_collections (sha256) SELECT DISTINCT sha256 FROM images "
-    "WHERE owner_id = :owner ON CONFLICT (sha256) DO UPDATE SET claimed_until = NULL"
+    "INSERT INTO blob_collections (sha256) "
+    "SELECT sha256 FROM images WHERE owner_id = :owner AND original_kept "
+    "UNION SELECT r.sha256 FROM image_renditions r JOIN images i ON i.id = r.image_id "
+    "WHERE i.owner_id = :owner "
+    "ON CONFLICT (sha256) DO UPDATE SET claimed_until = NULL"
 )

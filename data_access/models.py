@@ -135,6 +135,50 @@ class Image(Base):
     height: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH), index=True)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    placeholder: Mapped[str] = mapped_column(Text, server_default="")
+    """Blurhash of the picture."""
+    original_kept: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    """The uploaded bytes are kept in the blob store under sha256 (served to the owner only)."""
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """Bytes in the blob store on the owner's account: renditions plus the original if kept."""
+    position: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    """Order of the upload; list cursors point at it."""
+
+
+class ImageRendition(Base):
+    """One served file of an image: a variant (a size) in one format, re-encoded and free of
+    metadata; the bytes live in the blob store under sha256, shared by every rendition with the
+    same bytes."""
+
+    __tablename__ = "image_renditions"
+    __table_args__ = (
+        CheckConstraint("size_bytes > 0", name="size_positive"),
+        CheckConstraint("width > 0 AND height > 0", name="dimensions_positive"),
+    )
+
+    image_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    variant: Mapped[str] = mapped_column(Text, primary_key=True)
+    format: Mapped[str] = mapped_column(Text, primary_key=True)
+    content_type: Mapped[str] = mapped_column(String(CONTENT_TYPE_MAX))
+    sha256: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+
+
+class MediaUsage(Base):
+    """Bytes an account's images take in the blob store, kept with every image change in its
+    transaction so a quota holds under concurrent uploads."""
+
+    __tablename__ = "media_usage"
+    __table_args__ = (CheckConstraint("used_bytes >= 0", name="used_not_negative"),)
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    used_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class Profile(Base):
@@ -458,6 +502,7 @@ AUDIT_ACTIONS = (
     "block_expired",
     "role_granted",
     "role_revoked",
+    "image_deleted",
 )
 
 

@@ -79,7 +79,7 @@ class ModerationStore:
         async with self._database.transaction() as session:
             actor = await _admin(session, actor_id)
             status = await _status(session, username)
-            await _audit(session, actor, "account_viewed", status.account_id)
+            await record_audit(session, actor, "account_viewed", status.account_id)
         return status
 
     async def block(
@@ -105,7 +105,7 @@ class ModerationStore:
                 _SET_BLOCK, {"id": target.account_id, "until": until, "reason": reason}
             )
             await end_sessions(session, target.account_id)
-            await _audit(
+            await record_audit(
                 session, actor, "account_blocked", target.account_id, reason=reason, until=until
             )
             return await _status(session, username)
@@ -119,7 +119,9 @@ class ModerationStore:
             actor = await _admin(session, actor_id)
             target = await _status(session, username, lock=True)
             await session.execute(_CLEAR_BLOCK, {"id": target.account_id})
-            await _audit(session, actor, "account_unblocked", target.account_id, reason=reason)
+            await record_audit(
+                session, actor, "account_unblocked", target.account_id, reason=reason
+            )
             return await _status(session, username)
 
     async def audit_log(
@@ -161,7 +163,7 @@ async def set_role(database: Database, email: str, role: str) -> str:
         if row is None:
             raise NotFound(message="no account has this email", reason=Reason.ACCOUNT_NOT_FOUND)
         action = "role_granted" if role == "admin" else "role_revoked"
-        await _audit(session, None, action, row.id, reason=f"role {role} by the operator")
+        await record_audit(session, None, action, row.id, reason=f"role {role} by the operator")
         return str(row.username)
 
 
@@ -197,7 +199,7 @@ async def _status(session: AsyncSession, username: str, *, lock: bool = False) -
     )
 
 
-async def _audit(
+async def record_audit(
     session: AsyncSession,
     actor: uuid.UUID | None,
     action: str,

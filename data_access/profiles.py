@@ -143,6 +143,23 @@ async def set_avatar(
     return await recorded_position(session)
 
 
+async def drop_avatar(
+    session: AsyncSession, account_id: uuid.UUID, image_id: uuid.UUID
+) -> int | None:
+    """Clear an account's avatar inside the caller's transaction when it is image_id (about to be
+    deleted); return the position of the change, or None when the avatar was another."""
+    changed = await session.scalar(
+        update(Profile)
+        .where(Profile.account_id == account_id, Profile.avatar_image_id == image_id)
+        .values(avatar_image_id=None, updated_at=func.clock_timestamp())
+        .returning(Profile.account_id)
+        .execution_options(synchronize_session=False)
+    )
+    if changed is None:
+        return None
+    return await recorded_position(session)
+
+
 def _checked_changes(fields: ProfileFields) -> dict[str, Any]:
     """The column values of the fields that are set; InvalidArgument for unstorable text."""
     check = Violations()

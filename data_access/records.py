@@ -260,8 +260,21 @@ class SearchPage:
 
 
 @dataclass(frozen=True)
+class Rendition:
+    """One served file of an image: a variant in one format."""
+
+    variant: str
+    format: str
+    content_type: str
+    sha256: str
+    size_bytes: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class NewImage:
-    """Metadata of an image to record; the store assigns id and creation time."""
+    """Metadata of an image to record; the store assigns id, creation time and position."""
 
     owner_id: str
     content_type: str
@@ -269,6 +282,9 @@ class NewImage:
     width: int
     height: int
     sha256: str
+    placeholder: str = ""
+    original_kept: bool = False
+    renditions: tuple[Rendition, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -283,6 +299,23 @@ class ImageRecord:
     height: int
     sha256: str
     created_at: datetime
+    placeholder: str = ""
+    original_kept: bool = False
+    stored_bytes: int = 0
+    position: int = 0
+    renditions: tuple[Rendition, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageAccess:
+    """An image and the facts that decide who may see it."""
+
+    image: ImageRecord
+    owner_private: bool
+    owner_hidden: bool
+    viewer_follows: bool
+    blocked: bool
+    viewer_admin: bool
 
 
 @dataclass(frozen=True)

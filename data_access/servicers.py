@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -45,6 +45,7 @@ from data_access.records import (
     ProfileSummary,
     RecoveryCodeUse,
     Relationship,
+    Rendition,
     Retry,
     SearchPosition,
     SecurityEventRecord,
@@ -699,7 +700,7 @@ class MediaStoreServicer(pb_grpc.MediaStoreServiceServicer):
     async def CreateImage(  # noqa: N802 (name fixed by the proto)
         self, request: pb.CreateImageRequest, context: Context
     ) -> pb.CreateImageResponse:
-        """Record an image's metadata."""
+        """Record an image's metadata and renditions within its owner's quota."""
         image = request.image
         stored = await self._images.create(
             NewImage(
@@ -709,7 +710,11 @@ class MediaStoreServicer(pb_grpc.MediaStoreServiceServicer):
                 width=image.width,
                 height=image.height,
                 sha256=image.sha256,
-            )
+                placeholder=image.placeholder,
+                original_kept=image.original_kept,
+                renditions=_renditions_from(image.renditions),
+            ),
+            quota_bytes=request.quota_bytes,
         )
         return pb.CreateImageResponse(image=_image(stored))
 
@@ -718,6 +723,58 @@ class MediaStoreServicer(pb_grpc.MediaStoreServiceServicer):
     ) -> pb.GetImageResponse:
         """Return an image's metadata."""
         return pb.GetImageResponse(image=_image(await self._images.get(request.image_id)))
+
+    async def GetImageAccess(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.GetImageAccessRequest, context: Context
+    ) -> pb.GetImageAccessResponse:
+        """Return an image with the facts its visibility depends on."""
+        access = await self._images.access(request.image_id, request.viewer_id)
+        return pb.GetImageAccessResponse(
+            image=_image(access.image),
+            owner_private=access.owner_private,
+            owner_hidden=access.owner_hidden,
+            viewer_follows=access.viewer_follows,
+            blocked=access.blocked,
+            viewer_admin=access.viewer_admin,
+        )
+
+    async def ListImages(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.ListImagesRequest, context: Context
+    ) -> pb.ListImagesResponse:
+        """Return a page of an account's images."""
+        images, more = await self._images.page(
+            request.owner_id, page_size=request.page_size, before_position=request.before_position
+        )
+        return pb.ListImagesResponse(images=[_image(image) for image in images], more=more)
+
+    async def DeleteImage(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.DeleteImageRequest, context: Context
+    ) -> pb.DeleteImageResponse:
+        """Delete an image for its owner or an admin."""
+        image = await self._images.delete(request.actor_id, request.image_id)
+        return pb.DeleteImageResponse(image=_image(image))
+
+    async def AddRenditions(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.AddRenditionsRequest, context: Context
+    ) -> pb.AddRenditionsResponse:
+        """Add the renditions an image lacks."""
+        image = await self._images.add_renditions(
+            request.image_id, _renditions_from(request.renditions), request.placeholder
+        )
+        return pb.AddRenditionsResponse(image=_image(image))
+
+    async def GetMediaUsage(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.GetMediaUsageRequest, context: Context
+    ) -> pb.GetMediaUsageResponse:
+        """Return an account's media usage."""
+        return pb.GetMediaUsageResponse(used_bytes=await self._images.usage(request.account_id))
+
+    async def QueueUnreferencedBlobs(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.QueueUnreferencedBlobsRequest, context: Context
+    ) -> pb.QueueUnreferencedBlobsResponse:
+        """Queue the listed blobs that no image names."""
+        queued = await self._images.queue_unreferenced(list(request.sha256))
+        return pb.QueueUnreferencedBlobsResponse(sha256=queued)
 
     async def SetAvatar(  # noqa: N802 (name fixed by the proto)
         self, request: pb.SetAvatarRequest, context: Context
@@ -1043,4 +1100,36 @@ def _image(image: ImageRecord) -> pb.ImageRecord:
         height=image.height,
         sha256=image.sha256,
         create_time=to_timestamp(image.created_at),
+        placeholder=image.placeholder,
+        original_kept=image.original_kept,
+        stored_bytes=image.stored_bytes,
+        position=image.position,
+        renditions=[
+            pb.RenditionRecord(
+                variant=r.variant,
+                format=r.format,
+                content_type=r.content_type,
+                sha256=r.sha256,
+                size_bytes=r.size_bytes,
+                width=r.width,
+                height=r.height,
+            )
+            for r in image.renditions
+        ],
+    )
+
+
+def _renditions_from(renditions: Iterable[pb.RenditionRecord]) -> tuple[Rendition, ...]:
+    """Convert protobuf renditions to records."""
+    return tuple(
+        Rendition(
+            variant=r.variant,
+            format=r.format,
+            content_type=r.content_type,
+            sha256=r.sha256,
+            size_bytes=r.size_bytes,
+            width=r.width,
+            height=r.height,
+        )
+        for r in renditions
     )

@@ -66,6 +66,14 @@ class ResourceExhausted(DomainError):
     retry_after_seconds: int = 0
 
 
+class Aborted(DomainError):
+    """A concurrent operation on the same thing won; the client may retry once it has ended."""
+
+
+class OutOfRange(DomainError):
+    """The request reaches past the end of something (a byte range past a file's end)."""
+
+
 class Unavailable(DomainError):
     """A dependency could not be reached; the call may be retried."""
 

@@ -35,6 +35,8 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Aborted: grpc.StatusCode.ABORTED,
+    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 _CLASSES = {code: cls for cls, code in _CODES.items()}

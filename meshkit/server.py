@@ -57,6 +57,8 @@ class ServiceDefinition:
     while a NOT_SERVING status would make the edge refuse every RPC of the service."""
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
     """Extra server interceptors, run after the shared ServiceInterceptor."""
+    on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Run before the server takes its first call (opening clients that need the event loop)."""
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_drained: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Run once no new calls arrive, before in-flight ones get their grace: ends long-lived
@@ -108,6 +110,8 @@ async def start_server(definition: ServiceDefinition, host: str, port: int) -> R
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(), *definition.interceptors], options=options
     )
+    for opener in definition.on_startup:
+        await opener()
     definition.register(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -12,11 +12,17 @@ the blob (or finds it there), records the image, and then checks that the blob i
 writing it again if not (ImageService.store). If the upload's record committed before the
 collector asked, the collector sees it and puts the file back; if not, the upload's check comes
 after the file was set aside, and the upload writes the bytes again.
+
+Bytes can also be orphaned without any record ever naming them: an upload that crashed, or was
+refused (its quota), after writing its blobs. Now and then the collector lists the blobs older
+than a grace period and has data_access queue those no image names; they then go the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +32,7 @@ log = logging.getLogger("storage_svc.collector")
 
 CLAIM_BATCH = 100
 CLAIM_LEASE_SECONDS = 300.0
+SCAN_BATCH = 500
 
 
 class CollectionQueue(Protocol):
@@ -37,6 +44,10 @@ class CollectionQueue(Protocol):
 
     async def complete(self, key: str) -> bool:
         """Take a key off the queue; return whether an image still names the blob."""
+        ...
+
+    async def queue_unreferenced(self, keys: Sequence[str]) -> list[str]:
+        """Queue those of keys that no image names; return them."""
         ...
 
 
@@ -55,6 +66,10 @@ class CollectableBlobs(Protocol):
         """Delete a blob that was set aside."""
         ...
 
+    def keys_older_than(self, seconds: float) -> AsyncIterator[str]:
+        """Every stored key written more than seconds ago."""
+        ...
+
 
 @dataclass
 class CollectorFigures:
@@ -63,19 +78,46 @@ class CollectorFigures:
     collected: int = 0
     kept: int = 0
     failed_rounds: int = 0
+    orphans_queued: int = 0
 
 
 class BlobCollector:
     """Collects unreferenced blobs in the background, a batch every interval."""
 
     def __init__(
-        self, queue: CollectionQueue, blobs: CollectableBlobs, *, interval_seconds: float
+        self,
+        queue: CollectionQueue,
+        blobs: CollectableBlobs,
+        *,
+        interval_seconds: float,
+        orphan_scan_seconds: float = 3600.0,
+        orphan_grace_seconds: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._queue = queue
         self._blobs = blobs
         self._interval = interval_seconds
+        self._scan_every = orphan_scan_seconds
+        self._grace = orphan_grace_seconds
+        self._clock = clock
+        self._next_scan = 0.0
         self._background = BackgroundTask("blob collector", self._run)
         self.figures = CollectorFigures()
+
+    async def scan_orphans(self) -> int:
+        """Queue every blob older than the grace period that no image names; return how many.
+        The grace period covers an upload between writing its blobs and recording them."""
+        queued = 0
+        batch: list[str] = []
+        async for key in self._blobs.keys_older_than(self._grace):
+            batch.append(key)
+            if len(batch) == SCAN_BATCH:
+                queued += len(await self._queue.queue_unreferenced(batch))
+                batch = []
+        if batch:
+            queued += len(await self._queue.queue_unreferenced(batch))
+        self.figures.orphans_queued += queued
+        return queued
 
     async def collect_once(self) -> int:
         """Handle one claimed batch; return how many blobs were deleted."""
@@ -118,7 +160,12 @@ class BlobCollector:
         )
 
     async def _round(self) -> None:
-        """One round, with its outcome in the log."""
+        """One round (with an orphan scan when one is due), with its outcome in the log."""
+        if self._clock() >= self._next_scan:
+            self._next_scan = self._clock() + self._scan_every
+            orphans = await self.scan_orphans()
+            if orphans:
+                log.info("orphaned blobs queued: %d", orphans, extra={"count": orphans})
         deleted = await self.collect_once()
         if deleted:
             log.info("blobs collected: %d", deleted, extra={"count": deleted})

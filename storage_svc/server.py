@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import warnings
 
 import grpc
@@ -10,20 +11,28 @@ from PIL import Image as PillowImage
 
 from meshgram.storage.v1 import storage_pb2_grpc
 from meshkit.access_tokens import JwksFetcher
+from meshkit.background import BackgroundTask, repeat
 from meshkit.peers import VerifyingPeers
 from meshkit.public_api import STORAGE_SERVICE
 from meshkit.server import ServiceDefinition, serve
 from meshkit.settings import load_settings
-from storage_svc.blobs import LocalBlobStore
+from storage_svc.blobs import BlobStore, LocalBlobStore
 from storage_svc.clients import DataAccessCollections, DataAccessMedia
 from storage_svc.collector import BlobCollector
 from storage_svc.images import ImageService
+from storage_svc.media_urls import MediaUrlSigner, parse_keys
+from storage_svc.s3_blobs import S3BlobStore
 from storage_svc.servicer import StorageServicer
 from storage_svc.settings import SERVICE_NAME, StorageSettings
+from storage_svc.uploads import Spool, UploadSessions
 
 # gRPC clients are told to send upload chunks of up to 1 MiB (storage.proto), and Envoy turns a
 # REST body into one chunk per read, bounded by its 1 MiB connection buffer but able to overshoot
 # it a little; twice that plus framing room keeps both working while bounding every message.
+log = logging.getLogger("storage_svc.server")
+# A one-shot upload older than this is a leftover: the longest call lasts 120 s at the edge.
+LEFTOVER_UPLOAD_SECONDS = 3600.0
+
 MAX_UPLOAD_MESSAGE_BYTES = 2 * 1024 * 1024 + 64 * 1024
 
 
@@ -32,26 +41,45 @@ def build_definition(
 ) -> ServiceDefinition:
     """Wire storage_svc from settings; jwks_fetcher replaces the JWKS call to auth_svc (tests)."""
     peers = VerifyingPeers.open(settings, jwks_fetcher=jwks_fetcher)
-    blobs = LocalBlobStore(settings.blob_dir)
+    blobs = blob_store(settings)
+    spool = Spool(settings.spool_dir)
+    sessions = UploadSessions(
+        settings.spool_dir,
+        max_bytes=settings.max_image_bytes,
+        ttl_seconds=settings.upload_session_ttl_seconds,
+        max_open_per_owner=settings.max_open_uploads,
+    )
     collector = BlobCollector(
         DataAccessCollections(peers.data_access, peers.data_access_caller),
         blobs,
         interval_seconds=settings.blob_collect_seconds,
+        orphan_scan_seconds=settings.orphan_scan_seconds,
     )
+    expiry = BackgroundTask("upload expiry", lambda: _expire_uploads(spool, sessions, settings))
     images = ImageService(
         DataAccessMedia(peers.data_access, peers.data_access_caller),
         blobs,
+        MediaUrlSigner(
+            parse_keys(settings.media_url_key_spec()), ttl_seconds=settings.media_url_ttl_seconds
+        ),
+        spool,
+        sessions,
+        scratch_dir=settings.spool_dir,
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
+        keep_originals=settings.keep_originals,
+        quota_bytes=settings.quota_bytes,
+        max_concurrent_processing=settings.max_concurrent_processing,
     )
     servicer = StorageServicer(
         images, peers.verifier, unverified_email_may=settings.unverified_email_may
     )
 
     def register(server: grpc.aio.Server) -> None:
-        """Add the servicer and start the blob collector."""
+        """Add the servicer and start the blob collector and the upload expiry."""
         storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
         collector.start()
+        expiry.start()
 
     definition = peers.definition(
         name=SERVICE_NAME,
@@ -59,8 +87,48 @@ def build_definition(
         register=register,
         max_message_bytes=MAX_UPLOAD_MESSAGE_BYTES,
     )
-    definition.on_shutdown.insert(0, collector.stop)
+    definition.on_shutdown[:0] = [collector.stop, expiry.stop]
+    if isinstance(blobs, S3BlobStore):
+        definition.on_startup.append(blobs.open)
+        if settings.s3_create_bucket:
+            definition.on_startup.append(blobs.ensure_bucket)
+    definition.on_shutdown.append(blobs.close)
     return definition
+
+
+def blob_store(settings: StorageSettings) -> BlobStore:
+    """The blob store the settings name: the local folder, or an S3-compatible bucket."""
+    if settings.blob_backend == "local":
+        return LocalBlobStore(settings.blob_dir)
+    secret = settings.s3_secret_access_key
+    return S3BlobStore(
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=secret.get_secret_value() if secret is not None else None,
+        prefix=settings.s3_prefix,
+        timeout_seconds=settings.call_timeout_seconds * 3,
+    )
+
+
+async def _expire_uploads(
+    spool: Spool, sessions: UploadSessions, settings: StorageSettings
+) -> None:
+    """Delete expired upload sessions, and one-shot upload files a stopped process left behind,
+    every collector interval."""
+
+    async def sweep() -> None:
+        """One round; the counts matter only to tests."""
+        await sessions.sweep_expired()
+        await spool.sweep(LEFTOVER_UPLOAD_SECONDS)
+
+    await repeat(
+        sweep,
+        interval_seconds=settings.blob_collect_seconds,
+        log=log,
+        failure="upload expiry failed",
+    )
 
 
 def main() -> None:

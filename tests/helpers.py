@@ -114,7 +114,10 @@ def service_settings(
     settings_class: type[SettingsT], mesh_secret: str, data_access_address: str, **fields: Any
 ) -> SettingsT:
     """Settings of a service served in-process: a free loopback port, the given data_access and
-    the service's own caller token under mesh_secret; fields set the rest."""
+    the service's own caller token under mesh_secret (and, for storage_svc, a media URL key
+    derived from it); fields set the rest."""
+    if settings_class.service_name == "storage_svc":
+        fields.setdefault("media_url_keys", SecretStr(f"test:{mesh_secret}"))
     return settings_class(
         host="127.0.0.1",
         port=0,

@@ -24,6 +24,7 @@ from meshkit.caller import derive_caller_token
 from meshkit.peers import health_check
 from tools.dev_secrets import stored_secret
 from tools.edge import EdgeConfig, write
+from tools.s3_dev_server import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY
 from tools.supervisor import ChildSpec, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,13 @@ REPLICA_PORT_STEP = 100
 METRICS_PORT_OFFSET = 1000
 MESH_SECRET_FILE = "mesh-secret"
 PASSWORD_PEPPER_FILE = "password-pepper"
+MEDIA_URL_KEY_FILE = "media-url-key"
+# The id under which the generated media URL key signs (storage_svc/media_urls.py).
+MEDIA_URL_KEY_ID = "dev"
 MAILBOX = "mailbox"
+S3_SERVER = "s3"
+# The local S3 server listens this far above storage_svc's port.
+S3_PORT_OFFSET = 900
 
 
 @dataclass(frozen=True)
@@ -118,11 +125,14 @@ class MeshSecrets:
 
     mesh_secret: str | None
     password_pepper: str | None
+    media_url_keys: str | None = None
+    """STORAGE_MEDIA_URL_KEYS: named keys, `id:secret` by commas."""
 
 
 def mesh_secrets(env: Mapping[str, str], state_dir: Path) -> MeshSecrets:
-    """The mesh secret and password pepper for the mesh: from env when set there, else (outside
-    MESHGRAM_ENV=production) the ones kept in state_dir/secrets, generated on first use."""
+    """The mesh secret, password pepper and media URL keys for the mesh: from env when set there,
+    else (outside MESHGRAM_ENV=production) the ones kept in state_dir/secrets, generated on first
+    use."""
     generate = env.get("MESHGRAM_ENV", "development") != "production"
 
     def secret(variable: str, file_name: str) -> str | None:
@@ -135,6 +145,12 @@ def mesh_secrets(env: Mapping[str, str], state_dir: Path) -> MeshSecrets:
     return MeshSecrets(
         mesh_secret=secret("DATA_ACCESS_MESH_SECRET", MESH_SECRET_FILE),
         password_pepper=secret("AUTH_PASSWORD_PEPPER", PASSWORD_PEPPER_FILE),
+        media_url_keys=env.get("STORAGE_MEDIA_URL_KEYS")
+        or (
+            f"{MEDIA_URL_KEY_ID}:{stored_secret(state_dir / 'secrets', MEDIA_URL_KEY_FILE)}"
+            if generate
+            else None
+        ),
     )
 
 
@@ -158,6 +174,8 @@ class Mesh:
     mail_dir: Path | None = None
     """Where the mailbox stores the mail auth_svc sends; None: <state_dir>/mail."""
     _secrets: MeshSecrets | None = None
+    _s3_endpoint: str | None = None
+    """The local S3 server's URL, when this mesh started one."""
 
     @property
     def edge_address(self) -> str:
@@ -169,6 +187,7 @@ class Mesh:
         in time."""
         try:
             self.start_mailbox(timeout)
+            self.start_s3_server(timeout)
             self.start_services(timeout)
             self._start_envoy(timeout)
         except BaseException:
@@ -212,6 +231,20 @@ class Mesh:
         command = [sys.executable, "-m", "tools.mailbox", "serve"]
         process = self._spawn(MAILBOX, command, env)
         _wait_listening(self.ports.mailbox, timeout, process)
+
+    def start_s3_server(self, timeout: float = 60.0) -> None:
+        """Start a local S3 server (in memory) for storage_svc when it is told to use S3 but
+        given no endpoint; nothing otherwise."""
+        shared = {**os.environ, **self.extra_env}
+        if shared.get("STORAGE_BLOB_BACKEND") != "s3" or shared.get("STORAGE_S3_ENDPOINT_URL"):
+            return
+        port = self.ports.storage_svc + S3_PORT_OFFSET
+        env = without_service_settings(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        command = [sys.executable, "-m", "tools.s3_dev_server", "--port", str(port)]
+        process = self._spawn(S3_SERVER, command, env)
+        _wait_listening(port, timeout, process)
+        self._s3_endpoint = f"http://127.0.0.1:{port}"
 
     def data_access_target(self) -> str:
         """gRPC target naming every replica of data_access (the channel balances over them)."""
@@ -299,6 +332,14 @@ class Mesh:
             env.setdefault("AUTH_BROWSER_ORIGINS", ",".join([*self.cors_origins, *own]))
         if service == "storage_svc":
             env.setdefault("STORAGE_BLOB_DIR", str(self.state_dir / "blobs"))
+            env.setdefault("STORAGE_SPOOL_DIR", str(self.state_dir / "uploads"))
+            if self._secrets.media_url_keys is not None:
+                env["STORAGE_MEDIA_URL_KEYS"] = self._secrets.media_url_keys
+            if self._s3_endpoint is not None:
+                env["STORAGE_S3_ENDPOINT_URL"] = self._s3_endpoint
+                env["STORAGE_S3_ACCESS_KEY_ID"] = DEV_ACCESS_KEY_ID
+                env["STORAGE_S3_SECRET_ACCESS_KEY"] = DEV_SECRET_ACCESS_KEY
+                env["STORAGE_S3_CREATE_BUCKET"] = "true"
         return env
 
     def _start_envoy(self, timeout: float) -> None:

@@ -5,8 +5,10 @@
 --   with a header name gRPC metadata cannot carry, or a grpc-encoding the services cannot
 --   decode, gets 400 / INVALID_ARGUMENT; gRPC's own headers from clients are dropped.
 -- * Images carry X-Content-Type-Options: nosniff.
--- * Not modified: a download whose ETag matches the request's If-None-Match comes back from
---   storage_svc without bytes and with a `meshgram-not-modified` header; REST clients get 304.
+-- * Media statuses: storage_svc answers a download with a `meshgram-status` header when HTTP
+--   wants another status than 200: 304 (the client's copy, named by If-None-Match, is current;
+--   no bytes follow), 206 (a Range of the bytes) or 416 (a Range outside the file). REST clients
+--   get that status; the header itself stays inside.
 -- * gRPC-web clients of an edge answer get the same code as everyone else: Envoy's gRPC-web
 --   filter derives grpc-status from the HTTP status with the gRPC spec's mapping for proxies
 --   (a bad request would read INTERNAL). CODES maps the edge's HTTP statuses to gRPC codes; it
@@ -25,6 +27,9 @@ local CODES = ${CODES}
 local ROUTES = ${ROUTES}
 
 local METADATA = "meshgram.edge"
+
+-- The statuses storage_svc may ask for (and nothing else: a header cannot make any answer).
+local MEDIA_STATUSES = {["206"] = true, ["304"] = true, ["416"] = true}
 
 -- The message encodings the services decode (grpcio's).
 local ENCODINGS = {identity = true, gzip = true, deflate = true}
@@ -114,6 +119,7 @@ function envoy_on_request(handle)
   meta:set(METADATA, "method", headers:get(":method") or "")
   meta:set(METADATA, "path", (headers:get(":path") or ""):match("^[^?]*"))
   meta:set(METADATA, "grpc_web", grpc_web)
+  meta:set(METADATA, "grpc", grpc_client)
 end
 
 -- The verbs a REST path is served with (none when no route has that path), sorted.
@@ -171,11 +177,21 @@ function envoy_on_response(handle)
   local request = handle:streamInfo():dynamicMetadata():get(METADATA) or {}
   local read = request.method == "GET" or request.method == "HEAD"
 
-  if read and headers:get("meshgram-not-modified") ~= nil then
-    headers:remove("meshgram-not-modified")
-    headers:replace(":status", "304")
-    headers:remove("content-type")
-    headers:remove("content-length")
+  local media_status = headers:get("meshgram-status")
+  if media_status ~= nil and read and not request.grpc then
+    -- REST: the status itself; gRPC and gRPC-web callers read the header.
+    headers:remove("meshgram-status")
+    if MEDIA_STATUSES[media_status] then
+      headers:replace(":status", media_status)
+      if media_status == "304" then
+        headers:remove("content-type")
+        headers:remove("content-length")
+      end
+    end
+  end
+  if not request.grpc then
+    -- The services' gRPC encodings mean nothing to a REST client of the edge.
+    headers:remove("grpc-accept-encoding")
   end
   if (headers:get("content-type") or ""):find("^image/") then
     -- Images are served as what their bytes were found to be, never sniffed into HTML.

@@ -84,6 +84,8 @@ def web_origin() -> Iterator[str]:
 # Shorter than the defaults, so that tests can wait past them.
 REUSE_WINDOW_SECONDS = 1.0
 DELETION_GRACE_SECONDS = 4.0
+QUOTA_BYTES = 8 * 1024 * 1024
+UPLOAD_SESSION_TTL_SECONDS = 5.0
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +116,11 @@ def mesh(database_url: str, e2e_state: Path, web_origin: str) -> Iterator[Mesh]:
             "AUTH_JWT_KEYS_DIR": str(e2e_state / "keys" / "jwt"),
             "STORAGE_BLOB_DIR": str(e2e_state / "blobs"),
             "STORAGE_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
+            # Originals are kept so that tests see them served to their owner only; the quota
+            # is small enough for a test to reach it with a few uploads.
+            "STORAGE_KEEP_ORIGINALS": "true",
+            "STORAGE_QUOTA_BYTES": str(QUOTA_BYTES),
+            "STORAGE_UPLOAD_SESSION_TTL_SECONDS": str(UPLOAD_SESSION_TTL_SECONDS),
             # Deleted accounts go for good within seconds, so that a test can watch it happen.
             "USER_ACCOUNT_DELETION_GRACE_SECONDS": str(DELETION_GRACE_SECONDS),
             "DATA_ACCESS_REFRESH_TOKEN_SWEEP_SECONDS": "1",

@@ -225,9 +225,16 @@ def test_after_the_grace_period_nothing_personal_is_left_and_the_names_are_free(
     while blob_path(e2e_state, own["sha256"]).exists():
         assert time.monotonic() < deadline, "the collector did not delete the blob"
         time.sleep(0.5)
+    own_renditions = [r["sha256"] for v in own["variants"] for r in v["renditions"]]
+    while any(blob_path(e2e_state, key).exists() for key in own_renditions):
+        assert time.monotonic() < deadline, "the collector did not delete the renditions"
+        time.sleep(0.5)
     assert blob_path(e2e_state, kept["sha256"]).is_file()
-    download = http.get(f"/v1/images/{kept['id']}:download", headers=fan.auth)
+    download = http.get(f"/v1/images/{kept['id']}:download?variant=original", headers=fan.auth)
     assert download.content == shared_bytes
+    for variant in kept["variants"]:
+        shown = http.get(variant["url"], headers={"accept": "image/webp"})
+        assert shown.status_code == 200, variant["name"]
 
     refused = login(http, who.user)
     assert (refused.status_code, reason(refused)) == (401, "INVALID_CREDENTIALS")

@@ -360,7 +360,7 @@ def test_download_answers_304_when_if_none_match_names_it(http: httpx.Client) ->
     assert again.status_code == 304
     assert again.content == b""
     assert again.headers["etag"] == etag
-    assert "meshgram-not-modified" not in again.headers
+    assert "meshgram-status" not in again.headers
 
     stale = http.get(
         f"/v1/images/{image['id']}:download", headers={**auth, "if-none-match": '"stale"'}

@@ -53,9 +53,10 @@ async def test_slice_over_native_grpc(client: aio.Session) -> None:
     assert uploaded.image.content_type == "image/png"
     assert uploaded.image.size_bytes == len(image)
 
+    # The owner gets the original back (the mesh keeps originals); viewers get renditions.
     received = b""
     async for part in client.storage.DownloadImage(
-        storage_pb2.DownloadImageRequest(image_id=uploaded.image.id)
+        storage_pb2.DownloadImageRequest(image_id=uploaded.image.id, variant="original")
     ):
         assert part.content_type == "image/png"
         received += part.data
@@ -283,12 +284,14 @@ async def test_a_not_modified_download_says_so_in_its_metadata(client: aio.Sessi
         yield storage_pb2.UploadImageRequest(body=httpbody_pb2.HttpBody(data=png_bytes()))
 
     image = (await client.storage.UploadImage(one_chunk())).image
+    w320 = next(v for v in image.variants if v.name == "w320")
+    webp = next(r for r in w320.renditions if r.format == "webp")
     call = client.storage.DownloadImage(
-        storage_pb2.DownloadImageRequest(image_id=image.id),
-        metadata=(("if-none-match", f'"{image.sha256}"'),),
+        storage_pb2.DownloadImageRequest(image_id=image.id, variant="w320", format="webp"),
+        metadata=(("if-none-match", f'"{webp.sha256}"'),),
     )
     parts = [part async for part in call]
     assert parts == []
     metadata = dict(await call.initial_metadata())
-    assert metadata["meshgram-not-modified"] == "1"
-    assert metadata["etag"] == f'"{image.sha256}"'
+    assert metadata["meshgram-status"] == "304"
+    assert metadata["etag"] == f'"{webp.sha256}"'

@@ -81,8 +81,9 @@ def test_database_service_outage_is_503_and_heals(own_mesh: Mesh) -> None:
         assert http.get("/.well-known/jwks.json").status_code == 200
         garbage = http.get("/v1/profiles/me", headers={"authorization": "Bearer nonsense"})
         assert garbage.status_code == 401
+        # An id that is no UUID names no image: answered without asking data_access.
         missing = http.get("/v1/images/some-image-id")
-        assert missing.status_code == 401
+        assert missing.status_code == 404
         still_down = http.get("/v1/profiles/me", headers={"authorization": f"Bearer {token}"})
         assert still_down.json()["details"][0]["reason"] == "DEPENDENCY_UNAVAILABLE"
 

@@ -90,12 +90,21 @@ def test_full_slice_register_login_profile_avatar_download(http: httpx.Client) -
     assert public.json()["profile"]["avatarImageId"] == meta["id"]
     assert public.json()["profile"]["bio"] == "Counting machines."
 
+    # Without a variant, the largest rendition: JPEG for a client that does not ask for WebP.
     download = http.get(f"/v1/images/{meta['id']}:download", headers=bearer(tokens))
     assert download.status_code == 200
-    assert download.headers["content-type"] == "image/png"
-    assert download.content == image
-    assert download.headers["etag"] == f'"{meta["sha256"]}"'
+    assert download.headers["content-type"] == "image/jpeg"
+    assert download.headers["etag"] == f'"{hashlib.sha256(download.content).hexdigest()}"'
     assert "immutable" in download.headers["cache-control"]
+    largest = next(v for v in meta["variants"] if v["name"] == "w1080")
+    assert (largest["width"], largest["height"]) == (40, 30)  # never enlarged
+    # The owner gets the original back byte for byte (the mesh keeps originals).
+    original = http.get(
+        f"/v1/images/{meta['id']}:download?variant=original", headers=bearer(tokens)
+    )
+    assert original.status_code == 200
+    assert original.headers["content-type"] == "image/png"
+    assert original.content == image
 
 
 def test_refresh_rotates_and_old_refresh_token_is_refused(http: httpx.Client) -> None:

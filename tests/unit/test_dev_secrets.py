@@ -12,6 +12,7 @@ import pytest
 from meshkit.caller import derive_caller_token
 from tools.dev_secrets import stored_secret
 from tools.mesh import (
+    MEDIA_URL_KEY_FILE,
     MESH_SECRET_FILE,
     PASSWORD_PEPPER_FILE,
     SERVICES,
@@ -33,28 +34,37 @@ def test_secrets_are_created_private_and_reused(tmp_path: Path) -> None:
 
     folder = tmp_path / "secrets"
     assert mode(folder) == 0o700
-    assert sorted(p.name for p in folder.iterdir()) == [MESH_SECRET_FILE, PASSWORD_PEPPER_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [MEDIA_URL_KEY_FILE, MESH_SECRET_FILE, PASSWORD_PEPPER_FILE]
+    )
     assert all(mode(p) == 0o600 for p in folder.iterdir())
     assert first.mesh_secret is not None
     assert first.password_pepper is not None
     assert len(first.mesh_secret) >= 43
     assert len(first.password_pepper) >= 43
     assert first.mesh_secret != first.password_pepper
+    assert first.media_url_keys is not None
+    assert first.media_url_keys.startswith("dev:")
+    assert len(first.media_url_keys) >= 43 + len("dev:")
 
     assert mesh_secrets({}, tmp_path) == first
 
 
 def test_the_environment_wins_over_the_files(tmp_path: Path) -> None:
     stored = mesh_secrets({}, tmp_path)
-    env = {"DATA_ACCESS_MESH_SECRET": STRONG, "AUTH_PASSWORD_PEPPER": STRONG + "-pepper"}
+    env = {
+        "DATA_ACCESS_MESH_SECRET": STRONG,
+        "AUTH_PASSWORD_PEPPER": STRONG + "-pepper",
+        "STORAGE_MEDIA_URL_KEYS": "k1:" + STRONG,
+    }
 
-    assert mesh_secrets(env, tmp_path) == MeshSecrets(STRONG, STRONG + "-pepper")
+    assert mesh_secrets(env, tmp_path) == MeshSecrets(STRONG, STRONG + "-pepper", "k1:" + STRONG)
     # The stored ones are still there for the next run without the variables.
     assert mesh_secrets({}, tmp_path) == stored
 
 
 def test_production_generates_nothing(tmp_path: Path) -> None:
-    assert mesh_secrets({"MESHGRAM_ENV": "production"}, tmp_path) == MeshSecrets(None, None)
+    assert mesh_secrets({"MESHGRAM_ENV": "production"}, tmp_path) == MeshSecrets(None, None, None)
     assert not (tmp_path / "secrets").exists()
 
 

@@ -123,7 +123,13 @@ def test_bearer_token_exactly_where_the_services_check_it(document: dict[str, An
         "AuthService_ListSecurityEvents",
     }
     # A profile page answers signed-out visitors too.
-    open_to_all = {"UserService_GetProfile"}
+    # So do images of public accounts (and any image through a signed URL).
+    open_to_all = {
+        "UserService_GetProfile",
+        "StorageService_GetImage",
+        "StorageService_DownloadImage",
+        "StorageService_DownloadImage_2",  # the same RPC at /v1/images/{id}:download
+    }
     for op_id, secured in needs_token.items():
         expected = (
             op_id.startswith(("UserService_", "StorageService_")) or op_id in own_account

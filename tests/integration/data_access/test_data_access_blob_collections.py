@@ -100,16 +100,37 @@ async def new_owner(database: Database) -> str:
 
 
 async def record_image(
-    media: pb_grpc.MediaStoreServiceAsyncStub, as_storage: Metadata, owner_id: str, key: str
+    media: pb_grpc.MediaStoreServiceAsyncStub,
+    as_storage: Metadata,
+    owner_id: str,
+    key: str,
+    *,
+    as_rendition: bool = False,
 ) -> None:
-    """Record an image of owner_id whose bytes have the given key."""
+    """Record an image of owner_id that names the blob key: as its kept original, or (with
+    as_rendition) as one of its renditions while its original is not kept."""
+    renditions = []
+    if as_rendition:
+        renditions.append(
+            pb.RenditionRecord(
+                variant="w320",
+                format="webp",
+                content_type="image/webp",
+                sha256=key,
+                size_bytes=512,
+                width=32,
+                height=32,
+            )
+        )
     image = pb.ImageRecord(
         owner_id=owner_id,
         content_type="image/png",
         size_bytes=1024,
         width=32,
         height=32,
-        sha256=key,
+        sha256=new_key() if as_rendition else key,
+        original_kept=not as_rendition,
+        renditions=renditions,
     )
     await media.CreateImage(pb.CreateImageRequest(image=image), metadata=as_storage)
 
@@ -286,6 +307,30 @@ async def test_complete_takes_the_blob_off_and_says_whether_an_image_names_it(
     assert await complete(media, as_storage, orphan) is False
 
     assert await queued(queue_database) == set()
+
+
+async def test_a_rendition_keeps_its_blob_and_an_original_not_kept_does_not(
+    media: pb_grpc.MediaStoreServiceAsyncStub, as_storage: Metadata, queue_database: Database
+) -> None:
+    owner = await new_owner(queue_database)
+    rendition = new_key()
+    await record_image(media, as_storage, owner, rendition, as_rendition=True)
+    # An image whose original was not kept names its original's digest without using the blob.
+    unkept = pb.ImageRecord(
+        owner_id=owner,
+        content_type="image/png",
+        size_bytes=64,
+        width=8,
+        height=8,
+        sha256=new_key(),
+        original_kept=False,
+    )
+    await media.CreateImage(pb.CreateImageRequest(image=unkept), metadata=as_storage)
+    await enqueue(queue_database, rendition)
+    await enqueue(queue_database, unkept.sha256)
+    assert sorted(await claim(media, as_storage)) == sorted([rendition, unkept.sha256])
+    assert await complete(media, as_storage, rendition) is True
+    assert await complete(media, as_storage, unkept.sha256) is False
 
 
 async def test_a_completed_blob_is_not_claimed_again(

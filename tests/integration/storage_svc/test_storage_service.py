@@ -21,6 +21,7 @@ from PIL import Image
 from meshgram.storage.v1 import storage_pb2, storage_pb2_grpc
 from meshgram.user.v1 import user_pb2, user_pb2_grpc
 from tests.helpers import failure_of, health_status
+from tests.sample_images import noise_image_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -63,30 +64,43 @@ async def test_upload_decides_the_type_from_the_bytes(
     assert (image.content_type, image.size_bytes) == ("image/png", len(data))
     assert (image.width, image.height, image.sha256) == (120, 90, digest)
     assert image.create_time.seconds > 0
-    stored = blob_dir / digest[:2] / digest[2:4] / digest
-    assert await asyncio.to_thread(stored.read_bytes) == data
+    # The renditions are stored under their digests; the upload itself is not kept.
+    assert len(image.variants) == 4
+    for variant in image.variants:
+        for rendition in variant.renditions:
+            key = rendition.sha256
+            stored = blob_dir / key[:2] / key[2:4] / key
+            content = await asyncio.to_thread(stored.read_bytes)
+            assert hashlib.sha256(content).hexdigest() == key
+    assert not (blob_dir / digest[:2] / digest[2:4] / digest).exists()
 
 
-async def test_any_account_reads_metadata_and_downloads_the_same_bytes(
+async def test_any_account_reads_metadata_and_downloads_a_rendition(
     storage: Storage, new_user: Any
 ) -> None:
     owner, reader = await new_user(), await new_user()
-    data = noisy_png(150, 150)  # about 66 KiB: more than one download chunk
+    # Noise compresses badly: its largest rendition is more than one download chunk.
+    data = noise_image_bytes("JPEG", 480, 360, quality=90)
     image = await upload(storage, owner, data)
     described = await storage.GetImage(
         storage_pb2.GetImageRequest(image_id=image.id), metadata=reader.metadata
     )
-    assert described.image == image
+    assert described.image.variants == image.variants
+    assert described.image.stored_bytes == 0  # the owner's business
     parts = [
         part
         async for part in storage.DownloadImage(
-            storage_pb2.DownloadImageRequest(image_id=image.id), metadata=reader.metadata
+            storage_pb2.DownloadImageRequest(image_id=image.id, format="webp"),
+            metadata=reader.metadata,
         )
     ]
+    largest = next(v for v in image.variants if v.name == "w1080")
+    webp = next(r for r in largest.renditions if r.format == "webp")
     assert len(parts) > 1
-    assert all(part.content_type == "image/png" for part in parts)
+    assert all(part.content_type == "image/webp" for part in parts)
+    assert (largest.width, largest.height) == (480, 360)
     assert all(len(part.data) <= 64 * 1024 for part in parts)
-    assert b"".join(part.data for part in parts) == data
+    assert hashlib.sha256(b"".join(part.data for part in parts)).hexdigest() == webp.sha256
 
 
 @pytest.mark.parametrize(
@@ -217,7 +231,9 @@ async def test_someone_elses_image_cannot_become_my_avatar(
     assert me.profile.avatar_image_id == ""
 
 
-async def test_every_rpc_needs_a_valid_token(storage: Storage, user: Any) -> None:
+async def test_changes_need_a_token_and_a_bad_token_is_refused_everywhere(
+    storage: Storage, user: Any
+) -> None:
     image = await upload(storage, user, noisy_png(8, 8))
     garbage = (("authorization", "Bearer garbage"),)
 
@@ -226,15 +242,30 @@ async def test_every_rpc_needs_a_valid_token(storage: Storage, user: Any) -> Non
         async for _ in storage.DownloadImage(request, metadata=metadata):
             pass
 
-    for metadata, reason in (((), "TOKEN_MISSING"), (garbage, "TOKEN_INVALID")):
-        for call in (
+    def changes(metadata: tuple[tuple[str, str], ...]) -> list[Any]:
+        return [
             storage.UploadImage(chunked(noisy_png(8, 8), 100), metadata=metadata),
-            storage.GetImage(storage_pb2.GetImageRequest(image_id=image.id), metadata=metadata),
-            download(metadata),
             storage.SetAvatar(storage_pb2.SetAvatarRequest(image_id=image.id), metadata=metadata),
-        ):
-            failure = await failure_of(call)
-            assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, reason)
+            storage.DeleteImage(
+                storage_pb2.DeleteImageRequest(image_id=image.id), metadata=metadata
+            ),
+            storage.ListMyImages(storage_pb2.ListMyImagesRequest(), metadata=metadata),
+            storage.CreateUpload(storage_pb2.CreateUploadRequest(size_bytes=10), metadata=metadata),
+        ]
+
+    for call in changes(()):
+        failure = await failure_of(call)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
+    reads = [
+        storage.GetImage(storage_pb2.GetImageRequest(image_id=image.id), metadata=garbage),
+        download(garbage),
+    ]
+    for call in [*changes(garbage), *reads]:
+        failure = await failure_of(call)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+    # Reading a public account's image needs no token at all.
+    await storage.GetImage(storage_pb2.GetImageRequest(image_id=image.id))
+    await download(())
 
 
 async def test_health_is_serving_when_data_access_and_auth_are(storage_address: str) -> None:

@@ -8,9 +8,7 @@ import hashlib
 import io
 import os
 import random
-import uuid
-from dataclasses import asdict
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,8 @@ from PIL import Image as PillowImage
 from data_access.blob_collections import CLAIM_MAX, LEASE_MAX
 from storage_svc.blobs import LocalBlobStore
 from storage_svc.collector import BlobCollector
-from storage_svc.images import Image, ImageService, NewImage
+from storage_svc.images import Image, NewImage
+from tests.unit.storage_svc.storage_fakes import FakeMedia, chunks_of, image_service
 
 
 class QueueDown(Exception):
@@ -58,6 +57,12 @@ class FakeQueue:
             self.failing_after_commit.discard(key)
             raise QueueDown("complete took the key off, then its answer was lost")
         return key in self.referenced
+
+    async def queue_unreferenced(self, keys: Sequence[str]) -> list[str]:
+        """Queue the keys no image names; return them."""
+        fresh = [key for key in keys if key not in self.referenced and key not in self.queued]
+        self.queued += fresh
+        return fresh
 
 
 def key_of(data: bytes) -> str:
@@ -339,7 +344,7 @@ async def test_stopping_a_collector_that_never_started_is_harmless(
     assert collector.figures.failed_rounds == 0
 
 
-# --- ImageService.store against a concurrent collection -----------------------------------------
+# --- ImageService uploads against a concurrent collection ---------------------------------------
 
 
 def png_bytes(seed: str) -> bytes:
@@ -363,35 +368,27 @@ class CountingBlobs(LocalBlobStore):
         await super().put(key, data)
 
 
-class RacingMedia:
-    """MediaStore whose create_image lets a collector act on the blob before recording."""
+class RacingMedia(FakeMedia):
+    """A media store whose create_image lets a collector act on every blob of the upload
+    before recording it."""
 
     def __init__(self, blobs: LocalBlobStore, collect: str) -> None:
+        super().__init__()
         self._blobs = blobs
         self._collect = collect
-        self.images: dict[str, Image] = {}
 
-    async def create_image(self, image: NewImage) -> Image:
-        """Act on the blob as a concurrent collector would, then record the image."""
-        key = image.sha256
-        if self._collect == "set aside":
-            await self._blobs.set_aside(key)
-        elif self._collect == "deleted":
-            await asyncio.to_thread(os.unlink, self._blobs.path_for(key))
-        elif self._collect == "whole round":
+    async def create_image(self, image: NewImage, *, quota_bytes: int) -> Image:
+        """Act on the blobs as a concurrent collector would, then record the image."""
+        keys = sorted({r.sha256 for r in image.renditions})
+        for key in keys:
+            if self._collect == "set aside":
+                await self._blobs.set_aside(key)
+            elif self._collect == "deleted":
+                await asyncio.to_thread(os.unlink, self._blobs.path_for(key))
+        if self._collect == "whole round":
             # The round ends before the record: no image names the bytes, so they go.
-            await BlobCollector(FakeQueue([key]), self._blobs, interval_seconds=60).collect_once()
-        stored_image = Image(**asdict(image), id=str(uuid.uuid4()), create_time=datetime.now(UTC))
-        self.images[stored_image.id] = stored_image
-        return stored_image
-
-    async def get_image(self, image_id: str) -> Image:
-        """The recorded image."""
-        return self.images[image_id]
-
-    async def set_avatar(self, account_id: str, image_id: str) -> Image:
-        """Unused here."""
-        raise NotImplementedError
+            await BlobCollector(FakeQueue(keys), self._blobs, interval_seconds=60).collect_once()
+        return await super().create_image(image, quota_bytes=quota_bytes)
 
 
 @pytest.mark.parametrize("collect", ["set aside", "deleted", "whole round"])
@@ -399,49 +396,48 @@ async def test_an_upload_writes_its_bytes_again_when_they_vanished_meanwhile(
     tmp_path: Path, collect: str
 ) -> None:
     blobs = CountingBlobs(tmp_path / "blobs")
-    images = ImageService(
-        RacingMedia(blobs, collect), blobs, max_bytes=1 << 20, max_pixels=1_000_000
-    )
-    data = png_bytes(collect)
-    upload = images.new_upload()
-    upload.add(data)
+    images = image_service(tmp_path, RacingMedia(blobs, collect), blobs=blobs)
 
-    image = await images.store("owner-1", upload)
+    view = await images.upload("owner-1", chunks_of(png_bytes(collect)))
 
-    assert blobs.puts == 2
-    _, chunks = await images.download(image.id)
-    assert chunks is not None
-    assert b"".join([chunk async for chunk in chunks]) == data
+    distinct = {r.sha256 for r in view.image.renditions}
+    assert blobs.puts == 2 * len(distinct)
+    for rendition in view.image.renditions:
+        assert await blobs.exists(rendition.sha256)
 
 
 async def test_an_upload_whose_bytes_stayed_writes_them_once(tmp_path: Path) -> None:
     blobs = CountingBlobs(tmp_path / "blobs")
-    images = ImageService(
-        RacingMedia(blobs, "nothing"), blobs, max_bytes=1 << 20, max_pixels=1_000_000
-    )
-    data = png_bytes("undisturbed")
-    upload = images.new_upload()
-    upload.add(data)
+    images = image_service(tmp_path, RacingMedia(blobs, "nothing"), blobs=blobs)
 
-    image = await images.store("owner-1", upload)
+    view = await images.upload("owner-1", chunks_of(png_bytes("undisturbed")))
 
-    assert blobs.puts == 1
-    assert await read_blob(blobs, image.sha256) == data
+    assert blobs.puts == len({r.sha256 for r in view.image.renditions})
 
 
 async def test_the_collector_then_keeps_the_bytes_of_the_new_upload(tmp_path: Path) -> None:
-    # After the upload wrote its bytes again, the next claim of the blob finds the new image.
+    # After the upload wrote its bytes again, the next claim of the blobs finds the new image.
     blobs = CountingBlobs(tmp_path / "blobs")
-    images = ImageService(
-        RacingMedia(blobs, "set aside"), blobs, max_bytes=1 << 20, max_pixels=1_000_000
-    )
-    data = png_bytes("collected and uploaded")
-    upload = images.new_upload()
-    upload.add(data)
-    image = await images.store("owner-1", upload)
-    queue = FakeQueue([image.sha256], referenced={image.sha256})
+    images = image_service(tmp_path, RacingMedia(blobs, "set aside"), blobs=blobs)
+    view = await images.upload("owner-1", chunks_of(png_bytes("collected and uploaded")))
+    keys = sorted({r.sha256 for r in view.image.renditions})
+    queue = FakeQueue(keys, referenced=set(keys))
 
     await BlobCollector(queue, blobs, interval_seconds=60).collect_once()
 
-    assert await read_blob(blobs, image.sha256) == data
-    assert await asyncio.to_thread(files_under, tmp_path) == [blobs.path_for(image.sha256)]
+    assert await asyncio.to_thread(files_under, tmp_path / "blobs") == sorted(
+        blobs.path_for(key) for key in keys
+    )
+
+
+async def test_the_orphan_scan_queues_old_unnamed_blobs_only(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    named, orphan = await stored(blobs, b"named", b"orphan")
+    queue = FakeQueue([], referenced={named})
+    collector = BlobCollector(queue, blobs, interval_seconds=60, orphan_grace_seconds=0)
+
+    assert await collector.scan_orphans() == 1
+    assert queue.queued == [orphan]
+    assert collector.figures.orphans_queued == 1
+    young = BlobCollector(queue, blobs, interval_seconds=60, orphan_grace_seconds=3600)
+    assert await young.scan_orphans() == 0

@@ -1,342 +1,434 @@
-"""Image rules: bounded uploads, type and size from the bytes, storage, metadata and avatars."""
+"""ImageService: uploads become safe renditions, who sees what, delivery, listing, quotas."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import io
-import random
 import threading
 import uuid
-import warnings
-from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from PIL import Image as PillowImage
 
-from meshkit.errors import InvalidArgument, NotFound
+from meshkit.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from meshkit.reasons import Reason
-from storage_svc import images as images_module
+from storage_svc import processing
 from storage_svc.blobs import LocalBlobStore
+from storage_svc.delivery import RangeNotSatisfiable
 from storage_svc.images import (
-    DOWNLOAD_CHUNK_BYTES,
-    Image,
+    PUBLIC_CACHE_CONTROL,
+    DownloadRequest,
     ImageService,
+    ImageView,
     NewImage,
-    Upload,
     canonical_image_id,
-    sniff,
+)
+from storage_svc.processing import VARIANTS
+from tests.sample_images import phone_jpeg, png, truncated_jpeg
+from tests.unit.storage_svc.storage_fakes import (
+    FakeMedia,
+    chunks_of,
+    image_service,
+    read_all,
 )
 
-MAX_PIXELS = 40_000_000
+OWNER = "owner-1"
+FOLLOWER = "follower-1"
+STRANGER = "stranger-1"
+ADMIN = "admin-1"
 
 
-def encoded(fmt: str, size: tuple[int, int] = (64, 48), **options: object) -> bytes:
-    """An image of random pixels (so every format has real compressed data), encoded as fmt."""
-    noise = random.Random(f"{fmt}{size}").randbytes(size[0] * size[1] * 3)
-    buffer = io.BytesIO()
-    PillowImage.frombytes("RGB", size, noise).save(buffer, fmt, **options)
-    return buffer.getvalue()
+def files_under(root: Path) -> list[Path]:
+    """Every file below root."""
+    return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def rejected(data: bytes, *, max_pixels: int = MAX_PIXELS) -> InvalidArgument:
-    """The InvalidArgument sniff raises for data."""
-    with pytest.raises(InvalidArgument) as caught:
-        sniff(data, max_pixels=max_pixels)
-    assert [v.field for v in caught.value.violations] == ["body"]
-    return caught.value
+async def uploaded(service: ImageService, data: bytes, owner: str = OWNER) -> ImageView:
+    """Upload data as owner."""
+    return await service.upload(owner, chunks_of(data))
+
+
+def variant_url(view: ImageView, name: str) -> str:
+    """The URL a view lists for a variant."""
+    return next(v.url for v in view.variants if v.name == name)
+
+
+def signed_request(url: str, **fields: object) -> DownloadRequest:
+    """A download request from a signed media path."""
+    path, _, query = url.partition("?")
+    _, _, image_id, variant = path.split("/")
+    params = dict(part.split("=", 1) for part in query.split("&")) if query else {}
+    return DownloadRequest(
+        image_id=image_id,
+        variant=variant,
+        expires=int(params.get("expires", 0)),
+        key_id=params.get("key_id", ""),
+        signature=params.get("signature", ""),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def test_an_upload_keeps_every_rendition_and_records_them(tmp_path: Path) -> None:
+    media = FakeMedia()
+    service = image_service(tmp_path, media)
+    data = phone_jpeg(width=800, height=600, orientation=6)
+
+    view = await uploaded(service, data)
+
+    image = media.images[view.image.id]
+    assert (image.width, image.height) == (600, 800)  # upright
+    assert image.content_type == "image/jpeg"
+    assert image.sha256 == hashlib.sha256(data).hexdigest()
+    assert not image.original_kept
+    assert {(r.variant, r.format) for r in image.renditions} == {
+        (spec.name, fmt) for spec in VARIANTS for fmt in ("webp", "jpeg")
+    }
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    for rendition in image.renditions:
+        stored = await read_all(blobs.chunks(rendition.sha256, 1 << 20))
+        assert hashlib.sha256(stored).hexdigest() == rendition.sha256
+        assert len(stored) == rendition.size_bytes
+    # The uploaded bytes (with their GPS position) are not kept anywhere, spool included.
+    assert not await blobs.exists(image.sha256)
+    assert files_under(tmp_path / "spool") == []
+    assert media.usage_of[OWNER] == sum(r.size_bytes for r in image.renditions)
+
+
+async def test_originals_are_kept_only_when_configured(tmp_path: Path) -> None:
+    media = FakeMedia()
+    service = image_service(tmp_path, media, keep_originals=True)
+    data = phone_jpeg(width=320, height=240)
+
+    view = await uploaded(service, data)
+
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    assert await read_all(blobs.chunks(view.image.sha256, 1 << 20)) == data
+    assert view.image.original_kept
+    assert view.image.stored_bytes == data.__len__() + sum(
+        r.size_bytes for r in view.image.renditions
+    )
+    assert [v.name for v in view.variants][-1] == "original"
 
 
 @pytest.mark.parametrize(
-    ("fmt", "content_type"),
-    [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("GIF", "image/gif"), ("WEBP", "image/webp")],
-)
-def test_accepted_types_are_decided_from_the_bytes(fmt: str, content_type: str) -> None:
-    facts = sniff(encoded(fmt, (64, 48)), max_pixels=MAX_PIXELS)
-    assert (facts.content_type, facts.width, facts.height) == (content_type, 64, 48)
-
-
-def test_camera_multi_picture_jpegs_count_as_jpeg() -> None:
-    second = PillowImage.new("RGB", (64, 48), "red")
-    data = encoded("MPO", (64, 48), save_all=True, append_images=[second])
-    assert sniff(data, max_pixels=MAX_PIXELS).content_type == "image/jpeg"
-
-
-def test_animated_images_are_accepted() -> None:
-    frames = [PillowImage.new("RGB", (20, 10), color) for color in ("red", "green", "blue")]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100)
-    facts = sniff(buffer.getvalue(), max_pixels=MAX_PIXELS)
-    assert (facts.content_type, facts.width, facts.height) == ("image/gif", 20, 10)
-
-
-@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "ICO", "PPM"])
-def test_other_image_formats_are_unsupported(fmt: str) -> None:
-    assert rejected(encoded(fmt, (32, 32))).reason is Reason.IMAGE_TYPE_UNSUPPORTED
-
-
-@pytest.mark.parametrize(
-    "data",
+    ("data", "reason"),
     [
-        b"",
-        b"hello, this is plain text\n",
-        b"<svg xmlns='http://www.w3.org/2000/svg'/>",
-        b"%PDF-1.7\n",
-        b"\x89PNG\r\n\x1a\n",  # a PNG signature and nothing else
-        b"\xff\xd8\xff\xe0" + b"\x00" * 64,  # a JPEG start and zeros
-        b"GIF89a",
-        b"RIFF\x10\x00\x00\x00WEBPVP8 ",
+        (truncated_jpeg(), Reason.IMAGE_TYPE_UNSUPPORTED),
+        (b"not an image at all", Reason.IMAGE_TYPE_UNSUPPORTED),
+        (b"", Reason.IMAGE_TYPE_UNSUPPORTED),
     ],
 )
-def test_non_images_are_unsupported(data: bytes) -> None:
-    assert rejected(data).reason is Reason.IMAGE_TYPE_UNSUPPORTED
+async def test_rejected_uploads_leave_nothing_behind(
+    tmp_path: Path, data: bytes, reason: Reason
+) -> None:
+    media = FakeMedia()
+    service = image_service(tmp_path, media, keep_originals=True)
 
-
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP"])
-def test_truncated_images_are_unsupported(fmt: str) -> None:
-    data = encoded(fmt, (64, 48))
-    assert rejected(data[: len(data) // 2]).reason is Reason.IMAGE_TYPE_UNSUPPORTED
-
-
-def test_jpeg_missing_its_last_scan_bytes_is_unsupported() -> None:
-    # verify() does not read JPEG scan data; only decoding notices the missing tail.
-    data = encoded("JPEG", (256, 256))
-    assert rejected(data[:-64]).reason is Reason.IMAGE_TYPE_UNSUPPORTED
-
-
-def test_corrupt_png_data_is_unsupported() -> None:
-    data = bytearray(encoded("PNG", (64, 48)))
-    data[len(data) // 2] ^= 0xFF  # breaks the checksum of the image data chunk
-    assert rejected(bytes(data)).reason is Reason.IMAGE_TYPE_UNSUPPORTED
-
-
-def test_canvases_beyond_the_pixel_limit_are_too_large() -> None:
-    data = encoded("PNG", (100, 100))
-    assert sniff(data, max_pixels=10_000).width == 100
-    error = rejected(data, max_pixels=9_999)
-    assert error.reason is Reason.IMAGE_TOO_LARGE
-
-
-def test_pillow_bomb_warning_becomes_invalid_argument(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Between Pillow's limit and twice it, Pillow only warns (an error under these tests).
-    monkeypatch.setattr(PillowImage, "MAX_IMAGE_PIXELS", 1_000)
-    assert rejected(encoded("PNG", (40, 40))).reason is Reason.IMAGE_TOO_LARGE
-
-
-def test_pillow_bomb_error_becomes_invalid_argument(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(PillowImage, "MAX_IMAGE_PIXELS", 1_000)
-    assert rejected(encoded("GIF", (50, 50))).reason is Reason.IMAGE_TOO_LARGE
-
-
-def test_ignored_bomb_warnings_still_meet_our_own_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(PillowImage, "MAX_IMAGE_PIXELS", 1_000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PillowImage.DecompressionBombWarning)
-        error = rejected(encoded("PNG", (40, 40)), max_pixels=1_000)
-    assert error.reason is Reason.IMAGE_TOO_LARGE
-
-
-def test_upload_accepts_up_to_the_limit() -> None:
-    upload = Upload(max_bytes=10)
-    upload.add(b"12345")
-    upload.add(b"")
-    upload.add(b"67890")
-    assert upload.size == 10
-    assert upload.data() == b"1234567890"
-
-
-def test_upload_fails_as_soon_as_the_limit_is_passed_without_keeping_the_chunk() -> None:
-    upload = Upload(max_bytes=10)
-    upload.add(b"123456")
     with pytest.raises(InvalidArgument) as caught:
-        upload.add(b"78901")
-    assert caught.value.reason is Reason.IMAGE_TOO_LARGE
+        await uploaded(service, data)
+
+    assert caught.value.reason == reason
     assert [v.field for v in caught.value.violations] == ["body"]
-    assert upload.size == 6
+    assert media.images == {}
+    assert files_under(tmp_path) == []
+
+
+async def test_an_upload_past_the_size_limit_stops_while_streaming(tmp_path: Path) -> None:
+    service = image_service(tmp_path, max_bytes=100_000)
+    sent = 0
+
+    async def endless() -> object:
+        nonlocal sent
+        while True:
+            sent += 64 * 1024
+            yield b"\0" * (64 * 1024)
+
+    with pytest.raises(InvalidArgument) as caught:
+        await service.upload(OWNER, endless())  # type: ignore[arg-type]
+
+    assert caught.value.reason == Reason.IMAGE_TOO_LARGE
+    assert sent <= 2 * 64 * 1024
+    assert files_under(tmp_path) == []
+
+
+async def test_a_full_quota_refuses_before_any_byte_is_read(tmp_path: Path) -> None:
+    media = FakeMedia()
+    media.usage_of[OWNER] = 1000
+    service = image_service(tmp_path, media, quota_bytes=1000)
+    read = False
+
+    async def chunks() -> object:
+        nonlocal read
+        read = True
+        yield png()
+
+    with pytest.raises(ResourceExhausted) as caught:
+        await service.upload(OWNER, chunks())  # type: ignore[arg-type]
+    assert caught.value.reason == Reason.QUOTA_EXCEEDED
+    assert not read
+    with pytest.raises(ResourceExhausted):
+        await service.create_upload(OWNER, 10)
+
+
+async def test_at_most_the_allowed_number_of_uploads_are_processed_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = 0
+    most = 0
+    lock = threading.Lock()
+    real = processing.process
+
+    def counting(path: Path, *, max_pixels: int) -> object:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return real(path, max_pixels=max_pixels)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr("storage_svc.images.process", counting)
+    service = image_service(tmp_path, max_concurrent_processing=2)
+
+    await asyncio.gather(*(uploaded(service, png(colour=(n, 0, 0))) for n in range(6)))
+
+    assert most == 2
+
+
+async def test_who_sees_what(tmp_path: Path) -> None:
+    media = FakeMedia()
+    media.admins.add(ADMIN)
+    media.owner(OWNER).followers.add(FOLLOWER)
+    service = image_service(tmp_path, media, keep_originals=True)
+    image_id = (await uploaded(service, png())).image.id
+
+    # Public: everyone, signed in or not, with plain URLs; the original is the owner's only.
+    for viewer in ("", STRANGER, FOLLOWER, ADMIN):
+        view = await service.describe(image_id, viewer)
+        assert all("?" not in v.url for v in view.variants)
+        assert "original" not in [v.name for v in view.variants]
+    owner_view = await service.describe(image_id, OWNER)
+    assert "original" in [v.name for v in owner_view.variants]
+
+    # Private: followers, the owner and admins, through signed URLs.
+    media.owner(OWNER).private = True
+    for viewer in ("", STRANGER):
+        with pytest.raises(NotFound):
+            await service.describe(image_id, viewer)
+    for viewer in (FOLLOWER, ADMIN, OWNER):
+        view = await service.describe(image_id, viewer)
+        assert all("signature=" in v.url for v in view.variants)
+
+    # Hidden (deactivated or blocked by an admin) or blocking: nobody but the owner and admins.
+    media.owner(OWNER).private = False
+    media.owner(OWNER).blocked.add(FOLLOWER)
+    with pytest.raises(NotFound):
+        await service.describe(image_id, FOLLOWER)
+    media.owner(OWNER).hidden = True
+    for viewer in ("", STRANGER):
+        with pytest.raises(NotFound):
+            await service.describe(image_id, viewer)
+    await service.describe(image_id, ADMIN)
+    await service.describe(image_id, OWNER)
+
+
+async def test_a_signed_url_is_its_own_permission_and_only_for_what_it_names(
+    tmp_path: Path,
+) -> None:
+    media = FakeMedia()
+    media.owner(OWNER).private = True
+    media.owner(OWNER).followers.add(FOLLOWER)
+    service = image_service(tmp_path, media)
+    image_id = (await uploaded(service, png())).image.id
+    url = variant_url(await service.describe(image_id, FOLLOWER), "w320")
+
+    delivery = await service.download(signed_request(url), "")
+    assert delivery.cache_control.startswith("private, max-age=")
+    assert (await read_all(delivery.chunks)).startswith(b"\xff\xd8\xff")  # a JPEG
+
+    request = signed_request(url)
+    altered = [
+        DownloadRequest(**{**request.__dict__, "signature": request.signature[:-1] + "A"}),
+        DownloadRequest(**{**request.__dict__, "variant": "w1080"}),
+        DownloadRequest(**{**request.__dict__, "expires": request.expires + 300}),
+        DownloadRequest(**{**request.__dict__, "key_id": "k2"}),
+        DownloadRequest(**{**request.__dict__, "image_id": str(uuid.uuid4())}),
+    ]
+    for bad in altered:
+        with pytest.raises(PermissionDenied) as caught:
+            await service.download(bad, "")
+        assert caught.value.reason == Reason.MEDIA_URL_INVALID
+    # Without a signature, a stranger finds nothing.
+    with pytest.raises(NotFound):
+        await service.download(DownloadRequest(image_id=image_id, variant="w320"), STRANGER)
+
+
+async def test_an_expired_signature_is_refused(tmp_path: Path) -> None:
+    media = FakeMedia()
+    media.owner(OWNER).private = True
+    issuing = image_service(tmp_path, media, clock_seconds=1_000_000.0)
+    image_id = (await uploaded(issuing, png())).image.id
+    url = variant_url(await issuing.describe(image_id, OWNER), "w320")
+    later = image_service(tmp_path, media, clock_seconds=1_000_000.0 + 3600 + 301)
+
+    with pytest.raises(PermissionDenied):
+        await later.download(signed_request(url), "")
+
+
+async def test_delivery_answers_formats_ranges_and_current_copies(tmp_path: Path) -> None:
+    media = FakeMedia()
+    service = image_service(tmp_path, media)
+    view = await uploaded(service, png(width=400, height=300))
+    image_id = view.image.id
+    webp = await service.download(
+        DownloadRequest(image_id=image_id, variant="w320", accept="image/avif,image/webp,*/*"), ""
+    )
+    jpeg = await service.download(
+        DownloadRequest(image_id=image_id, variant="w320", accept="*/*"), ""
+    )
+    assert (webp.content_type, jpeg.content_type) == ("image/webp", "image/jpeg")
+    assert webp.cache_control == PUBLIC_CACHE_CONTROL
+    assert webp.vary_accept
+    whole = await read_all(jpeg.chunks)
+    assert jpeg.entity_tag == f'"{hashlib.sha256(whole).hexdigest()}"'
+    with PillowImage.open(io.BytesIO(whole)) as decoded:
+        assert decoded.size == (320, 240)
+
+    chosen = await service.download(
+        DownloadRequest(image_id=image_id, variant="w320", format="jpeg", accept="image/webp"), ""
+    )
+    assert chosen.content_type == "image/jpeg"
+    assert not chosen.vary_accept
+
+    part = await service.download(
+        DownloadRequest(image_id=image_id, variant="w320", range="bytes=10-19"), ""
+    )
+    assert part.byte_range is not None
+    assert part.byte_range.content_range == f"bytes 10-19/{len(whole)}"
+    assert await read_all(part.chunks) == whole[10:20]
+
+    with pytest.raises(RangeNotSatisfiable):
+        await service.download(
+            DownloadRequest(image_id=image_id, variant="w320", range=f"bytes={len(whole)}-"), ""
+        )
+    current = await service.download(
+        DownloadRequest(image_id=image_id, variant="w320", if_none_match=jpeg.entity_tag), ""
+    )
+    assert current.not_modified
+
+
+async def test_bad_download_requests_are_refused(tmp_path: Path) -> None:
+    service = image_service(tmp_path, keep_originals=True)
+    image_id = (await uploaded(service, png())).image.id
+    with pytest.raises(InvalidArgument) as caught:
+        await service.download(DownloadRequest(image_id=image_id, variant="w9999"), "")
+    assert caught.value.violations[0].field == "variant"
+    with pytest.raises(InvalidArgument) as caught:
+        await service.download(DownloadRequest(image_id=image_id, format="gif"), "")
+    assert caught.value.violations[0].field == "format"
+    # The original goes to its owner only, even for a public image.
+    for viewer in ("", STRANGER):
+        with pytest.raises(NotFound):
+            await service.download(DownloadRequest(image_id=image_id, variant="original"), viewer)
+    original = await service.download(DownloadRequest(image_id=image_id, variant="original"), OWNER)
+    assert await read_all(original.chunks) == png()
+
+
+async def test_an_image_from_before_renditions_gets_them_once(tmp_path: Path) -> None:
+    media = FakeMedia()
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    service = image_service(tmp_path, media, blobs=blobs)
+    data = png(width=200, height=100)
+    digest = hashlib.sha256(data).hexdigest()
+    await blobs.put(digest, data)
+    legacy = await media.create_image(
+        NewImage(OWNER, "image/png", len(data), 200, 100, digest, original_kept=True),
+        quota_bytes=0,
+    )
+
+    first = await service.describe(legacy.id, STRANGER)
+    second = await service.describe(legacy.id, "")
+
+    assert media.added_renditions == 1
+    assert [v.name for v in first.variants] == [spec.name for spec in VARIANTS]
+    assert first.variants == second.variants
+    assert first.image.placeholder
+
+
+async def test_my_images_come_newest_first_a_page_at_a_time(tmp_path: Path) -> None:
+    media = FakeMedia()
+    service = image_service(tmp_path, media, quota_bytes=10 << 20)
+    ids = [(await uploaded(service, png(colour=(n, n, n)))).image.id for n in range(5)]
+    await uploaded(service, png(colour=(9, 9, 9)), owner=STRANGER)
+
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await service.list_mine(OWNER, 2, token)
+        seen += [view.image.id for view in page.images]
+        assert page.quota_bytes == 10 << 20
+        assert page.used_bytes == media.usage_of[OWNER]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids[::-1]
+    with pytest.raises(InvalidArgument):
+        await service.list_mine(
+            STRANGER, 2, (await service.list_mine(OWNER, 2, "")).next_page_token
+        )
+
+
+async def test_only_the_owner_or_an_admin_deletes(tmp_path: Path) -> None:
+    media = FakeMedia()
+    media.admins.add(ADMIN)
+    service = image_service(tmp_path, media)
+    first = (await uploaded(service, png(colour=(255, 0, 0)))).image.id
+    second = (await uploaded(service, png(colour=(0, 0, 255)))).image.id
+
+    with pytest.raises(NotFound):
+        await service.delete(STRANGER, first)
+    await service.delete(OWNER, first)
+    await service.delete(ADMIN, second)
+    assert media.images == {}
+    assert media.usage_of[OWNER] == 0
+
+
+async def test_a_resumable_upload_becomes_an_image_with_its_last_byte(tmp_path: Path) -> None:
+    media = FakeMedia()
+    service = image_service(tmp_path, media)
+    data = phone_jpeg(width=300, height=200)
+    session = await service.create_upload(OWNER, len(data))
+
+    half = await service.append_upload(OWNER, session.id, 0, chunks_of(data[:1000]))
+    assert half.image is None
+    assert half.session.offset == 1000
+    done = await service.append_upload(OWNER, session.id, 1000, chunks_of(data[1000:]))
+
+    assert done.image is not None
+    assert done.image.image.sha256 == hashlib.sha256(data).hexdigest()
+    with pytest.raises(NotFound):
+        await service.get_upload(OWNER, session.id)
+    assert files_under(tmp_path / "spool") == []
 
 
 @pytest.mark.parametrize(
-    "raw",
-    [
-        "6f1c7f0e-2a4b-4c8e-9a8e-0d3c2b1a0f9e",
-        "6F1C7F0E-2A4B-4C8E-9A8E-0D3C2B1A0F9E",
-        "6f1c7f0e2a4b4c8e9a8e0d3c2b1a0f9e",
-    ],
+    "raw", ["6F1C7F0E-2A4B-4C8E-9A8E-0D3C2B1A0F9E", "{6f1c7f0e2a4b4c8e9a8e0d3c2b1a0f9e}"]
 )
 def test_image_ids_are_canonical_uuids(raw: str) -> None:
     assert canonical_image_id(raw) == "6f1c7f0e-2a4b-4c8e-9a8e-0d3c2b1a0f9e"
 
 
-@pytest.mark.parametrize("raw", ["not-a-uuid", "../../etc/passwd", "1" * 200])
+@pytest.mark.parametrize("raw", ["nope", "../../etc/passwd", "6f1c7f0e"])
 def test_malformed_image_ids_are_not_found(raw: str) -> None:
-    with pytest.raises(NotFound) as caught:
+    with pytest.raises(NotFound):
         canonical_image_id(raw)
-    assert caught.value.reason is Reason.IMAGE_NOT_FOUND
 
 
 def test_a_missing_image_id_is_invalid() -> None:
     with pytest.raises(InvalidArgument) as caught:
         canonical_image_id("")
-    assert [v.field for v in caught.value.violations] == ["image_id"]
-
-
-class FakeMedia:
-    """In-memory MediaStore."""
-
-    def __init__(self) -> None:
-        self.images: dict[str, Image] = {}
-        self.avatars: dict[str, str] = {}
-
-    async def create_image(self, image: NewImage) -> Image:
-        stored = Image(**asdict(image), id=str(uuid.uuid4()), create_time=datetime.now(UTC))
-        self.images[stored.id] = stored
-        return stored
-
-    async def get_image(self, image_id: str) -> Image:
-        try:
-            return self.images[image_id]
-        except KeyError:
-            raise NotFound(message="image not found", reason=Reason.IMAGE_NOT_FOUND) from None
-
-    async def set_avatar(self, account_id: str, image_id: str) -> Image:
-        image = await self.get_image(image_id)
-        if image.owner_id != account_id:
-            raise NotFound(message="image not found", reason=Reason.IMAGE_NOT_FOUND)
-        self.avatars[account_id] = image_id
-        return image
-
-
-def service(tmp_path: Path, media: FakeMedia, *, max_bytes: int = 1 << 20) -> ImageService:
-    return ImageService(media, LocalBlobStore(tmp_path), max_bytes=max_bytes, max_pixels=MAX_PIXELS)
-
-
-async def test_store_records_what_the_bytes_say_and_keeps_them(tmp_path: Path) -> None:
-    media = FakeMedia()
-    images = service(tmp_path, media)
-    data = encoded("PNG", (300, 200))
-    upload = images.new_upload()
-    for start in range(0, len(data), 1000):
-        upload.add(data[start : start + 1000])
-    image = await images.store("owner-1", upload)
-    digest = hashlib.sha256(data).hexdigest()
-    assert (image.owner_id, image.content_type, image.size_bytes) == (
-        "owner-1",
-        "image/png",
-        len(data),
-    )
-    assert (image.width, image.height, image.sha256) == (300, 200, digest)
-    assert (tmp_path / digest[:2] / digest[2:4] / digest).read_bytes() == data
-
-
-async def test_rejected_uploads_store_nothing(tmp_path: Path) -> None:
-    media = FakeMedia()
-    images = service(tmp_path, media)
-    upload = images.new_upload()
-    upload.add(b"definitely not an image")
-    with pytest.raises(InvalidArgument):
-        await images.store("owner-1", upload)
-    assert media.images == {}
-    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
-
-
-async def test_at_most_the_allowed_number_of_decodes_run_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lock = threading.Lock()
-    running = peak = 0
-    entered, proceed = threading.Semaphore(0), threading.Semaphore(0)
-    real_examine = images_module._examine
-
-    def held_examine(data: bytes, max_pixels: int) -> tuple[object, str]:
-        # Each decode stays running until the test lets it go, so overlaps cannot be missed.
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        entered.release()
-        assert proceed.acquire(timeout=30)
-        with lock:
-            running -= 1
-        return real_examine(data, max_pixels)
-
-    async def next_decode_started() -> None:
-        assert await asyncio.to_thread(entered.acquire, timeout=30)
-
-    monkeypatch.setattr(images_module, "_examine", held_examine)
-    images = ImageService(
-        FakeMedia(),
-        LocalBlobStore(tmp_path),
-        max_bytes=1 << 20,
-        max_pixels=MAX_PIXELS,
-        max_concurrent_decodes=2,
-    )
-    uploads = []
-    for width in range(10, 15):
-        upload = images.new_upload()
-        upload.add(encoded("PNG", (width, 8)))
-        uploads.append(upload)
-    stored = asyncio.gather(*(images.store("owner-1", upload) for upload in uploads))
-    await next_decode_started()
-    await next_decode_started()
-    for _ in range(3):
-        proceed.release()
-        await next_decode_started()
-    proceed.release()
-    proceed.release()
-    assert [image.width for image in await stored] == [10, 11, 12, 13, 14]
-    assert peak == 2
-
-
-async def test_download_streams_the_stored_bytes_in_64_kib_chunks(tmp_path: Path) -> None:
-    images = service(tmp_path, FakeMedia(), max_bytes=8 << 20)
-    data = encoded("PNG", (400, 300))  # noisy pixels: well over one chunk
-    upload = images.new_upload()
-    upload.add(data)
-    stored = await images.store("owner-1", upload)
-    image, chunks = await images.download(stored.id.upper())
-    assert image == stored
-    assert chunks is not None
-    parts = [chunk async for chunk in chunks]
-    assert len(parts) > 1
-    assert all(len(part) == DOWNLOAD_CHUNK_BYTES for part in parts[:-1])
-    assert b"".join(parts) == data
-
-
-async def test_unknown_and_malformed_ids_are_not_found(tmp_path: Path) -> None:
-    images = service(tmp_path, FakeMedia())
-    for raw in (str(uuid.uuid4()), "nope"):
-        with pytest.raises(NotFound):
-            await images.describe(raw)
-        with pytest.raises(NotFound):
-            await images.download(raw)
-        with pytest.raises(NotFound):
-            await images.set_avatar("owner-1", raw)
-
-
-async def test_only_the_owner_can_make_an_image_their_avatar(tmp_path: Path) -> None:
-    media = FakeMedia()
-    images = service(tmp_path, media)
-    upload = images.new_upload()
-    upload.add(encoded("JPEG"))
-    image = await images.store("alice", upload)
-    with pytest.raises(NotFound):
-        await images.set_avatar("bob", image.id)
-    assert await images.set_avatar("alice", image.id) == image
-    assert media.avatars == {"alice": image.id}
-
-
-async def test_a_current_copy_gets_no_bytes(tmp_path: Path) -> None:
-    images = service(tmp_path, FakeMedia())
-    upload = images.new_upload()
-    upload.add(encoded("PNG", (8, 8)))
-    stored = await images.store("owner-1", upload)
-    tag = stored.entity_tag
-    assert tag == f'"{stored.sha256}"'
-    for header in (tag, f"W/{tag}", f'"other", {tag}', "*"):
-        image, chunks = await images.download(stored.id, header)
-        assert (image, chunks) == (stored, None)
-    for header in ('"other"', tag.strip('"'), ""):
-        _, chunks = await images.download(stored.id, header)
-        assert chunks is not None
+    assert caught.value.violations[0].field == "image_id"

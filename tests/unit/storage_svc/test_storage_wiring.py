@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from meshgram.dataaccess.v1 import dataaccess_pb2
 from storage_svc.clients import image_from_record
+from storage_svc.images import ImageView
 from storage_svc.server import MAX_UPLOAD_MESSAGE_BYTES, build_definition
 from storage_svc.servicer import image_message
 from storage_svc.settings import StorageSettings
@@ -23,6 +24,8 @@ async def test_definition_names_services_and_closes_its_channels(tmp_path: Path)
         data_access_token=SecretStr(secrets.token_urlsafe(32)),
         auth_addr=address,
         blob_dir=tmp_path,
+        spool_dir=tmp_path / "spool",
+        media_url_keys=SecretStr("k1:" + secrets.token_urlsafe(32)),
         call_timeout_seconds=0.5,
     )
     definition = build_definition(settings, jwks_fetcher=no_keys)
@@ -45,7 +48,7 @@ def test_records_become_public_images() -> None:
         sha256="ab" * 32,
         create_time=created,
     )
-    message = image_message(image_from_record(record))
+    message = image_message(ImageView(image_from_record(record), variants=(), for_owner=False))
     assert message.id == record.id
     assert message.owner_id == "owner"
     assert message.content_type == "image/webp"
