@@ -1,7 +1,8 @@
 """`make bench`: throughput, latency and CPU cost of profile reads (hot, spread, uncached), of a
 read/write mix that checks every read against the last acknowledged write, of login and of
-refresh-token rotation, and of the social graph: profile pages signed out and in, follows, and
-search over 100,000 seeded accounts.
+refresh-token rotation, of the social graph: profile pages signed out and in, follows, and
+search over 100,000 seeded accounts, and of media: uploads of phone-sized photos (throughput, and
+storage_svc's peak memory) and delivery of renditions (public, signed, revalidated).
 
 The benchmark runs its own mesh (free ports, its own database, 10,000 seeded accounts kept in
 var/bench between runs, 100,000 once the search scenario ran; tools/seed.py makes them) and loads
@@ -19,6 +20,7 @@ import functools
 import json
 import os
 import platform
+import statistics
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -29,7 +31,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import grpc_load, h2load, mfa_login, social
+from bench import grpc_load, h2load, media, mfa_login, social
 from bench.profiles import profiled, slug
 from bench.system import (
     STATE,
@@ -62,7 +64,15 @@ STALENESS_BOUND_MS = 1000.0
 # An empty protobuf message in one gRPC frame: no compression flag, zero length.
 EMPTY_GRPC_MESSAGE = b"\x00\x00\x00\x00\x00"
 SERVICE = "meshgram.user.v1.UserService"
-ROLES = ("envoy", "auth_svc", "user_svc", "data_access", "postgres", "load generator")
+ROLES = (
+    "envoy",
+    "auth_svc",
+    "user_svc",
+    "storage_svc",
+    "data_access",
+    "postgres",
+    "load generator",
+)
 SCENARIOS = (
     "cached",
     "uncached",
@@ -73,6 +83,9 @@ SCENARIOS = (
     "profile-pages",
     "follow",
     "search",
+    "upload",
+    "upload-memory",
+    "media-download",
 )
 
 
@@ -83,8 +96,8 @@ class Row:
     scenario: str
     kind: str
     """"cached", "uncached", "write mix", "login", "login-plain", "login-mfa", "refresh",
-    "profile page", "follow", "search", "search, full load", "search, by length" or "search,
-    worst case": which target applies."""
+    "profile page", "follow", "search", "search, full load", "search, by length", "search,
+    worst case", "media" or "media, revalidated": which target applies."""
     concurrency: int
     run: h2load.Run
     failures: int
@@ -109,6 +122,8 @@ class Options:
     data_access_replicas: int
     bcrypt_rounds: int
     login_concurrency: int
+    uploads: int
+    """Uploads per client count in the upload scenario."""
     profile: Path | None
     """Where to write py-spy flame graphs of each measured scenario, if anywhere."""
 
@@ -120,6 +135,8 @@ class Bench:
         self.mesh = mesh
         self.options = options
         self.rows: list[Row] = []
+        self.uploads: list[media.UploadRun] = []
+        self.memory: list[media.MemoryRun] = []
         self.base = f"http://{mesh.edge_address}"
 
     def measure(
@@ -477,6 +494,68 @@ def run_search(bench: Bench, token: str) -> None:
         )
 
 
+def run_uploads(bench: Bench, accounts: list[Account]) -> None:
+    """Phone-sized photos uploaded over REST by 1, 2 and 4 clients at once, each client one
+    photo after the other: throughput and the time of each upload, split at its last byte."""
+    listing = functools.partial(processes, bench.mesh, STATE / "pgdata")
+    for clients in media.UPLOAD_CLIENTS:
+        tokens = [a.access_token for a in accounts[:clients]]
+        run = media.measure_uploads(
+            bench.base,
+            tokens,
+            bench.options.uploads,
+            functools.partial(cpu_measured, listing),
+        )
+        bench.uploads.append(run)
+        print(
+            f"  upload, {clients} client(s): {run.megabytes_per_second:.1f} MB/s, "
+            f"{run.images_per_second:.2f} images/s, p99 "
+            f"{run.percentile(99, lambda u: u.total_ms):,.0f} ms, {run.failures} failed",
+            flush=True,
+        )
+
+
+def run_upload_memory(bench: Bench, accounts: list[Account]) -> None:
+    """storage_svc's resident memory while MEMORY_CLIENTS photos arrive at once, a few rounds."""
+    pid = media.storage_pid(processes(bench.mesh, None))
+    tokens = [a.access_token for a in accounts[: media.MEMORY_CLIENTS]]
+    run = media.measure_peak_memory(bench.base, tokens, pid, media.MEMORY_ROUNDS)
+    bench.memory.append(run)
+    print(f"  {media.memory_lines(run)[0]}", flush=True)
+
+
+def run_media_downloads(bench: Bench, public: Account, private: Account) -> None:
+    """The w640 rendition of a few images, as WebP, signed out through the edge: public URLs,
+    signed URLs of a private account's images, and revalidation of a copy still current."""
+    concurrency = bench.options.concurrency
+    urls = media.prepare_downloads(bench.base, public.access_token, private.access_token)
+    webp = {"accept": "image/webp"}
+    variant = media.DOWNLOAD_VARIANT
+    for label, paths in (("public URL", urls.public), ("signed URL, private account", urls.signed)):
+        row = bench.measure(
+            f"GET /media/{{id}}/{variant}, WebP, {label}, REST",
+            "media",
+            concurrency,
+            media.downloads(bench.base, paths, webp, concurrency),
+        )
+        sizes = sorted(urls.sizes[path] for path in paths)
+        row.note = (
+            f"{len(paths)} images cycled; WebP files of {sizes[0]:,} to {sizes[-1]:,} bytes, "
+            f"{row.run.rps * statistics.mean(sizes) / 1e6:.1f} MB/s served"
+        )
+    revalidated = {**webp, "if-none-match": urls.entity_tag}
+    row = bench.measure(
+        f"GET /media/{{id}}/{variant}, WebP, public URL, If-None-Match (304), REST",
+        "media, revalidated",
+        concurrency,
+        media.downloads(bench.base, [urls.revalidated], revalidated, concurrency),
+    )
+    # Here 304 is the answer sought; anything else (even a 200 with the bytes) is a failure.
+    row.failures = sum(1 for status in row.run.statuses if status != 304)
+    row.note = "one image, its current ETag; every answer other than 304 counted as failed"
+    media.delete_images(bench.base, urls.owned)
+
+
 def table(rows: Sequence[Row]) -> str:
     """Render the results as a Markdown table."""
     header = " | ".join(f"{role} CPU ms/req" for role in ROLES)
@@ -528,6 +607,11 @@ def verdicts(rows: Sequence[Row], capacity: float) -> list[str]:
                 f"to the {TARGET_SEARCH_P99_MS:.0f} ms target: no real population of handles "
                 "shares one prefix)"
             )
+        elif row.kind in ("media", "media, revalidated"):
+            lines.append(
+                f"{row.scenario}: {r.rps:,.0f} req/s, p50 {r.p50:.1f} ms, p99 "
+                f"{r.percentile(99):.1f} ms, {row.failures} failed (no target)"
+            )
         elif row.kind == "refresh":
             met = r.rps >= TARGET_REFRESH_RPS and row.failures == 0
             lines.append(
@@ -576,6 +660,9 @@ def main() -> None:
         "--bcrypt-rounds", type=int, default=int(os.environ.get("AUTH_BCRYPT_ROUNDS", "12"))
     )
     parser.add_argument("--login-concurrency", type=int, default=8)
+    parser.add_argument(
+        "--uploads", type=int, default=12, help="photos per client count in the upload scenario"
+    )
     parser.add_argument("--only", choices=SCENARIOS, nargs="*")
     parser.add_argument(
         "--profile",
@@ -594,6 +681,7 @@ def main() -> None:
         data_access_replicas=args.data_access_replicas,
         bcrypt_rounds=args.bcrypt_rounds,
         login_concurrency=args.login_concurrency,
+        uploads=args.uploads,
         profile=args.profile,
     )
     wanted = set(args.only or SCENARIOS)
@@ -646,6 +734,7 @@ def run_all(bench: Bench, wanted: set[str]) -> None:
         run_follows(bench, accounts)
     if "search" in wanted:
         run_search(bench, token)
+    run_media(bench, wanted)
     if "uncached" in wanted:
         mesh = bench.mesh
         mesh.stop_service("user_svc")
@@ -653,6 +742,28 @@ def run_all(bench: Bench, wanted: set[str]) -> None:
         mesh.start_service("user_svc")
         time.sleep(5)  # the edge's health checks find the restarted replicas
         run_reads(bench, token, usernames, "uncached")
+
+
+def run_media(bench: Bench, wanted: set[str]) -> None:
+    """The media scenarios that are wanted, with accounts of their own signed up now (the
+    earlier scenarios' access tokens may have expired by then)."""
+    if not wanted & {"upload", "upload-memory", "media-download"}:
+        return
+    accounts = sign_up(bench.mesh.edge_address, media.MEMORY_CLIENTS + 2)
+    uploaders, public, private = accounts[:-2], accounts[-2], accounts[-1]
+    # First, so that nothing has grown storage_svc before its baseline is read.
+    if "upload-memory" in wanted:
+        run_upload_memory(bench, uploaders)
+    if "upload" in wanted:
+        run_uploads(bench, uploaders)
+    if "media-download" in wanted:
+        run_media_downloads(bench, public, private)
+
+
+def media_report(bench: Bench) -> list[str]:
+    """The upload table and the memory figures (blocks of text), when those scenarios ran."""
+    blocks = [media.upload_table(bench.uploads)] if bench.uploads else []
+    return blocks + ["\n".join(media.memory_lines(run)) for run in bench.memory]
 
 
 def report(bench: Bench) -> None:
@@ -676,12 +787,15 @@ def report(bench: Bench) -> None:
         )
         + "\n"
     )
-    print(table(bench.rows))
-    print()
-    for line in verdicts(bench.rows, capacity):
-        print(line)
+    blocks = [
+        table(bench.rows) if bench.rows else "",
+        "\n".join(verdicts(bench.rows, capacity)),
+        *media_report(bench),
+    ]
+    text = "\n\n".join(block for block in blocks if block)
+    print(text)
     out = STATE / "last-run.md"
-    out.write_text(table(bench.rows) + "\n\n" + "\n".join(verdicts(bench.rows, capacity)) + "\n")
+    out.write_text(text + "\n")
     print(f"\n(also written to {out})")
 
 

@@ -81,6 +81,10 @@ class BlobStore(Protocol):
         seconds ago."""
         ...
 
+    async def open(self) -> None:
+        """Get ready for the first call (clients, connection pools); opening twice is harmless."""
+        ...
+
     async def close(self) -> None:
         """Release clients and sessions."""
         ...
@@ -185,6 +189,9 @@ class LocalBlobStore:
         seconds ago, one leaf folder at a time."""
         check_age(seconds)
         return self._keys_written_before(time.time() - seconds)
+
+    async def open(self) -> None:
+        """Nothing to prepare: folders are made as blobs arrive."""
 
     async def close(self) -> None:
         """Nothing to release: every file is closed after use."""

@@ -10,10 +10,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
+
+from cachetools import TTLCache
 
 from meshkit.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, invalid
 from meshkit.page_tokens import decode_page_token, encode_page_token, page_size, position_part
@@ -37,6 +40,7 @@ ORIGINAL = "original"
 DEFAULT_VARIANT = "w1080"
 LIST_DEFAULT = 20
 LIST_MAX = 100
+ACCESS_CACHE_ENTRIES = 10_000
 _VARIANT_NAMES = frozenset(spec.name for spec in VARIANTS)
 # Content-addressed files never change under their URL.
 PUBLIC_CACHE_CONTROL = "public, max-age=31536000, immutable"
@@ -215,6 +219,7 @@ class ImageService:
         keep_originals: bool = False,
         quota_bytes: int = 0,
         max_concurrent_processing: int = MAX_CONCURRENT_PROCESSING,
+        access_cache_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._media = media
@@ -228,7 +233,20 @@ class ImageService:
         self._keep_originals = keep_originals
         self._quota = quota_bytes
         self._processing = asyncio.Semaphore(max_concurrent_processing)
+        # Threads of their own: the few threads that ever hold decoded pictures keep the memory
+        # they use (and the allocator's arenas) few, whatever else runs in the default pool.
+        self._workers = ThreadPoolExecutor(
+            max_workers=max_concurrent_processing, thread_name_prefix="image-processing"
+        )
         self._clock = clock
+        # Who may see an image, as read lately: deliveries of a popular image then cost no round
+        # trip; a change of privacy, follows or blocks shows within the TTL.
+        self._recent: TTLCache[tuple[str, str], ImageAccess] | dict[tuple[str, str], ImageAccess]
+        self._recent = (
+            TTLCache(maxsize=ACCESS_CACHE_ENTRIES, ttl=access_cache_seconds)
+            if access_cache_seconds > 0
+            else _NoCache()
+        )
 
     async def upload(self, owner_id: str, chunks: AsyncIterator[bytes]) -> ImageView:
         """Receive a one-shot upload (on disk, never whole in memory), then store it."""
@@ -263,7 +281,7 @@ class ImageService:
     async def describe(self, image_id: str, viewer_id: str) -> ImageView:
         """Return an image as viewer_id ("" when signed out) sees it; NotFound when they may
         not see it at all, exactly as when it does not exist."""
-        access = await self._media.get_access(canonical_image_id(image_id), viewer_id)
+        access = await self._access(canonical_image_id(image_id), viewer_id)
         sight = sight_of(access.standing, viewer_id)
         if sight is Sight.NONE:
             raise image_not_found()
@@ -290,7 +308,9 @@ class ImageService:
     async def delete(self, actor_id: str, image_id: str) -> None:
         """Delete an image of the actor's, or any image when the actor is an admin; its bytes
         go once no other image shares them (the collector)."""
-        await self._media.delete_image(actor_id, canonical_image_id(image_id))
+        key = canonical_image_id(image_id)
+        await self._media.delete_image(actor_id, key)
+        self._forget(key)
 
     async def set_avatar(self, account_id: str, image_id: str) -> ImageView:
         """Make one of the account's own images its avatar."""
@@ -316,7 +336,7 @@ class ImageService:
                 key_id=request.key_id,
                 signature=request.signature,
             )
-        access = await self._media.get_access(image_id, viewer_id)
+        access = await self._access(image_id, viewer_id)
         sight = sight_of(access.standing, viewer_id)
         if variant == ORIGINAL:
             # Only the owner ever gets the original: by token, or by a URL signed for them.
@@ -335,10 +355,7 @@ class ImageService:
 
     async def _store(self, owner_id: str, spooled: SpooledFile) -> ImageView:
         """Process an uploaded file, keep its renditions (and original), record the image."""
-        async with self._processing:
-            processed, digest = await asyncio.to_thread(
-                _process_and_hash, spooled.path, self._max_pixels
-            )
+        processed, digest = await self._process(_process_and_hash, spooled.path)
         await self._put_renditions(processed)
         if self._keep_originals:
             await self._blobs.put_file(digest, spooled.path)
@@ -363,9 +380,33 @@ class ImageService:
             await self._blobs.put_file(digest, spooled.path)
         return self._view(image, await self._own_standing(owner_id, image.id), Sight.OWNER)
 
+    async def _access(self, image_id: str, viewer_id: str) -> ImageAccess:
+        """An image and its owner's standing towards a viewer, read at most access_cache_seconds
+        ago (the hot path of every delivery, 304s included)."""
+        key = (image_id, viewer_id)
+        found = self._recent.get(key)
+        if found is None:
+            found = await self._media.get_access(image_id, viewer_id)
+            self._recent[key] = found
+        return found
+
+    def _forget(self, image_id: str) -> None:
+        """Drop what this process remembers of an image it just changed."""
+        for key in [key for key in self._recent if key[0] == image_id]:
+            self._recent.pop(key, None)
+
     async def _own_standing(self, owner_id: str, image_id: str) -> Standing:
         """The standing of an owner's account (public or not) as its images show it."""
         return (await self._media.get_access(image_id, owner_id)).standing
+
+    async def _process(
+        self, work: Callable[[Path, int], tuple[ProcessedImage, str]], path: Path
+    ) -> tuple[ProcessedImage, str]:
+        """Run the processing of a file on the processing threads, at most so many at a time
+        (the others wait here, holding nothing but their spooled file)."""
+        async with self._processing:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._workers, work, path, self._max_pixels)
 
     async def _put_renditions(
         self, processed: ProcessedImage, *, only_missing: bool = False
@@ -393,12 +434,15 @@ class ImageService:
         path = Path(name)
         try:
             await self._fetch_to(image.sha256, path)
-            async with self._processing:
-                processed = await asyncio.to_thread(process, path, max_pixels=self._max_pixels)
+            processed = (await self._process(_process_and_hash, path))[0]
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
         await self._put_renditions(processed)
-        return await self._media.add_renditions(image.id, _stored(processed), processed.placeholder)
+        added = await self._media.add_renditions(
+            image.id, _stored(processed), processed.placeholder
+        )
+        self._forget(image.id)
+        return added
 
     async def _fetch_to(self, key: str, path: Path) -> None:
         """Copy a blob into a local file."""
@@ -509,6 +553,13 @@ class ImageService:
         return Delivery(
             content_type, entity_tag, cache_control, vary_accept, byte_range, size, chunks
         )
+
+
+class _NoCache(dict[tuple[str, str], ImageAccess]):
+    """A cache that keeps nothing (access_cache_seconds 0)."""
+
+    def __setitem__(self, key: tuple[str, str], value: ImageAccess) -> None:
+        """Keep nothing."""
 
 
 async def _guarded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -59,6 +59,7 @@ class S3BlobStore:
         prefix: str = "",
         timeout_seconds: float = 10.0,
         max_attempts: int = MAX_ATTEMPTS,
+        create_bucket: bool = False,
     ) -> None:
         if not bucket:
             raise ValueError("bucket is required")
@@ -75,6 +76,7 @@ class S3BlobStore:
         self._aside = f"{prefix}collecting/"
         self._timeout = timeout_seconds
         self._max_attempts = max_attempts
+        self._create_bucket = create_bucket
         self._stack: AsyncExitStack | None = None
         self._client: S3Client | None = None
 
@@ -86,7 +88,8 @@ class S3BlobStore:
         )
 
     async def open(self) -> None:
-        """Create the S3 client (no request is sent yet); opening an open store does nothing."""
+        """Create the S3 client (no request is sent yet, unless the store was made with
+        create_bucket: then a missing bucket is created); opening an open store does nothing."""
         if self._client is not None:
             return
         config = AioConfig(
@@ -116,6 +119,8 @@ class S3BlobStore:
             await stack.aclose()
             raise
         self._stack = stack
+        if self._create_bucket:
+            await self.ensure_bucket()
 
     async def close(self) -> None:
         """Close the client and its connection pool; closing a closed store does nothing."""

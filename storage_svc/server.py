@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import warnings
 
@@ -21,7 +23,6 @@ from storage_svc.clients import DataAccessCollections, DataAccessMedia
 from storage_svc.collector import BlobCollector
 from storage_svc.images import ImageService
 from storage_svc.media_urls import MediaUrlSigner, parse_keys
-from storage_svc.s3_blobs import S3BlobStore
 from storage_svc.servicer import StorageServicer
 from storage_svc.settings import SERVICE_NAME, StorageSettings
 from storage_svc.uploads import Spool, UploadSessions
@@ -30,6 +31,9 @@ from storage_svc.uploads import Spool, UploadSessions
 # REST body into one chunk per read, bounded by its 1 MiB connection buffer but able to overshoot
 # it a little; twice that plus framing room keeps both working while bounding every message.
 log = logging.getLogger("storage_svc.server")
+# mallopt parameters (glibc's malloc.h).
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 # A one-shot upload older than this is a leftover: the longest call lasts 120 s at the edge.
 LEFTOVER_UPLOAD_SECONDS = 3600.0
 
@@ -70,6 +74,7 @@ def build_definition(
         keep_originals=settings.keep_originals,
         quota_bytes=settings.quota_bytes,
         max_concurrent_processing=settings.max_concurrent_processing,
+        access_cache_seconds=settings.access_cache_seconds,
     )
     servicer = StorageServicer(
         images, peers.verifier, unverified_email_may=settings.unverified_email_may
@@ -88,10 +93,7 @@ def build_definition(
         max_message_bytes=MAX_UPLOAD_MESSAGE_BYTES,
     )
     definition.on_shutdown[:0] = [collector.stop, expiry.stop]
-    if isinstance(blobs, S3BlobStore):
-        definition.on_startup.append(blobs.open)
-        if settings.s3_create_bucket:
-            definition.on_startup.append(blobs.ensure_bucket)
+    definition.on_startup.append(blobs.open)
     definition.on_shutdown.append(blobs.close)
     return definition
 
@@ -100,6 +102,9 @@ def blob_store(settings: StorageSettings) -> BlobStore:
     """The blob store the settings name: the local folder, or an S3-compatible bucket."""
     if settings.blob_backend == "local":
         return LocalBlobStore(settings.blob_dir)
+    # Imported here: botocore takes tens of MB that a folder store does without.
+    from storage_svc.s3_blobs import S3BlobStore
+
     secret = settings.s3_secret_access_key
     return S3BlobStore(
         bucket=settings.s3_bucket,
@@ -109,6 +114,7 @@ def blob_store(settings: StorageSettings) -> BlobStore:
         secret_access_key=secret.get_secret_value() if secret is not None else None,
         prefix=settings.s3_prefix,
         timeout_seconds=settings.call_timeout_seconds * 3,
+        create_bucket=settings.s3_create_bucket,
     )
 
 
@@ -136,7 +142,23 @@ def main() -> None:
     unusable (a missing caller credential, for one)."""
     # Pillow only warns between its limit and twice its limit; here that is a rejected upload.
     warnings.simplefilter("error", PillowImage.DecompressionBombWarning)
+    limit_heap_growth()
     asyncio.run(_run(load_settings(StorageSettings, SERVICE_NAME)))
+
+
+def limit_heap_growth() -> None:
+    """Keep decoded pictures from bloating the process: glibc's malloc gives every thread an arena
+    of its own and keeps freed blocks in them, so the picture buffers of a few uploads, each
+    decoded in some worker thread, pile up as memory never returned. Two arenas, and blocks of
+    1 MiB or more mapped (and unmapped when freed) on their own, keep the peak near what is in
+    use. No effect where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_ARENA_MAX, 2)
+    mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
 
 
 async def _run(settings: StorageSettings) -> None:

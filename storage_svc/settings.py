@@ -100,6 +100,16 @@ class StorageSettings(TokenVerifyingSettings):
         le=7 * 86400,
         description="How long a signed media URL works (rounded up to 5 minutes).",
     )
+    access_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description=(
+            "How long who-may-see-an-image is remembered per image and viewer, so that popular "
+            "images are delivered without a database read; a change of privacy, follows or "
+            "blocks shows within this time. 0 turns it off."
+        ),
+    )
     upload_session_ttl_seconds: float = Field(
         86400.0,
         gt=0,

@@ -121,6 +121,8 @@ def mesh(database_url: str, e2e_state: Path, web_origin: str) -> Iterator[Mesh]:
             "STORAGE_KEEP_ORIGINALS": "true",
             "STORAGE_QUOTA_BYTES": str(QUOTA_BYTES),
             "STORAGE_UPLOAD_SESSION_TTL_SECONDS": str(UPLOAD_SESSION_TTL_SECONDS),
+            # Tests change who may see an image and look at once (unit tests cover the cache).
+            "STORAGE_ACCESS_CACHE_SECONDS": "0",
             # Deleted accounts go for good within seconds, so that a test can watch it happen.
             "USER_ACCOUNT_DELETION_GRACE_SECONDS": str(DELETION_GRACE_SECONDS),
             "DATA_ACCESS_REFRESH_TOKEN_SWEEP_SECONDS": "1",

@@ -47,6 +47,7 @@ class FakeMedia:
         self.admins: set[str] = set()
         self.usage_of: dict[str, int] = {}
         self.added_renditions = 0
+        self.access_reads = 0
         self._positions = itertools.count(1)
 
     def owner(self, owner_id: str) -> Owner:
@@ -74,6 +75,7 @@ class FakeMedia:
 
     async def get_access(self, image_id: str, viewer_id: str) -> ImageAccess:
         """The image and its owner's standing towards viewer_id."""
+        self.access_reads += 1
         image = self._image(image_id)
         owner = self.owner(image.owner_id)
         return ImageAccess(
@@ -150,6 +152,7 @@ def image_service(
     quota_bytes: int = 0,
     max_concurrent_processing: int = 2,
     clock_seconds: float | None = None,
+    access_cache_seconds: float = 0.0,
 ) -> ImageService:
     """An ImageService on folders under root and the given (or a new) fake media store."""
     clock = (lambda: clock_seconds) if clock_seconds is not None else None
@@ -170,6 +173,7 @@ def image_service(
         keep_originals=keep_originals,
         quota_bytes=quota_bytes,
         max_concurrent_processing=max_concurrent_processing,
+        access_cache_seconds=access_cache_seconds,
     )
 
 

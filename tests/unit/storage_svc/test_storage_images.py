@@ -432,3 +432,37 @@ def test_a_missing_image_id_is_invalid() -> None:
     with pytest.raises(InvalidArgument) as caught:
         canonical_image_id("")
     assert caught.value.violations[0].field == "image_id"
+
+
+async def test_who_may_see_an_image_is_remembered_briefly_and_forgotten_on_delete(
+    tmp_path: Path,
+) -> None:
+    media = FakeMedia()
+    service = image_service(tmp_path, media, access_cache_seconds=60)
+    image_id = (await uploaded(service, png())).image.id
+    request = DownloadRequest(image_id=image_id, variant="w320")
+    reads = media.access_reads
+
+    for _ in range(5):
+        await read_all((await service.download(request, "")).chunks)
+    await service.describe(image_id, "")
+
+    assert media.access_reads == reads + 1  # one read, then remembered
+    await service.describe(image_id, STRANGER)
+    assert media.access_reads == reads + 2  # per viewer
+    await service.delete(OWNER, image_id)
+    with pytest.raises(NotFound):
+        await service.download(request, "")
+
+
+async def test_without_the_cache_every_delivery_reads_who_may_see(tmp_path: Path) -> None:
+    media = FakeMedia()
+    service = image_service(tmp_path, media)
+    image_id = (await uploaded(service, png())).image.id
+    reads = media.access_reads
+
+    await service.describe(image_id, "")
+    media.owner(OWNER).private = True
+    with pytest.raises(NotFound):
+        await service.describe(image_id, "")
+    assert media.access_reads == reads + 2
