@@ -202,6 +202,17 @@ class UploadProgress:
     image: ImageView | None
 
 
+@dataclass
+class ImageFigures:
+    """Counters since start, for the metrics endpoint."""
+
+    processed: int = 0
+    refused: int = 0
+    processing_seconds: float = 0.0
+    access_hits: int = 0
+    access_misses: int = 0
+
+
 class ImageService:
     """Images from upload to delivery."""
 
@@ -239,6 +250,7 @@ class ImageService:
             max_workers=max_concurrent_processing, thread_name_prefix="image-processing"
         )
         self._clock = clock
+        self.figures = ImageFigures()
         # Who may see an image, as read lately: deliveries of a popular image then cost no round
         # trip; a change of privacy, follows or blocks shows within the TTL.
         self._recent: TTLCache[tuple[str, str], ImageAccess] | dict[tuple[str, str], ImageAccess]
@@ -386,8 +398,11 @@ class ImageService:
         key = (image_id, viewer_id)
         found = self._recent.get(key)
         if found is None:
+            self.figures.access_misses += 1
             found = await self._media.get_access(image_id, viewer_id)
             self._recent[key] = found
+        else:
+            self.figures.access_hits += 1
         return found
 
     def _forget(self, image_id: str) -> None:
@@ -406,7 +421,16 @@ class ImageService:
         (the others wait here, holding nothing but their spooled file)."""
         async with self._processing:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._workers, work, path, self._max_pixels)
+            started = time.perf_counter()
+            try:
+                done = await loop.run_in_executor(self._workers, work, path, self._max_pixels)
+            except InvalidArgument:
+                self.figures.refused += 1
+                raise
+            finally:
+                self.figures.processing_seconds += time.perf_counter() - started
+            self.figures.processed += 1
+            return done
 
     async def _put_renditions(
         self, processed: ProcessedImage, *, only_missing: bool = False

@@ -23,6 +23,7 @@ from storage_svc.clients import DataAccessCollections, DataAccessMedia
 from storage_svc.collector import BlobCollector
 from storage_svc.images import ImageService
 from storage_svc.media_urls import MediaUrlSigner, parse_keys
+from storage_svc.metrics import StorageCollector
 from storage_svc.servicer import StorageServicer
 from storage_svc.settings import SERVICE_NAME, StorageSettings
 from storage_svc.uploads import Spool, UploadSessions
@@ -93,6 +94,7 @@ def build_definition(
         max_message_bytes=MAX_UPLOAD_MESSAGE_BYTES,
     )
     definition.on_shutdown[:0] = [collector.stop, expiry.stop]
+    definition.collectors = [StorageCollector(images.figures, collector.figures)]
     definition.on_startup.append(blobs.open)
     definition.on_shutdown.append(blobs.close)
     return definition
