@@ -11,6 +11,7 @@ from string import Template
 
 from google.api import annotations_pb2
 from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.descriptor_pb2 import MethodOptions
 
 from meshgram.auth.v1 import auth_pb2
 from meshgram.storage.v1 import storage_pb2
@@ -93,6 +94,68 @@ class EdgeConfig:
     max_connections: int = 10_000
 
 
+# Route settings of each public service's calls (the routes of envoy.yaml.tmpl say why).
+_SERVICE_ROUTES = {
+    "meshgram.auth.v1.AuthService": ("auth_svc", "15s"),
+    "meshgram.user.v1.UserService": ("user_svc", "15s"),
+    "meshgram.storage.v1.StorageService": ("storage_svc", "120s"),
+}
+
+
+def retried_methods(files: Iterable[object] = _PUBLIC_FILES) -> dict[str, list[str]]:
+    """Map each public service to the methods its proto marks safe to repeat
+    (idempotency_level NO_SIDE_EFFECTS or IDEMPOTENT), in proto order."""
+    retried: dict[str, list[str]] = {}
+    for file in files:
+        for service in file.services_by_name.values():  # type: ignore[attr-defined]
+            names = [
+                method.name
+                for method in service.methods
+                if method.GetOptions().idempotency_level != MethodOptions.IDEMPOTENCY_UNKNOWN
+            ]
+            if names:
+                retried[service.full_name] = names
+    return retried
+
+
+# A failed attempt of a call that is safe to repeat goes to another replica: the replica was
+# unreachable, reset the stream (it died or restarted mid-call) or answered UNAVAILABLE (it is
+# shutting down, or lost a dependency). Twice at most, soon: a client's deadline still holds.
+_PREVIOUS_HOSTS = (
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+)
+_RETRY_POLICY = f"""\
+                            retry_policy:
+                              retry_on: unavailable,reset,connect-failure,refused-stream
+                              num_retries: 2
+                              retry_back_off: {{base_interval: 0.025s, max_interval: 0.25s}}
+                              host_selection_retry_max_attempts: 3
+                              retry_host_predicate:
+                                - name: envoy.retry_host_predicates.previous_hosts
+                                  typed_config: {{"@type": {_PREVIOUS_HOSTS}}}
+"""
+
+
+def _retry_routes(retried: Mapping[str, Sequence[str]]) -> str:
+    """The routes of the methods safe to repeat: like their service's route, plus the retry
+    policy that sends a failed attempt to another replica."""
+    routes = []
+    for service, methods in sorted(retried.items()):
+        cluster, timeout = _SERVICE_ROUTES[service]
+        # One exact path per method: cheaper to match than a pattern, and no regex limits.
+        routes += [
+            f"                        - match: {{path: {json.dumps(f'/{service}/{method}')}}}\n"
+            "                          route:\n"
+            f"                            cluster: {cluster}\n"
+            f"                            timeout: {timeout}\n"
+            "                            max_stream_duration: "
+            f"{{max_stream_duration: {timeout}, grpc_timeout_header_max: {timeout}}}\n"
+            + _RETRY_POLICY
+            for method in methods
+        ]
+    return "".join(routes)
+
+
 def render(config: EdgeConfig) -> str:
     """Return the Envoy YAML for config."""
     clusters = [_cluster(name, config.upstreams[name]) for name in HEALTH_SERVICES]
@@ -121,6 +184,7 @@ def render(config: EdgeConfig) -> str:
         ANSWERS_LUA=json.dumps(answers_lua),
         UPSTREAM_LUA=json.dumps(upstream_lua),
         CLUSTERS="".join(clusters),
+        RETRY_ROUTES=_retry_routes(retried_methods()),
         **{name: json.dumps(str(path)) for name, path in SERVED_FILES.items()},
     )
 

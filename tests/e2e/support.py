@@ -8,10 +8,12 @@ import io
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from PIL import Image
 
 from meshgram.auth.v1 import auth_pb2
 from tools.mailbox import StoredMail, read_mail, stored_mails
-from tools.mesh import Mesh
+from tools.mesh import SERVICES, Mesh, MeshPorts
 
 
 @dataclass(frozen=True)
@@ -204,3 +206,28 @@ def link_token(mail: StoredMail, path: str) -> str:
     fragment = urlsplit(link).fragment
     assert fragment.startswith("token="), link
     return fragment.removeprefix("token=")
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a loopback TCP port can be bound now."""
+    if port > 65_535:
+        return False
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(replicas: Mapping[str, int]) -> MeshPorts:
+    """Base ports whose every replica and metrics port (base + 100 i, + 1000) is free too."""
+    for _ in range(100):
+        ports = MeshPorts.free()
+        wanted = [ports.edge, ports.admin]
+        for service in SERVICES:
+            for replica in range(replicas.get(service, 1)):
+                wanted += [ports.of(service, replica), ports.metrics(service, replica)]
+        if len(set(wanted)) == len(wanted) and all(port_is_free(port) for port in wanted):
+            return ports
+    raise RuntimeError("found no free set of loopback ports for the mesh")

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,8 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
 from meshgram.user.v1 import user_pb2, user_pb2_grpc
 from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_token
-from tests.e2e.support import png_bytes, rest_sign_in
-from tools.mesh import SERVICES, Mesh, MeshPorts, mesh_secrets
+from tests.e2e.support import free_ports, png_bytes, rest_sign_in
+from tools.mesh import Mesh, mesh_secrets
 
 if TYPE_CHECKING:
     from meshgram.user.v1.user_pb2_grpc import UserServiceAsyncStub as Stub
@@ -60,31 +59,6 @@ SPREAD_SECONDS = BOUND_SECONDS + 0.3
 USERNAME_EVERY = 4
 
 AVATAR_ROUNDS = 20
-
-
-def port_is_free(port: int) -> bool:
-    """Whether a loopback TCP port can be bound now."""
-    if port > 65_535:
-        return False
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(replicas: Mapping[str, int]) -> MeshPorts:
-    """Base ports whose every replica and metrics port (base + 100 i, + 1000) is free too."""
-    for _ in range(100):
-        ports = MeshPorts.free()
-        wanted = [ports.edge, ports.admin]
-        for service in SERVICES:
-            for replica in range(replicas.get(service, 1)):
-                wanted += [ports.of(service, replica), ports.metrics(service, replica)]
-        if len(set(wanted)) == len(wanted) and all(port_is_free(port) for port in wanted):
-            return ports
-    raise RuntimeError("found no free set of loopback ports for the mesh")
 
 
 @pytest.fixture(scope="module")
