@@ -46,9 +46,10 @@ test: install chromium docs-ui ## run the whole test suite (unit, integration, e
 fuzz: install docs-ui ## fuzz every public RPC through the edge with many examples; counts per RPC at the end
 	MESHGRAM_FUZZ_PROFILE=long $(PY) -m pytest tests/e2e/fuzz
 
-lint: install ## the pre-commit checks on every file (ruff, format, mypy --strict, buf) + lock file in sync
+lint: install docs-ui ## pre-commit checks (ruff, format, mypy --strict, buf), lock file, Dockerfile/compose/k8s validated offline
 	$(UV) lock --check
 	.venv/bin/pre-commit run --all-files --show-diff-on-failure
+	$(PY) -m tools.validate_deploy
 
 fmt: install ## apply ruff fixes and formatting
 	.venv/bin/ruff check --fix .
@@ -88,9 +89,10 @@ bench: install h2load ## benchmark a mesh of its own through Envoy: cached, unca
 profile: install h2load ## the read benchmarks under py-spy; flame graphs + summary in var/profiles
 	$(PY) -m bench --profile var/profiles --only cached uncached
 
-docs: install ## regenerate docs/api.md and docs/openapi.json from the protos
+docs: install docs-ui ## regenerate docs/api.md, docs/openapi.json and the k8s edge ConfigMap from the protos and envoy/
 	$(PY) -m tools.gen_api_docs
 	$(PY) -m tools.gen_openapi
+	$(PY) -m tools.k8s_edge configmap
 
 # Swagger UI for the edge's API reference page at /docs, fetched once with npm (version and
 # sha512 pinned in tools/docs_ui.py); npm comes from Debian when missing, as Chromium does.

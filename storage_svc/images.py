@@ -350,12 +350,17 @@ class ImageService:
             )
         access = await self._access(image_id, viewer_id)
         sight = sight_of(access.standing, viewer_id)
+        # A signature stands in for the token an <img> cannot send; it does not outlast the
+        # owner's account (deactivated, or blocked by an admin) nor a block between the two.
+        standing = access.standing
+        signed_and_standing = signed and not (standing.owner_hidden or standing.blocked)
+        allowed = sight is not Sight.NONE or signed_and_standing
         if variant == ORIGINAL:
             # Only the owner ever gets the original: by token, or by a URL signed for them.
-            if not access.image.original_kept or not (signed or sight is Sight.OWNER):
+            if not access.image.original_kept or not (sight is Sight.OWNER or signed_and_standing):
                 raise image_not_found()
             return await self._deliver_original(access.image, request, signed)
-        if not signed and sight is Sight.NONE:
+        if not allowed:
             raise image_not_found()
         image = await self._with_renditions(access.image)
         return await self._deliver_rendition(image, variant, request, access.standing.public)

@@ -49,6 +49,8 @@ CONTENT_TYPES = {
 DECODERS = ("JPEG", "PNG", "GIF", "WEBP")
 UNSUPPORTED_HINT = "must be a complete JPEG, PNG, GIF or WebP image"
 
+# The longest side WebP can encode; no variant is taller (or wider) than this.
+MAX_VARIANT_SIDE = 16383
 WEBP_QUALITY = 80
 WEBP_METHOD = 4
 JPEG_QUALITY = 82
@@ -308,6 +310,10 @@ def _resized(
         )
     target_width = min(spec.width, width)
     target_height = max(1, round(height * target_width / width))
+    if target_height > MAX_VARIANT_SIDE:
+        # A very tall picture (a scrolling screenshot) is narrowed until WebP can hold it.
+        target_height = MAX_VARIANT_SIDE
+        target_width = max(1, round(width * target_height / height))
     return picture.resize(
         (target_width, target_height), PillowImage.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP
     )

@@ -11,7 +11,7 @@ from google.api import httpbody_pb2
 
 from meshgram.storage.v1 import storage_pb2, storage_pb2_grpc
 from meshkit.access_tokens import AccessTokenVerifier, require_may_change
-from meshkit.errors import OutOfRange
+from meshkit.errors import FieldViolation, OutOfRange, invalid
 from meshkit.reasons import Reason
 from meshkit.timestamps import to_timestamp
 from storage_svc.delivery import RangeNotSatisfiable
@@ -70,6 +70,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         """Append the chunks of this call at the offset its first message names."""
         owner = await self._uploader(context)
         first = await anext(aiter(request_iterator), storage_pb2.AppendUploadRequest())
+        if not first.HasField("offset"):
+            # An offset of 0 must be said: appending "wherever" is how bytes get duplicated.
+            raise invalid([FieldViolation("offset", "is required: the session's current offset")])
         progress = await self._images.append_upload(
             owner, first.upload_id, first.offset, _appended(first, request_iterator)
         )
@@ -196,6 +199,11 @@ async def _appended(
     if first.body.data:
         yield first.body.data
     async for request in rest:
+        # REST repeats the path and query fields in every message; anything else is a mistake.
+        if request.upload_id and request.upload_id != first.upload_id:
+            raise invalid([FieldViolation("upload_id", "must be the first message's")])
+        if request.HasField("offset") and request.offset != first.offset:
+            raise invalid([FieldViolation("offset", "must be the first message's")])
         yield request.body.data
 
 
@@ -232,7 +240,8 @@ def image_message(view: ImageView) -> storage_pb2.Image:
         size_bytes=image.size_bytes,
         width=image.width,
         height=image.height,
-        sha256=image.sha256,
+        # The uploaded file's digest would let others check a guess of its (unstripped) bytes.
+        sha256=image.sha256 if view.for_owner else "",
         placeholder=image.placeholder,
         original_kept=image.original_kept,
         stored_bytes=image.stored_bytes if view.for_owner else 0,

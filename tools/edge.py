@@ -62,6 +62,7 @@ LOCAL_REPLIES = {
     404: LocalReply(12, Reason.ROUTE_NOT_FOUND),  # also a gRPC method called without POST
     408: LocalReply(4, Reason.REQUEST_TIMEOUT),  # the request did not arrive in time
     413: LocalReply(8, Reason.REQUEST_TOO_LARGE),
+    415: LocalReply(3, Reason.CONTENT_ENCODING_UNSUPPORTED),  # a compressed REST body
     429: LocalReply(8, Reason.RATE_LIMITED),
     431: LocalReply(8, Reason.HEADERS_TOO_LARGE),
     500: LocalReply(13, Reason.EDGE_ERROR),

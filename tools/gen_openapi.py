@@ -58,7 +58,7 @@ from tools.descriptors import (
 from tools.edge import LOCAL_REPLIES, MAX_HEADER_BYTES
 from tools.gen_protos import ERROR_PROTOS, PUBLIC_PROTOS
 from tools.generated import ROOT
-from tools.http_rules import Binding, binding_fields, bindings, openapi_path, path_variables
+from tools.http_rules import Binding, bindings, bound_fields, openapi_path, path_variables
 
 OPENAPI_DOC = ROOT / "docs" / "openapi.json"
 COMMAND = "python -m tools.gen_openapi"
@@ -428,9 +428,9 @@ def _operations(
     request = index.element(method.input_type)
     comment = index.paragraphs(file, where)
     full = f"{file.package}.{service.name}"
+    # The edge refuses a query parameter for a field that any binding's path or body sets.
+    bound = bound_fields(rule)
     for n, binding in enumerate(bindings(rule)):
-        # The query may set what neither this binding's path nor its body sets.
-        bound = binding_fields(binding)
         if binding.verb not in _VERBS:
             continue
         operation: dict[str, Any] = {

@@ -55,23 +55,13 @@ def openapi_path(template: str) -> str:
 
 
 def bound_fields(rule: Any) -> set[str] | None:
-    """Return the top-level request fields (proto names) that the path or the body of every one
-    of a rule's bindings sets (a field only some bindings set may come from the query of the
-    others), or None when each binding's body "*" sets them all."""
-    common: set[str] | None = None
+    """Return the top-level request fields (proto names) that the path or the body of any of a
+    rule's bindings sets, or None when a body "*" sets them all."""
+    names: set[str] = set()
     for binding in bindings(rule):
-        fields = binding_fields(binding)
-        if fields is not None:
-            common = fields if common is None else common & fields
-    return common
-
-
-def binding_fields(binding: Binding) -> set[str] | None:
-    """Return the top-level request fields (proto names) one binding's path or body sets, or
-    None when its body "*" sets them all."""
-    if binding.body == "*":
-        return None
-    names = {name.split(".")[0] for name, _ in path_variables(binding.path)}
-    if binding.body:
-        names.add(binding.body.split(".")[0])
+        if binding.body == "*":
+            return None
+        names.update(name.split(".")[0] for name, _ in path_variables(binding.path))
+        if binding.body:
+            names.add(binding.body.split(".")[0])
     return names

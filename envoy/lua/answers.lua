@@ -3,7 +3,8 @@
 --
 -- * Headers: a request whose header block is over the limit gets 431 / RESOURCE_EXHAUSTED; one
 --   with a header name gRPC metadata cannot carry, or a grpc-encoding the services cannot
---   decode, gets 400 / INVALID_ARGUMENT; gRPC's own headers from clients are dropped.
+--   decode, gets 400 / INVALID_ARGUMENT; a REST body with a content-encoding gets 415 /
+--   INVALID_ARGUMENT; gRPC's own headers from clients are dropped.
 -- * Images carry X-Content-Type-Options: nosniff.
 -- * Media statuses: storage_svc answers a download with a `meshgram-status` header when HTTP
 --   wants another status than 200: 304 (the client's copy, named by If-None-Match, is current;
@@ -86,6 +87,17 @@ function envoy_on_request(handle)
     return
   end
   local grpc_client = content_type:find("^application/grpc") ~= nil
+  -- A REST body is read as it comes: a compressed one would be taken for its bytes (an upload
+  -- of gzip as picture data), so any coding but identity is refused.
+  local body_coding = headers:get("content-encoding")
+  if not grpc_client and body_coding ~= nil and body_coding:lower() ~= "identity" then
+    refuse(
+      handle, "415",
+      "content-encoding " .. string.format("%q", body_coding) .. " is not supported: send the body as it is",
+      false
+    )
+    return
+  end
   local encoding = headers:get("grpc-encoding")
   if grpc_client and encoding ~= nil and not ENCODINGS[encoding] then
     refuse(

@@ -230,7 +230,7 @@ def test_after_the_grace_period_nothing_personal_is_left_and_the_names_are_free(
         assert time.monotonic() < deadline, "the collector did not delete the renditions"
         time.sleep(0.5)
     assert blob_path(e2e_state, kept["sha256"]).is_file()
-    download = http.get(f"/v1/images/{kept['id']}:download?variant=original", headers=fan.auth)
+    download = http.get(f"/v1/images/{kept['id']}/variants/original:download", headers=fan.auth)
     assert download.content == shared_bytes
     for variant in kept["variants"]:
         shown = http.get(variant["url"], headers={"accept": "image/webp"})

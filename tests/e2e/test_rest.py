@@ -100,7 +100,7 @@ def test_full_slice_register_login_profile_avatar_download(http: httpx.Client) -
     assert (largest["width"], largest["height"]) == (40, 30)  # never enlarged
     # The owner gets the original back byte for byte (the mesh keeps originals).
     original = http.get(
-        f"/v1/images/{meta['id']}:download?variant=original", headers=bearer(tokens)
+        f"/v1/images/{meta['id']}/variants/original:download", headers=bearer(tokens)
     )
     assert original.status_code == 200
     assert original.headers["content-type"] == "image/png"

@@ -128,7 +128,8 @@ def test_bearer_token_exactly_where_the_services_check_it(document: dict[str, An
         "UserService_GetProfile",
         "StorageService_GetImage",
         "StorageService_DownloadImage",
-        "StorageService_DownloadImage_2",  # the same RPC at /v1/images/{id}:download
+        "StorageService_DownloadImage_2",  # the same RPC under /v1/images/{id}/variants
+        "StorageService_DownloadImage_3",  # and at /v1/images/{id}:download
     }
     for op_id, secured in needs_token.items():
         expected = (

@@ -466,3 +466,27 @@ async def test_without_the_cache_every_delivery_reads_who_may_see(tmp_path: Path
     with pytest.raises(NotFound):
         await service.describe(image_id, "")
     assert media.access_reads == reads + 2
+
+
+async def test_a_signed_url_stops_working_when_the_owner_is_hidden_or_blocks_the_viewer(
+    tmp_path: Path,
+) -> None:
+    media = FakeMedia()
+    media.owner(OWNER).private = True
+    media.owner(OWNER).followers.add(FOLLOWER)
+    service = image_service(tmp_path, media, keep_originals=True)
+    image_id = (await uploaded(service, png())).image.id
+    shown = signed_request(variant_url(await service.describe(image_id, FOLLOWER), "w320"))
+    original = signed_request(variant_url(await service.describe(image_id, OWNER), "original"))
+    await service.download(shown, "")
+    await service.download(original, "")
+
+    media.owner(OWNER).blocked.add(FOLLOWER)
+    with pytest.raises(NotFound):
+        await service.download(shown, FOLLOWER)  # the blocked viewer, with its token
+    media.owner(OWNER).hidden = True  # deactivated (deletion pending) or blocked by an admin
+    for request in (shown, original):
+        with pytest.raises(NotFound):
+            await service.download(request, "")
+    media.admins.add(ADMIN)
+    await service.download(shown, ADMIN)  # admins still see it, with their token

@@ -20,6 +20,7 @@ from meshkit.errors import InvalidArgument
 from meshkit.reasons import Reason
 from storage_svc.processing import (
     FORMATS,
+    MAX_VARIANT_SIDE,
     UNSUPPORTED_HINT,
     VARIANTS,
     ProcessedImage,
@@ -519,3 +520,19 @@ def test_damaged_files_raise_nothing_but_invalid_argument(
     # most must have been refused, or the loop above checked nothing.
     assert set(reasons) == {Reason.IMAGE_TYPE_UNSUPPORTED}
     assert len(reasons) >= 10
+
+
+@pytest.mark.parametrize(("width", "height"), [(1170, 20000), (300, 16384), (1, 40000)])
+def test_a_very_tall_picture_is_narrowed_to_fit_webp(
+    tmp_path: Path, width: int, height: int
+) -> None:
+    path = tmp_path / "tall.png"
+    PillowImage.new("RGB", (width, height), (10, 120, 200)).save(path)
+
+    processed = process(path, max_pixels=40_000_000)
+
+    assert (processed.width, processed.height) == (width, height)
+    for rendition in processed.renditions:
+        assert max(rendition.width, rendition.height) <= MAX_VARIANT_SIDE
+        with PillowImage.open(io.BytesIO(rendition.data)) as shown:
+            assert shown.size == (rendition.width, rendition.height)

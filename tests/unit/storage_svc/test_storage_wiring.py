@@ -48,7 +48,11 @@ def test_records_become_public_images() -> None:
         sha256="ab" * 32,
         create_time=created,
     )
-    message = image_message(ImageView(image_from_record(record), variants=(), for_owner=False))
+    message = image_message(ImageView(image_from_record(record), variants=(), for_owner=True))
+    # The uploaded file's digest is the owner's business only.
+    seen = image_message(ImageView(image_from_record(record), variants=(), for_owner=False))
+    assert seen.sha256 == ""
+    assert seen.id == record.id
     assert message.id == record.id
     assert message.owner_id == "owner"
     assert message.content_type == "image/webp"
