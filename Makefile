@@ -8,7 +8,7 @@ STAMP := .venv/.meshgram-synced
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := meshgram/__init__.py envoy/api_descriptor.pb
 
-.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load chromium docs-ui fuzz rotate-keys seed admin
+.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load chromium docs-ui fuzz rotate-keys seed admin metrics
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ endif
 
 bench: install h2load ## benchmark a mesh of its own through Envoy: cached, uncached, write mix, login
 	$(PY) -m bench
+
+metrics: install ## per-RPC req/s, errors and p50/p99 of the running mesh, plus Envoy's totals (ONCE=1: one summary)
+	$(PY) -m tools.metrics_summary $(if $(ONCE),--once)
 
 profile: install h2load ## the read benchmarks under py-spy; flame graphs + summary in var/profiles
 	$(PY) -m bench --profile var/profiles --only cached uncached

@@ -16,6 +16,7 @@ from data_access.embedded import configured_database
 from data_access.images import ImageStore
 from data_access.lifecycle import AccountLifecycle
 from data_access.login_attempts import LoginAttemptStore
+from data_access.metrics import PoolCollector
 from data_access.mfa import MfaStore
 from data_access.moderation import ModerationStore
 from data_access.outbox import MailOutbox
@@ -131,6 +132,7 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
         interceptors=[CallerInterceptor(CallerPolicy(settings.mesh_secret_value()))],
         on_drained=[feed.stop],
         on_shutdown=[*(sweeper.stop for sweeper in sweepers), database.dispose],
+        collectors=[PoolCollector(database.engine.pool, settings.pool_max_overflow)],
         max_message_bytes=MAX_MESSAGE_BYTES,
     )
 

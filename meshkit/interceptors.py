@@ -16,6 +16,7 @@ from meshkit import errors
 from meshkit.grpc_errors import message_for, status_code_for, trailing_metadata_for
 from meshkit.handlers import Behavior, Handler, HandlerInterceptor, rewrap
 from meshkit.request_context import REQUEST_ID_HEADER, bind_request_id
+from meshkit.rpc_metrics import MethodFigures, RpcMetrics
 
 log = logging.getLogger("meshkit.access")
 
@@ -35,15 +36,17 @@ STREAM_IDLE_SECONDS = 30.0
 
 class ServiceInterceptor(HandlerInterceptor):
     """Bind the request id, read requests within bounds, log one access line per call, map
-    DomainError to a status."""
+    DomainError to a status, and count every call in metrics (its own unless given)."""
 
     def __init__(
         self,
         *,
         request_wait_seconds: float = REQUEST_WAIT_SECONDS,
         stream_idle_seconds: float = STREAM_IDLE_SECONDS,
+        metrics: RpcMetrics | None = None,
     ) -> None:
         self._waits = _Waits(first=request_wait_seconds, idle=stream_idle_seconds)
+        self.metrics = metrics or RpcMetrics()
 
     def intercept_handler(
         self, handler: Handler, handler_call_details: grpc.HandlerCallDetails
@@ -55,7 +58,9 @@ class ServiceInterceptor(HandlerInterceptor):
             if key == REQUEST_ID_HEADER and isinstance(value, str):
                 request_id = value
                 break
-        call = _Call(method, request_id, method.startswith(_QUIET_PREFIXES), self._waits)
+        call = _Call(
+            method, request_id, method.startswith(_QUIET_PREFIXES), self._waits, self.metrics
+        )
         streaming_in = bool(handler.request_streaming)
         return rewrap(
             handler,
@@ -82,6 +87,7 @@ class _Call:
     request_id: str
     quiet: bool
     waits: _Waits
+    metrics: RpcMetrics
 
 
 class _Malformed:
@@ -159,6 +165,7 @@ def _wrap_unary(behavior: Behavior, call: _Call, streaming_in: bool) -> Behavior
         requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
         bind_request_id(call.request_id)
+        figures = call.metrics.started(call.method)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -168,7 +175,7 @@ def _wrap_unary(behavior: Behavior, call: _Call, streaming_in: bool) -> Behavior
             await _abort(exc, code, context, call.method)
             raise
         finally:
-            _access(call.method, code, started, call.quiet)
+            _access(call.method, code, started, call.quiet, figures)
 
     return wrapper
 
@@ -180,6 +187,7 @@ def _wrap_stream(behavior: Behavior, call: _Call, streaming_in: bool) -> Behavio
         requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         bind_request_id(call.request_id)
+        figures = call.metrics.started(call.method)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -191,7 +199,7 @@ def _wrap_stream(behavior: Behavior, call: _Call, streaming_in: bool) -> Behavio
             await _abort(exc, code, context, call.method)
             raise
         finally:
-            _access(call.method, code, started, call.quiet)
+            _access(call.method, code, started, call.quiet, figures)
 
     return wrapper
 
@@ -227,14 +235,18 @@ async def _abort(
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
-def _access(method: str, code: grpc.StatusCode, started: float, quiet: bool) -> None:
-    """Write one access line for a finished call.
+def _access(
+    method: str, code: grpc.StatusCode, started: float, quiet: bool, figures: MethodFigures
+) -> None:
+    """Count a finished call in its figures and write its access line.
 
     Failed and slow calls are logged at INFO; fast successful ones at DEBUG, because the edge
     already logs every request with the same request id and a line per call in every service
     costs a tenth of a service's CPU under load.
     """
-    elapsed_ms = (time.perf_counter() - started) * 1000
+    elapsed = time.perf_counter() - started
+    figures.finished(code, elapsed)
+    elapsed_ms = elapsed * 1000
     ok = code == grpc.StatusCode.OK
     if ok and (quiet or (elapsed_ms < SLOW_CALL_MS and not log.isEnabledFor(logging.DEBUG))):
         return

@@ -19,6 +19,7 @@ from meshkit import reflection as meshkit_reflection
 from meshkit.interceptors import ServiceInterceptor
 from meshkit.logs import configure_logging
 from meshkit.metrics import serve_metrics
+from meshkit.rpc_metrics import RpcCollector, RpcMetrics
 from meshkit.settings import ServiceSettings
 
 log = logging.getLogger("meshkit.server")
@@ -80,6 +81,8 @@ class RunningServer:
     health: health_aio.HealthServicer
     definition: ServiceDefinition
     _probe: asyncio.Task[None]
+    rpc_metrics: RpcMetrics
+    """Per-RPC figures of every call this server takes."""
 
     async def stop(self, grace: float, drain: float = 0.0) -> None:
         """Report NOT_SERVING, keep serving for drain seconds so load balancers notice, let
@@ -107,8 +110,10 @@ async def start_server(definition: ServiceDefinition, host: str, port: int) -> R
         ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ("grpc.so_reuseport", 0),
     ]
+    rpc_metrics = RpcMetrics()
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(), *definition.interceptors], options=options
+        interceptors=[ServiceInterceptor(metrics=rpc_metrics), *definition.interceptors],
+        options=options,
     )
     for opener in definition.on_startup:
         await opener()
@@ -127,7 +132,12 @@ async def start_server(definition: ServiceDefinition, host: str, port: int) -> R
     probe = asyncio.create_task(_probe_forever(health, definition), name=f"{definition.name}-probe")
     log.info("listening", extra={"address": f"{host}:{bound}"})
     return RunningServer(
-        server=server, port=bound, health=health, definition=definition, _probe=probe
+        server=server,
+        port=bound,
+        health=health,
+        definition=definition,
+        _probe=probe,
+        rpc_metrics=rpc_metrics,
     )
 
 
@@ -137,7 +147,8 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     running = await start_server(definition, settings.host, settings.port)
     metrics = None
     if settings.metrics_port:
-        metrics = serve_metrics(settings.host, settings.metrics_port, definition.collectors)
+        collectors = [*definition.collectors, RpcCollector(running.rpc_metrics)]
+        metrics = serve_metrics(settings.host, settings.metrics_port, collectors)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
