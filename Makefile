@@ -8,7 +8,7 @@ STAMP := .venv/.meshgram-synced
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := meshgram/__init__.py envoy/api_descriptor.pb
 
-.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load chromium docs-ui fuzz rotate-keys seed admin metrics
+.PHONY: help install run dev test lint fmt proto migrate bench profile docs clean h2load chromium docs-ui fuzz rotate-keys seed admin metrics certs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ admin: install ## make the account with EMAIL an admin in make run's database (R
 	$(PY) -m tools.admin --email "$(EMAIL)" $(if $(REVOKE),--revoke,)
 
 # The same AUTH_* settings as `make run` (.env included, the shell's variables winning).
+certs: install ## development CA, the edge's HTTPS certificate and SPIFFE certificates for every service, in var/certs (HOSTS="*.example.test ...": more names for the edge)
+	$(PY) -m tools.dev_certs $(foreach host,$(HOSTS),--host '$(host)')
+
 rotate-keys: install ## new access-token signing key (signs after the publish delay); deletes retired ones
 	$(PY) -c 'from dotenv import load_dotenv; load_dotenv(".env"); from auth_svc.keys import main; main(["rotate"])'
 
