@@ -78,8 +78,8 @@ COPY --from=generate /src/envoy/api_descriptor.pb envoy/api_descriptor.pb
 COPY --from=docs-ui /src/.build/docs-ui/ .build/docs-ui/
 # Compiled once here: the code is read-only at run time (readOnlyRootFilesystem).
 RUN python -m compileall -q meshkit data_access auth_svc user_svc storage_svc tools meshgram \
-    && mkdir -p /app/var \
-    && chown 10001:10001 /app/var
+    && mkdir -p /app/var /var/cache/meshgram-edge \
+    && chown 10001:10001 /app/var /var/cache/meshgram-edge
 USER 10001:10001
 # gRPC: data_access 50060, auth 50051, user 50052, storage 50053; metrics: gRPC port + 1000;
 # the edge: 8080.

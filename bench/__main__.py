@@ -531,17 +531,42 @@ def run_media_downloads(bench: Bench, public: Account, private: Account) -> None
     urls = media.prepare_downloads(bench.base, public.access_token, private.access_token)
     webp = {"accept": "image/webp"}
     variant = media.DOWNLOAD_VARIANT
-    for label, paths in (("public URL", urls.public), ("signed URL, private account", urls.signed)):
+    # The same public files by the download path the edge does not cache: what the cache saves.
+    uncached = [
+        path.replace("/media/", "/v1/images/", 1).replace(
+            f"/{variant}", f"/variants/{variant}:download"
+        )
+        for path in urls.public
+    ]
+    for label, paths, served in (
+        (
+            "GET /media/{id}/" + variant + ", WebP, public URL (edge cache)",
+            urls.public,
+            urls.public,
+        ),
+        (
+            "GET /media/{id}/" + variant + ", WebP, signed URL, private account",
+            urls.signed,
+            urls.signed,
+        ),
+        (
+            "GET /v1/images/{id}/variants/" + variant + ":download, WebP, public (not cached)",
+            uncached,
+            urls.public,
+        ),
+    ):
+        before = bench.mesh.media_cache_events()
         row = bench.measure(
-            f"GET /media/{{id}}/{variant}, WebP, {label}, REST",
+            f"{label}, REST",
             "media",
             concurrency,
             media.downloads(bench.base, paths, webp, concurrency),
         )
-        sizes = sorted(urls.sizes[path] for path in paths)
+        sizes = sorted(urls.sizes[path] for path in served)
         row.note = (
             f"{len(paths)} images cycled; WebP files of {sizes[0]:,} to {sizes[-1]:,} bytes, "
-            f"{row.run.rps * statistics.mean(sizes) / 1e6:.1f} MB/s served"
+            f"{row.run.rps * statistics.mean(sizes) / 1e6:.1f} MB/s served; "
+            + media.cache_share(before, bench.mesh.media_cache_events())
         )
     revalidated = {**webp, "if-none-match": urls.entity_tag}
     row = bench.measure(

@@ -437,6 +437,20 @@ def prepare_downloads(base: str, public_token: str, private_token: str) -> Downl
     )
 
 
+def cache_share(before: Mapping[str, int], after: Mapping[str, int]) -> str:
+    """How the edge's media cache answered between two readings of its events: the share
+    served from it (fresh hits), revalidated with storage_svc, and missed."""
+    seen = {event: after.get(event, 0) - before.get(event, 0) for event in after}
+    looked_up = seen.get("hit", 0) + seen.get("validate", 0) + seen.get("miss", 0)
+    if not looked_up:
+        return "edge cache not used"
+    return (
+        f"edge cache: {seen.get('hit', 0) / looked_up:.1%} hits, "
+        f"{seen.get('validate', 0) / looked_up:.1%} revalidated, "
+        f"{seen.get('miss', 0) / looked_up:.1%} misses"
+    )
+
+
 def downloads(base: str, paths: Sequence[str], headers: Mapping[str, str], clients: int) -> Load:
     """GET each of paths in turn (cycled) with headers, no token, HTTP/1.1 like the other REST
     loads, `clients` connections with one request in flight each."""

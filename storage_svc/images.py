@@ -42,8 +42,16 @@ LIST_DEFAULT = 20
 LIST_MAX = 100
 ACCESS_CACHE_ENTRIES = 10_000
 _VARIANT_NAMES = frozenset(spec.name for spec in VARIANTS)
-# Content-addressed files never change under their URL.
-PUBLIC_CACHE_CONTROL = "public, max-age=31536000, immutable"
+SHARED_CACHE_SECONDS = 60
+
+
+def public_cache_control(shared_cache_seconds: int = SHARED_CACHE_SECONDS) -> str:
+    """Cache-Control of a public rendition: a browser keeps it a year (its bytes never change
+    under its URL), a shared cache (the edge, a CDN) asks again after shared_cache_seconds, so an
+    image that stops being public drops out of shared caches within that time."""
+    return f"public, max-age=31536000, s-maxage={shared_cache_seconds}, immutable"
+
+
 _HASH_CHUNK = 1024 * 1024
 
 
@@ -231,9 +239,11 @@ class ImageService:
         quota_bytes: int = 0,
         max_concurrent_processing: int = MAX_CONCURRENT_PROCESSING,
         access_cache_seconds: float = 0.0,
+        shared_cache_seconds: int = SHARED_CACHE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._media = media
+        self._public_cache_control = public_cache_control(shared_cache_seconds)
         self._blobs = blobs
         self._signer = signer
         self._spool = spool
@@ -532,7 +542,9 @@ class ImageService:
         )
         if rendition is None:
             raise image_not_found()
-        cache_control = PUBLIC_CACHE_CONTROL if public else self._private_cache_control(request)
+        cache_control = (
+            self._public_cache_control if public else self._private_cache_control(request)
+        )
         return await self._deliver(
             key=rendition.sha256,
             size=rendition.size_bytes,

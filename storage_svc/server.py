@@ -76,6 +76,7 @@ def build_definition(
         quota_bytes=settings.quota_bytes,
         max_concurrent_processing=settings.max_concurrent_processing,
         access_cache_seconds=settings.access_cache_seconds,
+        shared_cache_seconds=settings.shared_cache_seconds,
     )
     servicer = StorageServicer(
         images, peers.verifier, unverified_email_may=settings.unverified_email_may

@@ -110,6 +110,16 @@ class StorageSettings(TokenVerifyingSettings):
             "blocks shows within this time. 0 turns it off."
         ),
     )
+    shared_cache_seconds: int = Field(
+        60,
+        ge=0,
+        le=86400,
+        description=(
+            "How long a shared cache (the edge's media cache, a CDN) may serve a public "
+            "rendition before asking again (s-maxage); an image that stops being public, or is "
+            "deleted, is gone from shared caches within this time. Browsers keep it a year."
+        ),
+    )
     upload_session_ttl_seconds: float = Field(
         86400.0,
         gt=0,

@@ -16,6 +16,7 @@ from google.protobuf.descriptor_pb2 import MethodOptions
 from meshgram.auth.v1 import auth_pb2
 from meshgram.storage.v1 import storage_pb2
 from meshgram.user.v1 import user_pb2
+from meshkit.public_api import STORAGE_SERVICE
 from meshkit.reasons import ERROR_DOMAIN, Reason
 from tools.docs_ui import SWAGGER_UI_BUNDLE, SWAGGER_UI_CSS
 from tools.http_rules import bindings, bound_fields
@@ -93,6 +94,12 @@ class EdgeConfig:
     upstreams: Mapping[str, Sequence[str]]
     """Cluster name -> endpoint addresses ("host:port"); several make Envoy balance."""
     max_connections: int = 10_000
+    media_cache_dir: Path = ROOT / "var" / "edge-cache"
+    """Folder of the edge's media cache; one per Envoy, made when missing."""
+    media_cache_bytes: int = 256 * 1024 * 1024
+    """Most bytes the media cache keeps on disk before evicting the least recently used."""
+    media_cache_entries: int = 20_000
+    """Most files the media cache keeps."""
 
 
 # Route settings of each public service's calls (the routes of envoy.yaml.tmpl say why).
@@ -164,6 +171,8 @@ def render(config: EdgeConfig) -> str:
     upstream_lua = Template((LUA_DIR / "upstream.lua").read_text()).substitute(
         BOUND=_lua_table(_bound_lua(query_bound_fields()))
     )
+    # The media listener's one route: downloads, retried like the edge's route for them.
+    media_retried = "DownloadImage" in retried_methods().get(STORAGE_SERVICE, [])
     answers_lua = Template((LUA_DIR / "answers.lua").read_text()).substitute(
         CODES=_lua_table({f"[{status}]": f'"{r.code}"' for status, r in LOCAL_REPLIES.items()}),
         ROUTES=_routes_lua(rest_routes()),
@@ -186,6 +195,11 @@ def render(config: EdgeConfig) -> str:
         UPSTREAM_LUA=json.dumps(upstream_lua),
         CLUSTERS="".join(clusters),
         RETRY_ROUTES=_retry_routes(retried_methods()),
+        MEDIA_LUA=json.dumps((LUA_DIR / "media.lua").read_text()),
+        MEDIA_RETRY_POLICY=_RETRY_POLICY if media_retried else "",
+        MEDIA_CACHE_DIR=json.dumps(str(config.media_cache_dir)),
+        MEDIA_CACHE_BYTES=config.media_cache_bytes,
+        MEDIA_CACHE_ENTRIES=config.media_cache_entries,
         **{name: json.dumps(str(path)) for name, path in SERVED_FILES.items()},
     )
 
@@ -328,8 +342,10 @@ def _json_error(code: int, reason: Reason) -> dict[str, object]:
 
 
 def write(config: EdgeConfig, path: Path) -> Path:
-    """Render config into path and return it."""
+    """Render config into path, make the media cache's folder, and return path."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Envoy does not make the folder itself (create_cache_path is not implemented in 1.40).
+    config.media_cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.write_text(render(config))
     return path
 

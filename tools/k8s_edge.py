@@ -30,6 +30,8 @@ CONFIGMAP_PATH = ROOT / "deploy" / "k8s" / "edge-config.yaml"
 CONFIGMAP_NAME = "meshgram-edge"
 CONFIG_KEY = "envoy.yaml"
 LISTEN_PORT = 8080
+MEDIA_CACHE_DIR = Path("/var/cache/meshgram-edge")
+"""The edge's media cache in a container: a volume of its own (deploy/k8s/edge.yaml)."""
 ADMIN_PORT = 9901
 # The Service names of deploy/k8s/ and deploy/compose.yaml, and each service's gRPC port (its
 # settings' default).
@@ -56,6 +58,7 @@ def container_config(
         admin_port=ADMIN_PORT,
         cors_origins=tuple(cors_origins),
         upstreams={name: [upstreams[name]] for name in HEALTH_SERVICES},
+        media_cache_dir=MEDIA_CACHE_DIR,
     )
     text, count = _STATIC_CLUSTER.subn(_dns_cluster, render(config))
     if count != len(HEALTH_SERVICES):
@@ -118,6 +121,7 @@ def _serve(env: Mapping[str, str]) -> None:
     folder = Path(tempfile.mkdtemp(prefix="meshgram-edge-"))
     path = folder / CONFIG_KEY
     path.write_text(text)
+    MEDIA_CACHE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     envoy = str(Path(sys.executable).parent / "envoy")
     command = [
         envoy,

@@ -182,6 +182,18 @@ class Mesh:
         """host:port of the Envoy listener."""
         return f"127.0.0.1:{self.ports.edge}"
 
+    def media_cache_events(self) -> dict[str, int]:
+        """The edge media cache's event counters since Envoy started, by event (hit, miss,
+        validate, uncacheable, ...), read from Envoy's admin stats."""
+        url = f"http://127.0.0.1:{self.ports.admin}/stats?filter=^cache[.]event[.]"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            text = reply.read().decode()
+        events = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            events[name.rsplit(".", 1)[-1]] = int(value)
+        return events
+
     def start(self, timeout: float = 60.0) -> None:
         """Start the mailbox, data_access, the services and Envoy; raise if any is not healthy
         in time."""
@@ -356,6 +368,7 @@ class Mesh:
                 ]
                 for svc in PUBLIC
             },
+            media_cache_dir=self.state_dir / "run" / f"edge-cache-{self.ports.edge}",
         )
         path = write(config, self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml")
         command = [

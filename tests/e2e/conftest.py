@@ -123,6 +123,9 @@ def mesh(database_url: str, e2e_state: Path, web_origin: str) -> Iterator[Mesh]:
             "STORAGE_UPLOAD_SESSION_TTL_SECONDS": str(UPLOAD_SESSION_TTL_SECONDS),
             # Tests change who may see an image and look at once (unit tests cover the cache).
             "STORAGE_ACCESS_CACHE_SECONDS": "0",
+            # Likewise at the edge: its media cache asks storage_svc again every time
+            # (test_media_cache covers the cache's lifetime on a mesh of its own).
+            "STORAGE_SHARED_CACHE_SECONDS": "0",
             # Deleted accounts go for good within seconds, so that a test can watch it happen.
             "USER_ACCOUNT_DELETION_GRACE_SECONDS": str(DELETION_GRACE_SECONDS),
             "DATA_ACCESS_REFRESH_TOKEN_SWEEP_SECONDS": "1",

@@ -4,6 +4,7 @@ expired tokens, mail in the mesh's mailbox."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -13,7 +14,7 @@ import struct
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,34 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+@contextlib.contextmanager
+def own_mesh(
+    database_url: str, state: Path, env: Mapping[str, str], replicas: Mapping[str, int] = {}
+) -> Iterator[Mesh]:
+    """Run a test module's own mesh over database_url on free ports, its files under state:
+    the suite's cheap password hashing, no mail sending (the session mesh delivers the shared
+    database's mail), blobs in state/blobs, plus env; stop it on leaving."""
+    mesh = Mesh(
+        database_url=database_url,
+        ports=free_ports(replicas),
+        state_dir=state,
+        extra_env={
+            "MESHGRAM_ENV": "development",
+            "AUTH_BCRYPT_ROUNDS": "4",
+            "AUTH_MAIL_SENDING": "false",
+            "STORAGE_BLOB_DIR": str(state / "blobs"),
+            **env,
+        },
+        log_dir=state / "logs",
+        replicas=dict(replicas),
+    )
+    mesh.start(timeout=90)
+    try:
+        yield mesh
+    finally:
+        mesh.stop()
 
 
 def free_ports(replicas: Mapping[str, int]) -> MeshPorts:

@@ -42,7 +42,7 @@ from tests.e2e.test_social_graph import Member, make_private, member, ok, reason
 from tools.mesh import Mesh
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
-PUBLIC_CACHE = "public, max-age=31536000, immutable"
+PUBLIC_CACHE = "public, max-age=31536000, s-maxage=0, immutable"
 WEBP_FIRST = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
 RESOURCE_EXHAUSTED = 8
 FAILED_PRECONDITION = 9

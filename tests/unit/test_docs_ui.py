@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.edge_support import loopback_config
 from tools import docs_ui, edge
 
 
@@ -69,13 +70,7 @@ def test_unpack_refuses_a_tarball_without_the_bundle(tmp_path: Path) -> None:
 def test_edge_config_needs_the_page_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     missing = tmp_path / "swagger-ui-bundle.js"
     monkeypatch.setitem(edge.SERVED_FILES, "SWAGGER_UI_BUNDLE", missing)
-    config = edge.EdgeConfig(
-        listen_host="127.0.0.1",
-        listen_port=8080,
-        admin_port=9901,
-        cors_origins=(),
-        upstreams={name: ["127.0.0.1:1"] for name in edge.HEALTH_SERVICES},
-    )
+    config = loopback_config()
 
     with pytest.raises(FileNotFoundError, match=r"make docs-ui.*swagger-ui-bundle\.js"):
         edge.render(config)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from auth_svc.mail.messages import RESET_PASSWORD_PATH, VERIFY_EMAIL_PATH
+from tests.unit.edge_support import loopback_config
 from tools import edge
 from tools.gen_openapi import OPENAPI_DOC
 
@@ -43,22 +44,18 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         files[name].touch()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(edge, "SERVED_FILES", files)
-        rendered = edge.render(
-            edge.EdgeConfig(
-                listen_host="127.0.0.1",
-                listen_port=8080,
-                admin_port=9901,
-                cors_origins=(),
-                upstreams={name: ["127.0.0.1:1"] for name in edge.HEALTH_SERVICES},
-            )
-        )
+        rendered = edge.render(loopback_config())
     parsed: dict[str, Any] = yaml.safe_load(rendered)
     return parsed
 
 
 def connection_manager(config: dict[str, Any]) -> dict[str, Any]:
     """The typed config of the edge listener's HTTP connection manager."""
-    (listener,) = config["static_resources"]["listeners"]
+    [listener] = [
+        listener
+        for listener in config["static_resources"]["listeners"]
+        if listener["name"] == "edge"
+    ]
     (chain,) = listener["filter_chains"]
     (manager,) = chain["filters"]
     typed: dict[str, Any] = manager["typed_config"]
