@@ -38,7 +38,7 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
     """Wire auth_svc for settings; call inside a running event loop (it opens a grpc.aio
     channel). It is ready as soon as it serves: its signing key is loaded here, so the JWKS
     and token signing never wait on data_access; shutdown closes the channel."""
-    channel = open_channel(settings.data_access_addr)
+    channel = open_channel(settings.data_access_addr, settings.mesh_tls())
     caller = data_access_caller(settings)
     store = AccountStoreClient(channel, caller)
     keyring = open_keyring(settings)

@@ -129,7 +129,11 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
         service_names=SERVICE_NAMES,
         reflection_names=SERVICE_NAMES,
         check_ready=ready,
-        interceptors=[CallerInterceptor(CallerPolicy(settings.mesh_secret_value()))],
+        interceptors=[
+            CallerInterceptor(
+                CallerPolicy(settings.mesh_secret_value(), trust_domain=settings.trust_domain)
+            )
+        ],
         on_drained=[feed.stop],
         on_shutdown=[*(sweeper.stop for sweeper in sweepers), database.dispose],
         collectors=[PoolCollector(database.engine.pool, settings.pool_max_overflow)],

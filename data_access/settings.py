@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from meshkit.mesh_tls import DEFAULT_TRUST_DOMAIN
 from meshkit.settings import RequiredSecret, ServiceSettings
 
 SERVICE_NAME = "data_access"
@@ -46,8 +47,17 @@ class DataAccessSettings(DatabaseSettings):
     mesh_secret: SecretStr | None = Field(
         None,
         description=(
-            "Secret from which every caller credential is derived (HMAC-SHA256 of the caller's "
-            "name). Required; `make run` keeps one in var/secrets/."
+            "Secret from which every caller credential of plaintext mode is derived "
+            "(HMAC-SHA256 of the caller's name). Required without TLS_CERT (with mutual TLS each "
+            "caller is named by its certificate); `make run` keeps one in var/secrets/."
+        ),
+    )
+    trust_domain: str = Field(
+        DEFAULT_TRUST_DOMAIN,
+        min_length=1,
+        description=(
+            "SPIFFE trust domain of the callers' certificates: a caller presenting "
+            "spiffe://<trust domain>/<workload> is that workload."
         ),
     )
     pool_size: int = Field(
@@ -80,11 +90,16 @@ class DataAccessSettings(DatabaseSettings):
     )
 
     def required_secrets(self) -> list[RequiredSecret]:
-        """The mesh secret."""
+        """The mesh secret in plaintext mode; with mutual TLS certificates name the callers."""
+        if self.tls_cert is not None:
+            return super().required_secrets()
         return [*super().required_secrets(), self._mesh_secret()]
 
-    def mesh_secret_value(self) -> str:
-        """Return the mesh secret (validated when the settings were read)."""
+    def mesh_secret_value(self) -> str | None:
+        """Return the mesh secret (validated when the settings were read); None with mutual TLS,
+        where no caller token is ever read."""
+        if self.tls_cert is not None:
+            return None
         return self._mesh_secret().get()
 
     def _mesh_secret(self) -> RequiredSecret:

@@ -71,8 +71,9 @@ class VerifyingPeers:
     ) -> VerifyingPeers:
         """Open both channels (inside the serving event loop); jwks_fetcher replaces the JWKS
         call to auth_svc (tests)."""
-        data_access = open_channel(settings.data_access_addr)
-        auth = open_channel(settings.auth_addr)
+        tls = settings.mesh_tls()
+        data_access = open_channel(settings.data_access_addr, tls)
+        auth = open_channel(settings.auth_addr, tls)
         auth_caller = PeerCaller(timeout=settings.call_timeout_seconds)
         return cls(
             data_access=data_access,

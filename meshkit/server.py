@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from meshkit import reflection as meshkit_reflection
 from meshkit.interceptors import ServiceInterceptor
 from meshkit.logs import configure_logging
+from meshkit.mesh_tls import MeshTls
 from meshkit.metrics import serve_metrics
 from meshkit.rpc_metrics import RpcCollector, RpcMetrics
 from meshkit.settings import ServiceSettings
@@ -101,8 +102,11 @@ class RunningServer:
             await closer()
 
 
-async def start_server(definition: ServiceDefinition, host: str, port: int) -> RunningServer:
-    """Start serving definition on host:port (0 picks a free port) and return the handle."""
+async def start_server(
+    definition: ServiceDefinition, host: str, port: int, tls: MeshTls | None = None
+) -> RunningServer:
+    """Start serving definition on host:port (0 picks a free port) and return the handle; with
+    tls, only to mutual-TLS clients holding a certificate from its CA (no plaintext port)."""
     options = [
         ("grpc.max_receive_message_length", definition.max_message_bytes),
         ("grpc.max_send_message_length", _MAX_SEND_MESSAGE_BYTES),
@@ -124,13 +128,17 @@ async def start_server(definition: ServiceDefinition, host: str, port: int) -> R
         server,
         [*definition.reflection_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, tls.server_credentials())
     if bound == 0:
         raise OSError(f"{definition.name}: cannot listen on {host}:{port}")
     await server.start()
     await _set_health(health, definition, await _probe_once(definition))
     probe = asyncio.create_task(_probe_forever(health, definition), name=f"{definition.name}-probe")
-    log.info("listening", extra={"address": f"{host}:{bound}"})
+    log.info("listening", extra={"address": f"{host}:{bound}", "mtls": tls is not None})
     return RunningServer(
         server=server,
         port=bound,
@@ -144,7 +152,7 @@ async def start_server(definition: ServiceDefinition, host: str, port: int) -> R
 async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> None:
     """Run a service until SIGTERM or SIGINT, then drain gracefully."""
     configure_logging(definition.name, settings.log_level)
-    running = await start_server(definition, settings.host, settings.port)
+    running = await start_server(definition, settings.host, settings.port, settings.mesh_tls())
     metrics = None
     if settings.metrics_port:
         collectors = [*definition.collectors, RpcCollector(running.rpc_metrics)]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Self, TypeVar
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from meshkit.mesh_tls import MeshTls
 
 Environment = Literal["development", "production"]
 UnverifiedEmailMay = Literal["nothing", "sign_in", "edit_profile"]
@@ -109,9 +112,45 @@ class ServiceSettings(BaseSettings):
         "(also edit its profile and upload its pictures). Same value for every service.",
     )
 
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate of this workload for mutual TLS inside the mesh (its SPIFFE "
+        "identity as URI SAN). With TLS_KEY and TLS_CA set too, the service accepts only TLS "
+        "clients holding a certificate from that CA, and calls its peers over mutual TLS; unset, "
+        "plaintext (loopback development only). `make run` makes them (tools/dev_certs.py).",
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of TLS_CERT.")
+    tls_ca: Path | None = Field(
+        None, description="PEM CA certificate(s) that peers' certificates must be signed by."
+    )
+
     def required_secrets(self) -> list[RequiredSecret]:
         """The secrets this service refuses to start without (subclasses add theirs)."""
         return []
+
+    def mesh_tls(self) -> MeshTls | None:
+        """This workload's mutual-TLS material read from its files, or None in plaintext mode."""
+        if self.tls_cert is None or self.tls_key is None or self.tls_ca is None:
+            return None
+        return MeshTls.from_files(self.tls_cert, self.tls_key, self.tls_ca)
+
+    @model_validator(mode="after")
+    def _tls_files_are_complete(self) -> Self:
+        # Half a TLS configuration would silently fall back to plaintext: refuse it.
+        prefix = self.model_config.get("env_prefix", "")
+        files = {"TLS_CERT": self.tls_cert, "TLS_KEY": self.tls_key, "TLS_CA": self.tls_ca}
+        given = {name for name, path in files.items() if path is not None}
+        if given and len(given) < len(files):
+            missing = ", ".join(f"{prefix}{name}" for name in files if name not in given)
+            raise ValueError(f"mutual TLS needs a certificate, its key and a CA; set {missing}")
+        unreadable = [
+            f"{prefix}{name} ({path})"
+            for name, path in files.items()
+            if path is not None and not path.is_file()
+        ]
+        if unreadable:
+            raise ValueError(f"no such file: {', '.join(unreadable)}")
+        return self
 
     @model_validator(mode="after")
     def _secrets_are_usable(self) -> Self:
@@ -163,8 +202,9 @@ class DataAccessClientSettings(ServiceSettings):
     data_access_token: SecretStr | None = Field(
         None,
         description=(
-            "Caller credential presented to data_access as this service: base64url(HMAC-SHA256("
-            "mesh secret, service name)). Required; `make run` derives it from its mesh secret."
+            "Caller credential presented to data_access as this service in plaintext mode: "
+            "base64url(HMAC-SHA256(mesh secret, service name)). Required without TLS_CERT (with "
+            "mutual TLS the certificate names the caller); `make run` derives it."
         ),
     )
     call_timeout_seconds: float = Field(
@@ -172,11 +212,17 @@ class DataAccessClientSettings(ServiceSettings):
     )
 
     def required_secrets(self) -> list[RequiredSecret]:
-        """The caller credential, besides what the base class requires."""
+        """The caller credential in plaintext mode, besides what the base class requires; with
+        mutual TLS the certificate is the credential."""
+        if self.tls_cert is not None:
+            return super().required_secrets()
         return [*super().required_secrets(), self._caller_token_secret()]
 
-    def caller_token(self) -> str:
-        """Return the data_access caller credential (validated when the settings were read)."""
+    def caller_token(self) -> str | None:
+        """Return the data_access caller credential of plaintext mode (validated when the
+        settings were read); None with mutual TLS, where data_access reads the certificate."""
+        if self.tls_cert is not None:
+            return None
         return self._caller_token_secret().get()
 
     def _caller_token_secret(self) -> RequiredSecret:

@@ -25,10 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshkit.files import create_private_file
+from meshkit.mesh_tls import DEFAULT_TRUST_DOMAIN, spiffe_id
 
 ROOT = Path(__file__).resolve().parent.parent
 CERTS_DIR = ROOT / "var" / "certs"
-TRUST_DOMAIN = "meshgram.internal"
+TRUST_DOMAIN = DEFAULT_TRUST_DOMAIN
 """The SPIFFE trust domain of the development mesh: identities are spiffe://<it>/<workload>."""
 WORKLOADS = ("edge", "auth_svc", "user_svc", "storage_svc", "data_access")
 """Every process of the mesh that holds a workload certificate."""
@@ -48,11 +49,6 @@ class CertFiles:
     cert: Path
     key: Path
     ca: Path
-
-
-def spiffe_id(workload: str, trust_domain: str = TRUST_DOMAIN) -> str:
-    """The SPIFFE identity of a workload, as written in its certificate's URI SAN."""
-    return f"spiffe://{trust_domain}/{workload}"
 
 
 def ensure_ca(directory: Path = CERTS_DIR) -> CertFiles:
@@ -120,14 +116,18 @@ def ensure_workload_certificate(
 
 
 def ensure_all(
-    edge_hosts: Sequence[str] = LOCAL_HOSTS, directory: Path = CERTS_DIR
+    edge_hosts: Sequence[str] = LOCAL_HOSTS,
+    directory: Path = CERTS_DIR,
+    workload_hosts: Sequence[str] = (),
 ) -> dict[str, CertFiles]:
-    """Make (or keep) the CA, the edge's server certificate and every workload's certificate;
+    """Make (or keep) the CA, the edge's server certificate and every workload's certificate
+    (valid for the local names and workload_hosts, e.g. the DNS names of docker compose);
     return them by name ("edge-server" and each of WORKLOADS)."""
+    hosts = (*LOCAL_HOSTS, *workload_hosts)
     with _locked(directory):
         made = {"edge-server": _ensure_leaf("edge-server", edge_hosts, None, directory)}
         for workload in WORKLOADS:
-            made[workload] = _ensure_leaf(workload, LOCAL_HOSTS, spiffe_id(workload), directory)
+            made[workload] = _ensure_leaf(workload, hosts, spiffe_id(workload), directory)
         return made
 
 
@@ -251,9 +251,16 @@ def main() -> None:
         default=[],
         help="another name for the edge's certificate (repeatable), e.g. '*.meshgram.test'",
     )
+    parser.add_argument(
+        "--workload-host",
+        action="append",
+        default=[],
+        help="another name for every workload certificate (repeatable): the host names peers "
+        "dial, e.g. data-access and auth-svc in docker compose",
+    )
     parser.add_argument("--dir", type=Path, default=CERTS_DIR, help="where to keep them")
     args = parser.parse_args()
-    made = ensure_all((*LOCAL_HOSTS, *args.host), args.dir)
+    made = ensure_all((*LOCAL_HOSTS, *args.host), args.dir, args.workload_host)
     for name, files in made.items():
         print(f"{name:12} {files.cert}")
     print(f"{'CA':12} {made['edge-server'].ca} (trust it to verify the edge and the mesh)")

@@ -84,6 +84,18 @@ HEALTH_SERVICES = {
 
 
 @dataclass(frozen=True)
+class UpstreamTls:
+    """The edge's side of mutual TLS towards the services: its own workload certificate, the
+    CA it trusts, and the SPIFFE identity each cluster's endpoints must prove."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    identities: Mapping[str, str]
+    """Cluster name -> the URI SAN its servers' certificates must carry."""
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     """What the edge needs to know: where to listen and where each public service runs."""
 
@@ -100,6 +112,8 @@ class EdgeConfig:
     """Most bytes the media cache keeps on disk before evicting the least recently used."""
     media_cache_entries: int = 20_000
     """Most files the media cache keeps."""
+    upstream_tls: UpstreamTls | None = None
+    """Mutual TLS to every upstream (health checks included); None: plaintext (loopback only)."""
 
 
 # Route settings of each public service's calls (the routes of envoy.yaml.tmpl say why).
@@ -166,7 +180,9 @@ def _retry_routes(retried: Mapping[str, Sequence[str]]) -> str:
 
 def render(config: EdgeConfig) -> str:
     """Return the Envoy YAML for config."""
-    clusters = [_cluster(name, config.upstreams[name]) for name in HEALTH_SERVICES]
+    clusters = [
+        _cluster(name, config.upstreams[name], config.upstream_tls) for name in HEALTH_SERVICES
+    ]
     origins = [{"exact": origin} for origin in config.cors_origins]
     upstream_lua = Template((LUA_DIR / "upstream.lua").read_text()).substitute(
         BOUND=_lua_table(_bound_lua(query_bound_fields()))
@@ -350,8 +366,37 @@ def write(config: EdgeConfig, path: Path) -> Path:
     return path
 
 
-def _cluster(name: str, endpoints: Sequence[str]) -> str:
-    """Render one upstream cluster with its endpoints."""
+def _transport_socket(name: str, tls: UpstreamTls | None) -> str:
+    """The cluster's transport socket: mutual TLS presenting the edge's certificate, trusting
+    only the CA and only a server proving the cluster's SPIFFE identity, over HTTP/2 (ALPN h2:
+    grpcio refuses a TLS client that offers none); nothing (plaintext) without tls."""
+    if tls is None:
+        return ""
+    context = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [
+                {
+                    "certificate_chain": {"filename": str(tls.cert)},
+                    "private_key": {"filename": str(tls.key)},
+                }
+            ],
+            "validation_context": {
+                "trusted_ca": {"filename": str(tls.ca)},
+                "match_typed_subject_alt_names": [
+                    {"san_type": "URI", "matcher": {"exact": tls.identities[name]}}
+                ],
+            },
+        },
+    }
+    # JSON is YAML: the health checks use this socket too, so they verify the same identity.
+    socket = {"name": "envoy.transport_sockets.tls", "typed_config": context}
+    return f"      transport_socket: {json.dumps(socket)}\n"
+
+
+def _cluster(name: str, endpoints: Sequence[str], tls: UpstreamTls | None = None) -> str:
+    """Render one upstream cluster with its endpoints (over mutual TLS when tls is given)."""
     lines = []
     for endpoint in endpoints:
         host, _, port = endpoint.rpartition(":")
@@ -362,5 +407,8 @@ def _cluster(name: str, endpoints: Sequence[str]) -> str:
         )
     template = Template((ENVOY_DIR / "cluster.yaml.tmpl").read_text())
     return template.substitute(
-        NAME=name, HEALTH_SERVICE=HEALTH_SERVICES[name], ENDPOINTS="".join(lines)
+        NAME=name,
+        HEALTH_SERVICE=HEALTH_SERVICES[name],
+        ENDPOINTS="".join(lines),
+        TRANSPORT_SOCKET=_transport_socket(name, tls),
     )

@@ -3,8 +3,11 @@
 `python -m tools.healthcheck 127.0.0.1:50051` asks the standard gRPC health service of the
 process at that address for its overall status ("" unless --service names one); exit 0 on
 SERVING, 1 otherwise with the reason on stderr. `--http URL` instead expects a 200 from URL
-(Envoy's admin /ready). It is what docker compose runs: grpc_health_probe is not on PyPI, and
-the image already has grpcio-health-checking.
+(Envoy's admin /ready). With --tls-cert/--tls-key/--tls-ca it asks over mutual TLS, presenting
+that certificate (a service with mutual TLS accepts nothing else; inside a container, the
+service's own). It is what docker compose and the Kubernetes probes run: grpc_health_probe is
+not on PyPI, the kubelet's gRPC probe speaks no TLS, and the image already has
+grpcio-health-checking.
 """
 
 from __future__ import annotations
@@ -14,17 +17,26 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
 
+from meshkit.mesh_tls import MeshTls
 from meshkit.peers import health_check
 
 
-def grpc_status(address: str, service: str = "", timeout: float = 2.0) -> str:
+def grpc_status(
+    address: str, service: str = "", timeout: float = 2.0, tls: MeshTls | None = None
+) -> str:
     """Return the health status name the server at address reports for service (e.g.
-    "SERVING"), or "UNREACHABLE: <details>" when it does not answer."""
-    with grpc.insecure_channel(address) as channel:
+    "SERVING"), or "UNREACHABLE: <details>" when it does not answer; over mutual TLS with tls."""
+    channel = (
+        grpc.insecure_channel(address)
+        if tls is None
+        else grpc.secure_channel(address, tls.channel_credentials())
+    )
+    with channel:
         check = health_check(channel)
         try:
             reply = check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
@@ -57,14 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     target.add_argument("--http", metavar="URL", help="expect HTTP 200 from URL instead")
     parser.add_argument("--service", default="", help="gRPC service name ('' = the server)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait")
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate to present (mutual TLS)")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-ca", type=Path, help="PEM CA the server's certificate must have")
     args = parser.parse_args(argv)
+    tls_files = (args.tls_cert, args.tls_key, args.tls_ca)
+    if any(tls_files) and not all(tls_files):
+        parser.error("mutual TLS needs --tls-cert, --tls-key and --tls-ca together")
     if args.http:
         problem = http_ready(args.http, args.timeout)
         if problem is not None:
             print(f"{args.http}: {problem}", file=sys.stderr)
             return 1
         return 0
-    status = grpc_status(args.address, args.service, args.timeout)
+    tls = MeshTls.from_files(*tls_files) if all(tls_files) else None
+    status = grpc_status(args.address, args.service, args.timeout, tls)
     if status != "SERVING":
         print(f"{args.address} {args.service or '(server)'}: {status}", file=sys.stderr)
         return 1

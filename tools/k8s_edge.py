@@ -19,9 +19,10 @@ import re
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from tools.edge import HEALTH_SERVICES, EdgeConfig, render
+from meshkit.mesh_tls import spiffe_id
+from tools.edge import HEALTH_SERVICES, EdgeConfig, UpstreamTls, render
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_ROOT = "/app"
@@ -41,6 +42,15 @@ UPSTREAMS: Mapping[str, str] = {
     "storage_svc": "storage-svc:50053",
 }
 DEFAULT_CORS_ORIGINS = ("https://app.example.com",)
+TLS_DIR = PurePosixPath("/etc/meshgram/tls")
+"""Where every container finds its workload certificate (tls.crt), key (tls.key) and the mesh's
+CA (ca.crt): a Kubernetes TLS Secret as cert-manager writes it, or compose's bind mounts."""
+EDGE_TLS = UpstreamTls(
+    cert=Path(TLS_DIR / "tls.crt"),
+    key=Path(TLS_DIR / "tls.key"),
+    ca=Path(TLS_DIR / "ca.crt"),
+    identities={name: spiffe_id(name) for name in HEALTH_SERVICES},
+)
 
 _STATIC_CLUSTER = re.compile(r"^(?P<indent>[ ]+)type: STATIC$", re.MULTILINE)
 
@@ -49,9 +59,11 @@ def container_config(
     upstreams: Mapping[str, str] = UPSTREAMS,
     cors_origins: Sequence[str] = DEFAULT_CORS_ORIGINS,
     root: str | None = IMAGE_ROOT,
+    tls: UpstreamTls = EDGE_TLS,
 ) -> str:
     """Return the edge YAML for services reached by DNS name, listening on every interface, with
-    the project's file paths moved under root (None keeps this checkout's paths)."""
+    the project's file paths moved under root (None keeps this checkout's paths), over mutual TLS
+    with the certificate files of tls (the container's TLS_DIR unless told)."""
     config = EdgeConfig(
         listen_host="0.0.0.0",  # noqa: S104 - inside a container or pod, that is the point
         listen_port=LISTEN_PORT,
@@ -59,6 +71,7 @@ def container_config(
         cors_origins=tuple(cors_origins),
         upstreams={name: [upstreams[name]] for name in HEALTH_SERVICES},
         media_cache_dir=MEDIA_CACHE_DIR,
+        upstream_tls=tls,
     )
     text, count = _STATIC_CLUSTER.subn(_dns_cluster, render(config))
     if count != len(HEALTH_SERVICES):

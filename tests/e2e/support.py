@@ -223,11 +223,17 @@ def port_is_free(port: int) -> bool:
 
 @contextlib.contextmanager
 def own_mesh(
-    database_url: str, state: Path, env: Mapping[str, str], replicas: Mapping[str, int] = {}
+    database_url: str,
+    state: Path,
+    env: Mapping[str, str],
+    replicas: Mapping[str, int] = {},
+    *,
+    mtls: bool = True,
 ) -> Iterator[Mesh]:
     """Run a test module's own mesh over database_url on free ports, its files under state:
     the suite's cheap password hashing, no mail sending (the session mesh delivers the shared
-    database's mail), blobs in state/blobs, plus env; stop it on leaving."""
+    database's mail), blobs in state/blobs, mutual TLS inside unless mtls is false, plus env;
+    stop it on leaving."""
     mesh = Mesh(
         database_url=database_url,
         ports=free_ports(replicas),
@@ -241,6 +247,7 @@ def own_mesh(
         },
         log_dir=state / "logs",
         replicas=dict(replicas),
+        mtls=mtls,
     )
     mesh.start(timeout=90)
     try:

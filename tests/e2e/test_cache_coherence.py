@@ -15,7 +15,6 @@ cannot disturb the other end-to-end tests.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -31,9 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
 from meshgram.user.v1 import user_pb2, user_pb2_grpc
-from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_token
 from tests.e2e.support import free_ports, png_bytes, rest_sign_in
-from tools.mesh import Mesh, mesh_secrets
+from tools.mesh import Mesh
 
 if TYPE_CHECKING:
     from meshgram.user.v1.user_pb2_grpc import UserServiceAsyncStub as Stub
@@ -90,7 +88,7 @@ def own_mesh(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 async def replicas(own_mesh: Mesh) -> AsyncIterator[list[Stub]]:
     """A UserService stub on a native gRPC channel straight to each user_svc replica."""
     channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{own_mesh.ports.of('user_svc', replica)}")
+        own_mesh.channel("user_svc", replica, as_workload="edge")
         for replica in range(REPLICAS["user_svc"])
     ]
     try:
@@ -386,13 +384,8 @@ async def test_an_avatar_set_through_storage_is_seen_by_both_replicas_within_the
 
 async def stored_profile(mesh: Mesh, account_id: str) -> dataaccess_pb2.ProfileRecord:
     """The profile as data_access reads it from the database, past every cache."""
-    secret = mesh_secrets(os.environ, mesh.state_dir).mesh_secret
-    assert secret is not None
-    metadata = (
-        (CALLER_HEADER, "user_svc"),
-        (CALLER_TOKEN_HEADER, derive_caller_token(secret, "user_svc")),
-    )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports.data_access}") as channel:
+    metadata = mesh.caller_metadata("user_svc")
+    async with mesh.channel("data_access", as_workload="user_svc") as channel:
         store = dataaccess_pb2_grpc.ProfileStoreServiceStub(channel)
         reply = await store.GetProfile(
             dataaccess_pb2.GetProfileRequest(account_id=account_id), metadata=metadata

@@ -8,35 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.support import new_user
-from tools.mesh import Mesh, MeshPorts
+from tests.e2e.support import new_user, own_mesh
+from tools.mesh import Mesh
 
 
 @pytest.fixture(scope="module")
-def own_mesh(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def private_mesh(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     """A second, private mesh on its own ports."""
-    state: Path = tmp_path_factory.mktemp("outage")
-    mesh = Mesh(
-        database_url=database_url,
-        ports=MeshPorts.free(),
-        state_dir=state,
-        # The session mesh delivers the mail of the shared database; this one must not take
-        # the sending lease from it.
-        extra_env={
-            "MESHGRAM_ENV": "development",
-            "AUTH_BCRYPT_ROUNDS": "4",
-            "AUTH_MAIL_SENDING": "false",
-        },
-        log_dir=state / "logs",
-    )
-    mesh.start(timeout=90)
-    yield mesh
-    mesh.stop()
+    with own_mesh(database_url, tmp_path_factory.mktemp("outage"), {}) as mesh:
+        yield mesh
 
 
 def statuses_until(http: httpx.Client, token: str, wanted: int, seconds: float) -> list[int]:
@@ -53,9 +37,9 @@ def statuses_until(http: httpx.Client, token: str, wanted: int, seconds: float) 
     return seen
 
 
-def test_database_service_outage_is_503_and_heals(own_mesh: Mesh) -> None:
+def test_database_service_outage_is_503_and_heals(private_mesh: Mesh) -> None:
     user = new_user()
-    with httpx.Client(base_url=f"http://{own_mesh.edge_address}", timeout=30) as http:
+    with httpx.Client(base_url=f"http://{private_mesh.edge_address}", timeout=30) as http:
         http.post(
             "/v1/auth:register",
             json={"email": user.email, "username": user.username, "password": user.password},
@@ -64,7 +48,7 @@ def test_database_service_outage_is_503_and_heals(own_mesh: Mesh) -> None:
         token = login.json()["tokens"]["accessToken"]
         assert statuses_until(http, token, 200, 5)[-1] == 200
 
-        own_mesh.stop_service("data_access")
+        private_mesh.stop_service("data_access")
         down = statuses_until(http, token, 503, 10)
         # While data_access is gone the answer is "try again", never a 500.
         assert down[-1] == 503
@@ -87,7 +71,7 @@ def test_database_service_outage_is_503_and_heals(own_mesh: Mesh) -> None:
         still_down = http.get("/v1/profiles/me", headers={"authorization": f"Bearer {token}"})
         assert still_down.json()["details"][0]["reason"] == "DEPENDENCY_UNAVAILABLE"
 
-        own_mesh.start_service("data_access")
+        private_mesh.start_service("data_access")
         healed = statuses_until(http, token, 200, 15)
         assert healed[-1] == 200
         assert 500 not in healed

@@ -3,6 +3,7 @@ should, and they agree with the code (secrets, ports, commands, edge configurati
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 import shutil
@@ -23,6 +24,7 @@ from data_access.settings import DataAccessSettings
 from meshkit.settings import ServiceSettings
 from storage_svc.settings import StorageSettings
 from tools import healthcheck, k8s_edge, validate_deploy
+from tools.dev_certs import ensure_workload_certificate
 from user_svc.settings import UserSettings
 
 ROOT = validate_deploy.ROOT
@@ -59,8 +61,28 @@ def _compose() -> dict[str, Any]:
 
 
 def _required_secrets(settings: type[ServiceSettings]) -> set[str]:
-    # model_construct skips validation, which would refuse the missing secrets.
-    return {secret.variable for secret in settings.model_construct().required_secrets()}
+    # model_construct skips validation, which would refuse the missing secrets. The manifests
+    # run every service with mutual TLS, so the certificate replaces the caller credentials.
+    tls = settings.model_construct(tls_cert=Path(k8s_edge.TLS_DIR / "tls.crt"))
+    return {secret.variable for secret in tls.required_secrets()}
+
+
+def test_the_services_run_with_mutual_tls_from_the_mounted_secret() -> None:
+    for name, (_, prefix) in SERVICES.items():
+        env = {item["name"]: item.get("value") for item in _container(_deployment(name))["env"]}
+        compose = _compose()["services"][name]["environment"]
+        for variable, file in (
+            ("TLS_CERT", "tls.crt"),
+            ("TLS_KEY", "tls.key"),
+            ("TLS_CA", "ca.crt"),
+        ):
+            assert env[f"{prefix}{variable}"] == str(k8s_edge.TLS_DIR / file), name
+            assert compose[f"{prefix}{variable}"] == str(k8s_edge.TLS_DIR / file), name
+        volumes = _deployment(name)["spec"]["template"]["spec"]["volumes"]
+        assert {
+            "name": "tls",
+            "secret": {"secretName": f"meshgram-{name}-tls", "defaultMode": 0o440},
+        } in volumes
 
 
 @pytest.fixture
@@ -206,7 +228,7 @@ def test_ports_match_the_settings_defaults(name: str) -> None:
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env[f"{prefix}PORT"] == str(default)
     assert {"name": "grpc", "containerPort": default} in container["ports"]
-    assert container["readinessProbe"]["grpc"]["port"] == default
+    assert container["readinessProbe"]["exec"]["command"][-1] == f"127.0.0.1:{default}"
     compose = _compose()["services"][name]
     assert compose["environment"][f"{prefix}PORT"] == str(default)
     assert compose["healthcheck"]["test"][-1] == f"127.0.0.1:{default}"
@@ -276,8 +298,10 @@ def test_edge_reaches_the_services_by_dns_name() -> None:
 def test_envoy_accepts_the_container_configuration(tmp_path: Path) -> None:
     envoy = Path(sys.executable).parent / "envoy"
     path = tmp_path / "envoy.yaml"
-    # This checkout's paths: the files Envoy reads must exist where it runs.
-    path.write_text(k8s_edge.container_config(root=None))
+    # This checkout's paths: the files Envoy reads must exist where it runs, certificates too.
+    files = ensure_workload_certificate("edge", directory=tmp_path / "certs")
+    tls = dataclasses.replace(k8s_edge.EDGE_TLS, cert=files.cert, key=files.key, ca=files.ca)
+    path.write_text(k8s_edge.container_config(root=None, tls=tls))
     result = subprocess.run(
         [str(envoy), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
         capture_output=True,

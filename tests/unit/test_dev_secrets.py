@@ -15,6 +15,7 @@ from tools.mesh import (
     MEDIA_URL_KEY_FILE,
     MESH_SECRET_FILE,
     PASSWORD_PEPPER_FILE,
+    PREFIX,
     SERVICES,
     Mesh,
     MeshSecrets,
@@ -103,7 +104,8 @@ def test_each_service_gets_only_its_own_secret(
 ) -> None:
     for name in ("DATA_ACCESS_MESH_SECRET", "AUTH_PASSWORD_PEPPER", "MESHGRAM_ENV"):
         monkeypatch.delenv(name, raising=False)
-    mesh = Mesh(database_url="postgresql://db.invalid/meshgram", state_dir=tmp_path)
+    # Plaintext mode: the caller tokens are the services' credentials towards data_access.
+    mesh = Mesh(database_url="postgresql://db.invalid/meshgram", state_dir=tmp_path, mtls=False)
     secrets = mesh_secrets({}, tmp_path)
     assert secrets.mesh_secret is not None
 
@@ -118,3 +120,26 @@ def test_each_service_gets_only_its_own_secret(
         values = set(env.values())
         assert (secrets.mesh_secret in values) == (service == "data_access"), service
         assert (secrets.password_pepper in values) == (service == "auth_svc"), service
+
+
+def test_with_mutual_tls_each_service_gets_its_own_certificate_and_no_mesh_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("DATA_ACCESS_MESH_SECRET", "MESHGRAM_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    mesh = Mesh(database_url="postgresql://db.invalid/meshgram", state_dir=tmp_path, mtls=True)
+    secret = mesh_secrets({}, tmp_path).mesh_secret
+    assert secret is not None
+
+    envs = {service: mesh.service_env(service) for service, prefix in PREFIX.items()}
+
+    keys = set()
+    for service, env in envs.items():
+        prefix = PREFIX[service]
+        assert Path(env[f"{prefix}TLS_CERT"]).name == f"{service}.pem"
+        keys.add(env[f"{prefix}TLS_KEY"])
+        assert secret not in env.values(), service
+        assert f"{prefix}DATA_ACCESS_TOKEN" not in env
+        # No service is handed another's key.
+        assert not any(k.endswith("TLS_KEY") and not k.startswith(prefix) for k in env), service
+    assert len(keys) == len(envs)

@@ -24,9 +24,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         pytest.fail("run `make docs-ui` first")
     folder = tmp_path_factory.mktemp("edge") / "media-cache"
     rendered = edge.render(
-        loopback_config(
-            media_cache_dir=folder, media_cache_bytes=1234567, media_cache_entries=89
-        )
+        loopback_config(media_cache_dir=folder, media_cache_bytes=1234567, media_cache_entries=89)
     )
     parsed: dict[str, Any] = yaml.safe_load(rendered)
     parsed["test_folder"] = str(folder)
@@ -74,13 +72,18 @@ def test_media_downloads_go_to_the_media_listener_untranscoded(config: dict[str,
     assert inner["route"]["cluster"] == "storage_svc"
     # Downloads are safe to repeat: a failed replica is retried here as on the edge's route.
     assert "retry_policy" in inner["route"]
-    assert "x-meshgram-client-ip" in manager["route_config"]["virtual_hosts"][0][
-        "request_headers_to_remove"
-    ]
+    assert (
+        "x-meshgram-client-ip"
+        in manager["route_config"]["virtual_hosts"][0]["request_headers_to_remove"]
+    )
 
 
 def test_files_the_edge_serves_itself_skip_the_cache(config: dict[str, Any]) -> None:
-    served = [r for r in routes(config) if "direct_response" in r and r["direct_response"]["status"] == 200]
+    served = [
+        r
+        for r in routes(config)
+        if "direct_response" in r and r["direct_response"]["status"] == 200
+    ]
     assert served
     for route in served:
         assert route["typed_per_filter_config"][CACHE]["disabled"] is True, route["match"]
