@@ -40,6 +40,7 @@ from data_access.social_graph import SocialGraph
 from data_access.sweeper import EXPIRY_JOBS, PURGE, PURGE_BATCH, Sweeper, change_log_job
 from data_access.validation import SEALED_MAIL_MAX_BYTES
 from meshgram.dataaccess.v1 import dataaccess_pb2, dataaccess_pb2_grpc
+from meshkit.background import Jobs
 from meshkit.server import ServiceDefinition, serve
 from meshkit.settings import load_settings
 
@@ -65,9 +66,16 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
         application_name=SERVICE_NAME,
     )
     feed = ChangeFeed(database, heartbeat_seconds=settings.change_heartbeat_seconds)
+    jobs = Jobs()
+    change_log = change_log_job(settings.change_retention_seconds)
     sweepers = [
         *(
-            Sweeper(database, job, interval_seconds=settings.refresh_token_sweep_seconds)
+            Sweeper(
+                database,
+                job,
+                interval_seconds=settings.refresh_token_sweep_seconds,
+                figures=jobs.figures(job.name),
+            )
             for job in EXPIRY_JOBS
         ),
         Sweeper(
@@ -75,11 +83,13 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
             PURGE,
             interval_seconds=settings.refresh_token_sweep_seconds,
             batch_size=PURGE_BATCH,
+            figures=jobs.figures(PURGE.name),
         ),
         Sweeper(
             database,
-            change_log_job(settings.change_retention_seconds),
+            change_log,
             interval_seconds=settings.change_retention_seconds / 10,
+            figures=jobs.figures(change_log.name),
         ),
     ]
     sessions = SessionStore(database)
@@ -137,6 +147,7 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
         on_drained=[feed.stop],
         on_shutdown=[*(sweeper.stop for sweeper in sweepers), database.dispose],
         collectors=[PoolCollector(database.engine.pool, settings.pool_max_overflow)],
+        jobs=jobs,
         max_message_bytes=MAX_MESSAGE_BYTES,
     )
 

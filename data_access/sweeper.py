@@ -40,7 +40,7 @@ from data_access.models import (
     SecurityEvent,
 )
 from data_access.moderation import LIFT_EXPIRED_BLOCKS
-from meshkit.background import BackgroundTask, repeat
+from meshkit.background import BackgroundTask, RoundFigures, repeat
 
 log = logging.getLogger("data_access.sweeper")
 
@@ -244,11 +244,13 @@ class Sweeper:
         *,
         interval_seconds: float,
         batch_size: int = _BATCH_SIZE,
+        figures: RoundFigures | None = None,
     ) -> None:
         self._database = database
         self._job = job
         self._interval = interval_seconds
         self._batch_size = batch_size
+        self._figures = figures if figures is not None else RoundFigures()
         self._background = BackgroundTask(f"sweeper: {job.name}", self._run)
 
     async def sweep_once(self) -> int | None:
@@ -289,10 +291,12 @@ class Sweeper:
             interval_seconds=self._interval,
             log=log,
             failure=f"sweep of {self._job.name} failed",
+            figures=self._figures,
         )
 
     async def _round(self) -> None:
         """One sweep, with its outcome in the log."""
         deleted = await self.sweep_once()
         if deleted:
+            self._figures.handled += deleted
             log.info("%s: %d", self._job.name, deleted, extra={"count": deleted})

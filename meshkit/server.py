@@ -16,10 +16,11 @@ from grpc_health.v1.health import aio as health_aio
 from prometheus_client.registry import Collector
 
 from meshkit import reflection as meshkit_reflection
+from meshkit.background import Jobs
 from meshkit.interceptors import ServiceInterceptor
 from meshkit.logs import configure_logging
 from meshkit.mesh_tls import MeshTls
-from meshkit.metrics import serve_metrics
+from meshkit.metrics import JobsCollector, serve_metrics
 from meshkit.rpc_metrics import RpcCollector, RpcMetrics
 from meshkit.settings import ServiceSettings
 
@@ -67,6 +68,8 @@ class ServiceDefinition:
     streams, which would otherwise hold the whole grace period."""
     collectors: Sequence[Collector] = ()
     """Prometheus collectors of this service's own figures (process figures are always in)."""
+    jobs: Jobs = field(default_factory=Jobs)
+    """The service's repeated background jobs, whose rounds the metrics show."""
     """Closers run after the server has drained (channels, engines)."""
     health_interval_seconds: float = 2.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -155,7 +158,11 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     running = await start_server(definition, settings.host, settings.port, settings.mesh_tls())
     metrics = None
     if settings.metrics_port:
-        collectors = [*definition.collectors, RpcCollector(running.rpc_metrics)]
+        collectors = [
+            *definition.collectors,
+            RpcCollector(running.rpc_metrics),
+            JobsCollector(definition.jobs),
+        ]
         metrics = serve_metrics(settings.host, settings.metrics_port, collectors)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from meshkit.background import BackgroundTask, repeat
+from meshkit.background import BackgroundTask, RoundFigures, repeat
 
 log = logging.getLogger("storage_svc.collector")
 
@@ -77,7 +77,6 @@ class CollectorFigures:
 
     collected: int = 0
     kept: int = 0
-    failed_rounds: int = 0
     orphans_queued: int = 0
 
 
@@ -93,6 +92,7 @@ class BlobCollector:
         orphan_scan_seconds: float = 3600.0,
         orphan_grace_seconds: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        rounds: RoundFigures | None = None,
     ) -> None:
         self._queue = queue
         self._blobs = blobs
@@ -103,6 +103,8 @@ class BlobCollector:
         self._next_scan = 0.0
         self._background = BackgroundTask("blob collector", self._run)
         self.figures = CollectorFigures()
+        self.rounds = rounds if rounds is not None else RoundFigures()
+        """Its rounds: how many, failed ones (retried at the next interval), time spent."""
 
     async def scan_orphans(self) -> int:
         """Queue every blob older than the grace period that no image names; return how many.
@@ -156,7 +158,7 @@ class BlobCollector:
             interval_seconds=self._interval,
             log=log,
             failure="blob collection failed",
-            on_failure=self._count_failure,
+            figures=self.rounds,
         )
 
     async def _round(self) -> None:
@@ -168,8 +170,5 @@ class BlobCollector:
                 log.info("orphaned blobs queued: %d", orphans, extra={"count": orphans})
         deleted = await self.collect_once()
         if deleted:
+            self.rounds.handled += deleted
             log.info("blobs collected: %d", deleted, extra={"count": deleted})
-
-    def _count_failure(self) -> None:
-        """Count a failed round."""
-        self.figures.failed_rounds += 1

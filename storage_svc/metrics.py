@@ -47,7 +47,6 @@ class StorageCollector(Collector):
         for name, value, text in (
             ("collected", blobs.collected, "Blobs deleted: no image named them any more."),
             ("kept", blobs.kept, "Queued blobs kept: an image named them again."),
-            ("failed_rounds", blobs.failed_rounds, "Collector rounds that failed (retried)."),
             ("orphans_queued", blobs.orphans_queued, "Blobs no record ever named, queued."),
         ):
             yield CounterMetricFamily(f"meshgram_blob_collector_{name}", text, value=value)

@@ -13,7 +13,7 @@ from PIL import Image as PillowImage
 
 from meshgram.storage.v1 import storage_pb2_grpc
 from meshkit.access_tokens import JwksFetcher
-from meshkit.background import BackgroundTask, repeat
+from meshkit.background import BackgroundTask, Jobs, RoundFigures, repeat
 from meshkit.peers import VerifyingPeers
 from meshkit.public_api import STORAGE_SERVICE
 from meshkit.server import ServiceDefinition, serve
@@ -54,13 +54,18 @@ def build_definition(
         ttl_seconds=settings.upload_session_ttl_seconds,
         max_open_per_owner=settings.max_open_uploads,
     )
+    jobs = Jobs()
     collector = BlobCollector(
         DataAccessCollections(peers.data_access, peers.data_access_caller),
         blobs,
         interval_seconds=settings.blob_collect_seconds,
         orphan_scan_seconds=settings.orphan_scan_seconds,
+        rounds=jobs.figures("blob collection"),
     )
-    expiry = BackgroundTask("upload expiry", lambda: _expire_uploads(spool, sessions, settings))
+    expiry = BackgroundTask(
+        "upload expiry",
+        lambda: _expire_uploads(spool, sessions, settings, jobs.figures("upload expiry")),
+    )
     images = ImageService(
         DataAccessMedia(peers.data_access, peers.data_access_caller),
         blobs,
@@ -96,6 +101,7 @@ def build_definition(
     )
     definition.on_shutdown[:0] = [collector.stop, expiry.stop]
     definition.collectors = [StorageCollector(images.figures, collector.figures)]
+    definition.jobs = jobs
     definition.on_startup.append(blobs.open)
     definition.on_shutdown.append(blobs.close)
     return definition
@@ -122,21 +128,22 @@ def blob_store(settings: StorageSettings) -> BlobStore:
 
 
 async def _expire_uploads(
-    spool: Spool, sessions: UploadSessions, settings: StorageSettings
+    spool: Spool, sessions: UploadSessions, settings: StorageSettings, figures: RoundFigures
 ) -> None:
     """Delete expired upload sessions, and one-shot upload files a stopped process left behind,
-    every collector interval."""
+    every collector interval, counting the rounds in figures."""
 
     async def sweep() -> None:
-        """One round; the counts matter only to tests."""
-        await sessions.sweep_expired()
-        await spool.sweep(LEFTOVER_UPLOAD_SECONDS)
+        """One round, counting the sessions and leftover files deleted."""
+        figures.handled += await sessions.sweep_expired()
+        figures.handled += await spool.sweep(LEFTOVER_UPLOAD_SECONDS)
 
     await repeat(
         sweep,
         interval_seconds=settings.blob_collect_seconds,
         log=log,
         failure="upload expiry failed",
+        figures=figures,
     )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 
-from meshkit.background import BackgroundTask, repeat
+from meshkit.background import BackgroundTask, Jobs, RoundFigures, repeat
 
 
 async def test_a_task_starts_once_and_stops_by_cancellation() -> None:
@@ -51,7 +52,6 @@ async def test_stop_lets_a_task_finish_within_its_grace() -> None:
 
 async def test_repeat_survives_failing_rounds(caplog: pytest.LogCaptureFixture) -> None:
     rounds = 0
-    failures = 0
     done = asyncio.Event()
 
     async def one_round() -> None:
@@ -62,22 +62,29 @@ async def test_repeat_survives_failing_rounds(caplog: pytest.LogCaptureFixture) 
             raise OSError("down")
         done.set()
 
-    def counted() -> None:
-        """Count a failure."""
-        nonlocal failures
-        failures += 1
-
+    figures = RoundFigures()
     log = logging.getLogger("tests.background")
     job = asyncio.create_task(
-        repeat(
-            one_round, interval_seconds=0.01, log=log, failure="round failed", on_failure=counted
-        )
+        repeat(one_round, interval_seconds=0.01, log=log, failure="round failed", figures=figures)
     )
     await asyncio.wait_for(done.wait(), timeout=5)
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
         await job
-    assert failures == 2
+    assert (figures.failed, figures.rounds) == (2, 1)
+    assert figures.seconds > 0
+    assert figures.last_success_unix == pytest.approx(time.time(), abs=5)
     assert [r.message for r in caplog.records if r.name == "tests.background"] == [
         "round failed"
     ] * 2
+
+
+def test_jobs_keep_one_figures_object_per_name() -> None:
+    jobs = Jobs()
+    jobs.figures("sweep").rounds += 1
+    jobs.figures("collect").failed += 1
+    jobs.figures("sweep").rounds += 1
+    assert [(name, f.rounds, f.failed) for name, f in jobs.items()] == [
+        ("collect", 0, 1),
+        ("sweep", 2, 0),
+    ]

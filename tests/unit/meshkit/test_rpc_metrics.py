@@ -290,7 +290,9 @@ async def test_a_served_process_exposes_its_calls_on_its_metrics_port(
     settings = ServiceSettings(
         host="127.0.0.1", port=port, metrics_port=metrics_port, shutdown_grace_seconds=1
     )
-    serving = asyncio.create_task(serve(definition(handlers), settings))
+    served = definition(handlers)
+    served.jobs.figures("tidy-up").rounds = 3
+    serving = asyncio.create_task(serve(served, settings))
     try:
         text = await asyncio.to_thread(scrape_when_up, f"http://127.0.0.1:{metrics_port}/metrics")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -311,6 +313,9 @@ async def test_a_served_process_exposes_its_calls_on_its_metrics_port(
     }
     ok = (("code", "OK"), ("method", "Echo"), ("service", SERVICE))
     assert samples[("meshgram_rpc_calls_total", ok)] == 1
+    # The background jobs of the process are shown beside its calls.
+    tidy_ok = (("job", "tidy-up"), ("outcome", "ok"))
+    assert samples[("meshgram_job_rounds_total", tidy_ok)] == 3
 
 
 def scrape_when_up(url: str) -> str:

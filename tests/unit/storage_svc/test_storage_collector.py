@@ -211,7 +211,7 @@ async def test_unreferenced_blobs_are_deleted_and_referenced_ones_kept_intact(
     assert await asyncio.to_thread(files_under, tmp_path) == [store.path_for(kept)]
     assert queue.queued == []
     assert (collector.figures.collected, collector.figures.kept) == (1, 1)
-    assert collector.figures.failed_rounds == 0
+    assert collector.rounds.failed == 0
 
 
 async def test_the_blob_is_out_of_reach_while_data_access_decides(store: LocalBlobStore) -> None:
@@ -325,7 +325,8 @@ async def test_the_background_collector_survives_a_failed_round(
     finally:
         await collector.stop()
 
-    assert (collector.figures.failed_rounds, collector.figures.collected) == (1, 1)
+    assert (collector.rounds.failed, collector.figures.collected) == (1, 1)
+    assert collector.rounds.handled == 1
     assert await asyncio.to_thread(files_under, tmp_path) == []
     assert "blob collection failed" in caplog.text
     # Stopped: no further round claims anything.
@@ -341,7 +342,7 @@ async def test_stopping_a_collector_that_never_started_is_harmless(
 
     await collector.stop()
 
-    assert collector.figures.failed_rounds == 0
+    assert collector.rounds.failed == 0
 
 
 # --- ImageService uploads against a concurrent collection ---------------------------------------

@@ -36,7 +36,7 @@ async def test_a_scrape_counts_uploads_lookups_and_collections(tmp_path: Path) -
         await read_all(
             (await service.download(DownloadRequest(image_id=image_id, variant="w320"), "")).chunks
         )
-    blobs = CollectorFigures(collected=4, kept=1, failed_rounds=2, orphans_queued=3)
+    blobs = CollectorFigures(collected=4, kept=1, orphans_queued=3)
 
     samples = scrape(StorageCollector(service.figures, blobs))
 
