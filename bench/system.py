@@ -65,7 +65,7 @@ def new_mesh(url: str, *, replicas: Mapping[str, int], cache: bool, bcrypt_round
     """A mesh for the benchmark on free ports (not started)."""
     return Mesh(
         database_url=url,
-        ports=free_ports_for_replicas(replicas),
+        ports=MeshPorts.free_for(replicas),
         state_dir=STATE,
         replicas=replicas,
         extra_env={
@@ -74,28 +74,6 @@ def new_mesh(url: str, *, replicas: Mapping[str, int], cache: bool, bcrypt_round
             "USER_CACHE_ENABLED": str(cache).lower(),
         },
         log_dir=STATE / "logs",
-    )
-
-
-def free_ports_for_replicas(replicas: Mapping[str, int]) -> MeshPorts:
-    """Free base ports whose replica and metrics ports are free as well."""
-    while True:
-        ports = MeshPorts.free()
-        wanted = [
-            port
-            for service in ("data_access", "auth_svc", "user_svc", "storage_svc")
-            for replica in range(replicas.get(service, 1))
-            for port in (ports.of(service, replica), ports.metrics(service, replica))
-            if replica or port != ports.of(service)
-        ]
-        if all(_port_free(port) for port in wanted):
-            return ports
-
-
-def _port_free(port: int) -> bool:
-    """Whether nothing listens on 127.0.0.1:port."""
-    return port < 65536 and not any(
-        c.laddr and c.laddr.port == port for c in psutil.net_connections("tcp")
     )
 
 

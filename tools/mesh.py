@@ -97,6 +97,20 @@ class MeshPorts:
                 sock.close()
         return cls(*ports)
 
+    @classmethod
+    def free_for(cls, replicas: Mapping[str, int]) -> MeshPorts:
+        """Free base ports whose every replica and metrics port (base + 100 i, + 1000) is free
+        too, for a mesh with that many replicas of each service (1 when not named)."""
+        for _ in range(100):
+            ports = cls.free()
+            wanted = [ports.edge, ports.admin]
+            for service in SERVICES:
+                for replica in range(replicas.get(service, 1)):
+                    wanted += [ports.of(service, replica), ports.metrics(service, replica)]
+            if len(set(wanted)) == len(wanted) and all(_port_is_free(port) for port in wanted):
+                return ports
+        raise RuntimeError("found no free set of loopback ports for the mesh")
+
     def of(self, service: str, replica: int = 0) -> int:
         """gRPC port of a service (replica 0 unless told) by package name."""
         return int(getattr(self, service)) + REPLICA_PORT_STEP * replica
@@ -104,6 +118,18 @@ class MeshPorts:
     def metrics(self, service: str, replica: int = 0) -> int:
         """Prometheus port of one replica of a service."""
         return self.of(service, replica) + METRICS_PORT_OFFSET
+
+
+def _port_is_free(port: int) -> bool:
+    """Whether a loopback TCP port can be bound now."""
+    if port > 65_535:
+        return False
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def mtls_from_env(env: Mapping[str, str]) -> bool:

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import time
@@ -28,7 +27,7 @@ from PIL import Image
 
 from meshgram.auth.v1 import auth_pb2
 from tools.mailbox import StoredMail, read_mail, stored_mails
-from tools.mesh import SERVICES, Mesh, MeshPorts
+from tools.mesh import Mesh, MeshPorts
 
 
 @dataclass(frozen=True)
@@ -209,18 +208,6 @@ def link_token(mail: StoredMail, path: str) -> str:
     return fragment.removeprefix("token=")
 
 
-def port_is_free(port: int) -> bool:
-    """Whether a loopback TCP port can be bound now."""
-    if port > 65_535:
-        return False
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @contextlib.contextmanager
 def own_mesh(
     database_url: str,
@@ -257,13 +244,5 @@ def own_mesh(
 
 
 def free_ports(replicas: Mapping[str, int]) -> MeshPorts:
-    """Base ports whose every replica and metrics port (base + 100 i, + 1000) is free too."""
-    for _ in range(100):
-        ports = MeshPorts.free()
-        wanted = [ports.edge, ports.admin]
-        for service in SERVICES:
-            for replica in range(replicas.get(service, 1)):
-                wanted += [ports.of(service, replica), ports.metrics(service, replica)]
-        if len(set(wanted)) == len(wanted) and all(port_is_free(port) for port in wanted):
-            return ports
-    raise RuntimeError("found no free set of loopback ports for the mesh")
+    """Free loopback ports for a mesh with these replicas (MeshPorts.free_for)."""
+    return MeshPorts.free_for(replicas)
