@@ -2,7 +2,9 @@
 read/write mix that checks every read against the last acknowledged write, of login and of
 refresh-token rotation, of the social graph: profile pages signed out and in, follows, and
 search over 100,000 seeded accounts, and of media: uploads of phone-sized photos (throughput, and
-storage_svc's peak memory) and delivery of renditions (public, signed, revalidated).
+storage_svc's peak memory) and delivery of renditions (public, signed, revalidated); and the edge's
+cost: the same signed-in read through meshes that differ in one protection each
+(bench/edge_cost.py).
 
 The benchmark runs its own mesh (free ports, its own database, 10,000 seeded accounts kept in
 var/bench between runs, 100,000 once the search scenario ran; tools/seed.py makes them) and loads
@@ -31,7 +33,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import grpc_load, h2load, media, mfa_login, social
+from bench import edge_cost, grpc_load, h2load, media, mfa_login, social
 from bench.profiles import profiled, slug
 from bench.system import (
     STATE,
@@ -86,6 +88,7 @@ SCENARIOS = (
     "upload",
     "upload-memory",
     "media-download",
+    "edge-cost",
 )
 
 
@@ -637,6 +640,17 @@ def verdicts(rows: Sequence[Row], capacity: float) -> list[str]:
                 f"{row.scenario}: {r.rps:,.0f} req/s, p50 {r.p50:.1f} ms, p99 "
                 f"{r.percentile(99):.1f} ms, {row.failures} failed (no target)"
             )
+        elif row.kind == "edge cost":
+            base = next(b for b in rows if b.kind == "edge cost")
+            spent = {role: row.cpu_ms_per_request(role) for role in ("envoy", "user_svc")}
+            more = {role: spent[role] - base.cpu_ms_per_request(role) for role in spent}
+            lines.append(
+                f"{row.scenario}: {r.rps:,.0f} req/s ({r.rps / base.run.rps:.0%} of the "
+                f"baseline), p50 {r.p50:.1f} ms ({r.p50 - base.run.p50:+.1f}), p99 "
+                f"{r.percentile(99):.1f} ms; CPU ms/request: Envoy {spent['envoy']:.3f} "
+                f"({more['envoy']:+.3f}), user_svc {spent['user_svc']:.3f} "
+                f"({more['user_svc']:+.3f}); {row.failures} failed"
+            )
         elif row.kind == "refresh":
             met = r.rps >= TARGET_REFRESH_RPS and row.failures == 0
             lines.append(
@@ -711,6 +725,37 @@ def main() -> None:
     )
     wanted = set(args.only or SCENARIOS)
     for url in database_url():
+        rows: list[Row] = []
+        if wanted - {"edge-cost"}:
+            mesh = new_mesh(
+                url,
+                replicas={
+                    "user_svc": options.user_replicas,
+                    "data_access": options.data_access_replicas,
+                },
+                cache=True,
+                bcrypt_rounds=options.bcrypt_rounds,
+            )
+            mesh.start(timeout=120)
+            try:
+                bench = Bench(mesh, options)
+                run_all(bench, wanted)
+            finally:
+                mesh.stop()
+            rows = bench.rows
+        if "edge-cost" in wanted:
+            bench = run_edge_cost(url, options)
+            bench.rows[:0] = rows
+        report(bench)
+
+
+def run_edge_cost(url: str, options: Options) -> Bench:
+    """The same signed-in read (GetMyProfile, native gRPC, cached) through one mesh per setup of
+    bench/edge_cost.py, each started for its row and stopped after it; the rows of the last
+    mesh's Bench hold them all."""
+    rows: list[Row] = []
+    bench: Bench | None = None
+    for setup in edge_cost.SETUPS:
         mesh = new_mesh(
             url,
             replicas={
@@ -719,14 +764,28 @@ def main() -> None:
             },
             cache=True,
             bcrypt_rounds=options.bcrypt_rounds,
+            mtls=setup.mtls,
+            env=setup.env,
         )
         mesh.start(timeout=120)
         try:
             bench = Bench(mesh, options)
-            run_all(bench, wanted)
+            bench.rows = rows
+            [account] = sign_up(mesh.edge_address, 1)
+            admin = f"127.0.0.1:{mesh.ports.admin}"
+            stats = f"cluster.user_svc.grpc.{SERVICE}.GetMyProfile"
+            before = grpc_counters(admin, stats)
+            row = bench.measure(
+                f"edge cost: {setup.label}",
+                "edge cost",
+                options.concurrency,
+                bench.h2load_grpc("GetMyProfile", account.access_token),
+            )
+            row.failures += grpc_counters(admin, stats)[1] - before[1]
         finally:
             mesh.stop()
-        report(bench)
+    assert bench is not None, "edge_cost.SETUPS is empty"
+    return bench
 
 
 def run_all(bench: Bench, wanted: set[str]) -> None:

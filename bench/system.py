@@ -61,8 +61,17 @@ def database_url() -> Iterator[str]:
         yield embedded.url
 
 
-def new_mesh(url: str, *, replicas: Mapping[str, int], cache: bool, bcrypt_rounds: int) -> Mesh:
-    """A mesh for the benchmark on free ports (not started)."""
+def new_mesh(
+    url: str,
+    *,
+    replicas: Mapping[str, int],
+    cache: bool,
+    bcrypt_rounds: int,
+    mtls: bool = True,
+    env: Mapping[str, str] = {},
+) -> Mesh:
+    """A mesh for the benchmark on free ports (not started): mutual TLS inside unless mtls is
+    false, plus env."""
     return Mesh(
         database_url=url,
         ports=MeshPorts.free_for(replicas),
@@ -72,8 +81,10 @@ def new_mesh(url: str, *, replicas: Mapping[str, int], cache: bool, bcrypt_round
             "MESHGRAM_ENV": "development",
             "AUTH_BCRYPT_ROUNDS": str(bcrypt_rounds),
             "USER_CACHE_ENABLED": str(cache).lower(),
+            **env,
         },
         log_dir=STATE / "logs",
+        mtls=mtls,
     )
 
 
