@@ -9,9 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, TextClause, text
+from sqlalchemy import Select, TextClause, event, text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -153,9 +159,10 @@ def open_database(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=_POOL_TIMEOUT_SECONDS,
-        # No pre-ping: it would cost a round trip on every call. A connection broken by a
-        # database restart fails its call as UNAVAILABLE (retryable) and is replaced; recycling
-        # bounds how long idle connections live across failovers.
+        # No pre-ping: it would cost a round trip on every call. A connection the server closed
+        # (a restart ends every session) is replaced when drawn (_replace_closed); one broken
+        # silently fails its call as UNAVAILABLE (retryable) and is replaced; recycling bounds
+        # how long idle connections live across failovers.
         pool_recycle=_POOL_RECYCLE_SECONDS,
         # Statement parameters carry emails and password hashes: keep them out of errors and logs.
         hide_parameters=True,
@@ -168,11 +175,23 @@ def open_database(
             },
         },
     )
+    event.listen(engine.sync_engine.pool, "checkout", _replace_closed)
     return Database(
         engine=engine,
         sessions=async_sessionmaker(engine, expire_on_commit=False),
         autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
     )
+
+
+def _replace_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Refuse a pooled connection that is already closed, so the pool opens a fresh one.
+
+    When PostgreSQL restarts it closes every session; asyncpg notices at once (the socket's
+    end of file), but the pool would hand the dead connection out and fail one call per idle
+    connection after the database is back. This check costs no round trip.
+    """
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("connection closed by the server")
 
 
 def violated_constraint(error: IntegrityError) -> str | None:
