@@ -56,7 +56,8 @@ class FastQuery:
 
 
 _ASYNCPG = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
-# What a lost connection or a server shutting down raises when the driver is used directly.
+# What asyncpg raises for a lost connection, a server shutting down or starting up (and
+# statements the server cancelled): used directly, or as the cause under SQLAlchemy's errors.
 _DRIVER_OUTAGES = (
     OSError,
     asyncpg.InterfaceError,
@@ -142,12 +143,21 @@ async def _translate_outages() -> AsyncIterator[None]:
     """Turn an unreachable database into Unavailable (retryable) instead of INTERNAL."""
     try:
         yield
-    except (PoolTimeoutError, OSError, InterfaceError, OperationalError) as exc:
+    except (PoolTimeoutError, InterfaceError, OperationalError, *_DRIVER_OUTAGES) as exc:
         raise _unavailable() from exc
     except DBAPIError as exc:
-        if exc.connection_invalidated:
+        if exc.connection_invalidated or _driver_outage(exc):
             raise _unavailable() from exc
         raise
+
+
+def _driver_outage(error: DBAPIError) -> bool:
+    """Whether the driver's error under error says the server is gone, shutting down or not yet
+    started ("the database system is starting up"): SQLAlchemy wraps those as plain DBAPIError,
+    and a connection it does not yet see closed is not marked invalidated."""
+    # The dialect's own error sits in between; asyncpg's is its cause (as in violated_constraint).
+    driver = error.orig.__cause__ if error.orig is not None else None
+    return isinstance(driver, _DRIVER_OUTAGES)
 
 
 def open_database(
