@@ -9,9 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, TextClause, text
+from sqlalchemy import Select, TextClause, event, text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -50,7 +56,8 @@ class FastQuery:
 
 
 _ASYNCPG = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
-# What a lost connection or a server shutting down raises when the driver is used directly.
+# What asyncpg raises for a lost connection, a server shutting down or starting up (and
+# statements the server cancelled): used directly, or as the cause under SQLAlchemy's errors.
 _DRIVER_OUTAGES = (
     OSError,
     asyncpg.InterfaceError,
@@ -136,12 +143,21 @@ async def _translate_outages() -> AsyncIterator[None]:
     """Turn an unreachable database into Unavailable (retryable) instead of INTERNAL."""
     try:
         yield
-    except (PoolTimeoutError, OSError, InterfaceError, OperationalError) as exc:
+    except (PoolTimeoutError, InterfaceError, OperationalError, *_DRIVER_OUTAGES) as exc:
         raise _unavailable() from exc
     except DBAPIError as exc:
-        if exc.connection_invalidated:
+        if exc.connection_invalidated or _driver_outage(exc):
             raise _unavailable() from exc
         raise
+
+
+def _driver_outage(error: DBAPIError) -> bool:
+    """Whether the driver's error under error says the server is gone, shutting down or not yet
+    started ("the database system is starting up"): SQLAlchemy wraps those as plain DBAPIError,
+    and a connection it does not yet see closed is not marked invalidated."""
+    # The dialect's own error sits in between; asyncpg's is its cause (as in violated_constraint).
+    driver = error.orig.__cause__ if error.orig is not None else None
+    return isinstance(driver, _DRIVER_OUTAGES)
 
 
 def open_database(
@@ -153,9 +169,10 @@ def open_database(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=_POOL_TIMEOUT_SECONDS,
-        # No pre-ping: it would cost a round trip on every call. A connection broken by a
-        # database restart fails its call as UNAVAILABLE (retryable) and is replaced; recycling
-        # bounds how long idle connections live across failovers.
+        # No pre-ping: it would cost a round trip on every call. A connection the server closed
+        # (a restart ends every session) is replaced when drawn (_replace_closed); one broken
+        # silently fails its call as UNAVAILABLE (retryable) and is replaced; recycling bounds
+        # how long idle connections live across failovers.
         pool_recycle=_POOL_RECYCLE_SECONDS,
         # Statement parameters carry emails and password hashes: keep them out of errors and logs.
         hide_parameters=True,
@@ -168,11 +185,23 @@ def open_database(
             },
         },
     )
+    event.listen(engine.sync_engine.pool, "checkout", _replace_closed)
     return Database(
         engine=engine,
         sessions=async_sessionmaker(engine, expire_on_commit=False),
         autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
     )
+
+
+def _replace_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Refuse a pooled connection that is already closed, so the pool opens a fresh one.
+
+    When PostgreSQL restarts it closes every session; asyncpg notices at once (the socket's
+    end of file), but the pool would hand the dead connection out and fail one call per idle
+    connection after the database is back. This check costs no round trip.
+    """
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("connection closed by the server")
 
 
 def violated_constraint(error: IntegrityError) -> str | None:

@@ -19,7 +19,9 @@ log = logging.getLogger("user_svc.feed")
 
 TOPIC = "profile"
 _RETRY_FIRST_SECONDS = 0.1
-_RETRY_MAX_SECONDS = 5.0
+# Short: while unsubscribed the cache is bypassed, so every read costs a database query; a
+# refused subscription is cheap (data_access answers UNAVAILABLE at once while its feed is down).
+_RETRY_MAX_SECONDS = 1.0
 
 
 # Upper bounds of the lag histogram, in seconds.

@@ -1,6 +1,7 @@
 """A replica of each public service dies (SIGKILL) while clients read through the edge: no read
 fails, since the edge retries calls the protos mark safe to repeat on another replica, and the
-supervisor brings the dead replica back.
+supervisor brings the dead replica back. While clients write: a write may fail (UNAVAILABLE,
+retry), but every acknowledged write is stored, and none twice.
 
 Runs its own mesh (auth_svc, user_svc and storage_svc twice each), so that killing processes
 cannot disturb the other end-to-end tests.
@@ -12,21 +13,23 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.support import NewUser, free_ports, png_bytes, rest_sign_in
+from tests.e2e.support import NewUser, free_ports, new_user, noise_png, png_bytes, rest_sign_in
 from tools.mesh import Mesh
 
 REPLICAS = {"auth_svc": 2, "user_svc": 2, "storage_svc": 2}
 CLIENTS = 8
 LOAD_SECONDS = 8.0
 KILL_AFTER_SECONDS = 2.0
+VICTIMS = ("auth_svc-2", "user_svc-2", "storage_svc-2")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +72,18 @@ def prepare(base: str) -> tuple[NewUser, dict[str, str], dict[str, Any]]:
     return user, auth, image
 
 
+async def wait_restarted(mesh: Mesh, names: tuple[str, ...], old_pids: list[int]) -> None:
+    """Wait until the supervisor has started each killed process again."""
+    for name, old_pid in zip(names, old_pids, strict=True):
+        deadline = time.monotonic() + 30
+        while True:
+            process = mesh.supervisor.process(name)
+            if process is not None and process.pid != old_pid and process.poll() is None:
+                break
+            assert time.monotonic() < deadline, f"{name} was not restarted"
+            await asyncio.sleep(0.2)
+
+
 async def test_reads_survive_a_replica_of_each_service_dying(own_mesh: Mesh) -> None:
     base = f"http://{own_mesh.edge_address}"
     user, auth, image = await asyncio.to_thread(prepare, base)
@@ -99,20 +114,109 @@ async def test_reads_survive_a_replica_of_each_service_dying(own_mesh: Mesh) -> 
 
     async def killer() -> list[int]:
         await asyncio.sleep(KILL_AFTER_SECONDS)
-        return [kill(own_mesh, name) for name in ("auth_svc-2", "user_svc-2", "storage_svc-2")]
+        return [kill(own_mesh, name) for name in VICTIMS]
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as session:
-        results = await asyncio.gather(killer(), *(client(n, session) for n in range(CLIENTS)))
-    killed = results[0]
+        killing = asyncio.create_task(killer())
+        await asyncio.gather(*(client(n, session) for n in range(CLIENTS)))
+        killed = await killing
 
     assert failures == [], (failures[:10], outcomes)
     assert outcomes["200"] > 100
     # The supervisor started each killed replica again.
-    for name, old_pid in zip(("auth_svc-2", "user_svc-2", "storage_svc-2"), killed, strict=True):
-        deadline = time.monotonic() + 30
+    await wait_restarted(own_mesh, VICTIMS, killed)
+
+
+def stored_images(base: str, auth: dict[str, str]) -> list[dict[str, Any]]:
+    """Every image of the signed-in user, page by page."""
+    found: list[dict[str, Any]] = []
+    params = {"pageSize": "100"}
+    with httpx.Client(base_url=base, timeout=30) as http:
         while True:
-            process = own_mesh.supervisor.process(name)
-            if process is not None and process.pid != old_pid and process.poll() is None:
-                break
-            assert time.monotonic() < deadline, f"{name} was not restarted"
-            await asyncio.sleep(0.2)
+            page = http.get("/v1/images", params=params, headers=auth)
+            assert page.status_code == 200, page.text
+            found += page.json().get("images", [])
+            params["pageToken"] = page.json().get("nextPageToken", "")
+            if not params["pageToken"]:
+                return found
+
+
+async def test_acknowledged_writes_survive_a_replica_of_each_service_dying(
+    own_mesh: Mesh,
+) -> None:
+    base = f"http://{own_mesh.edge_address}"
+    _, auth, _ = await asyncio.to_thread(prepare, base)
+    uploaded: list[str] = []  # ids of acknowledged uploads (storage_svc)
+    registered: list[str] = []  # usernames of acknowledged registrations (auth_svc)
+    renamed: list[tuple[str, bool]] = []  # display names sent in order, acknowledged? (user_svc)
+    failures: list[str] = []
+    stop_at = time.monotonic() + LOAD_SECONDS
+
+    async def answer_of(call: Awaitable[httpx.Response], what: str) -> httpx.Response | None:
+        """The call's answer when it succeeded; a failure is noted."""
+        try:
+            answer = await call
+        except httpx.HTTPError as error:
+            failures.append(f"{what}: {type(error).__name__}")
+            return None
+        if answer.status_code != 200:
+            failures.append(f"{what}: {answer.status_code} {answer.text[:200]}")
+            return None
+        return answer
+
+    async def uploader(session: httpx.AsyncClient) -> None:
+        while time.monotonic() < stop_at:
+            # Random pixels: every upload has its own digest, so one stored twice shows.
+            call = session.post("/v1/images", content=noise_png(8, 8), headers=auth)
+            answer = await answer_of(call, "upload")
+            if answer is not None:
+                uploaded.append(answer.json()["image"]["id"])
+
+    async def registrar(session: httpx.AsyncClient) -> None:
+        while time.monotonic() < stop_at:
+            user = new_user()
+            body = {"email": user.email, "username": user.username, "password": user.password}
+            if await answer_of(session.post("/v1/auth:register", json=body), "register"):
+                registered.append(user.username.lower())
+
+    async def renamer(session: httpx.AsyncClient) -> None:
+        while time.monotonic() < stop_at:
+            name = f"Writer {uuid.uuid4().hex[:12]}"
+            call = session.patch(
+                "/v1/profiles/me?updateMask=displayName", json={"displayName": name}, headers=auth
+            )
+            renamed.append((name, await answer_of(call, "rename") is not None))
+
+    async def killer() -> list[int]:
+        await asyncio.sleep(KILL_AFTER_SECONDS)
+        return [kill(own_mesh, name) for name in VICTIMS]
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as session:
+        # One renamer, so that the name stored last is known.
+        writers = [uploader(session), registrar(session)] * 2 + [renamer(session)]
+        killing = asyncio.create_task(killer())
+        await asyncio.gather(*writers)
+        killed = await killing
+    await wait_restarted(own_mesh, VICTIMS, killed)
+    print(
+        f"\nreplica failover under writes: {len(uploaded)} uploads, {len(registered)} "
+        f"registrations, {sum(ok for _, ok in renamed)} renames acknowledged; "
+        f"failed: {Counter(f.split(' ')[0] + ' ' + f.split(' ')[1] for f in failures)}"
+    )
+
+    # A write cut short says "retry" and nothing else.
+    assert all(": 503 " in failure for failure in failures), failures[:10]
+    assert uploaded
+    assert registered
+    images = await asyncio.to_thread(stored_images, base, auth)
+    assert Counter(image["id"] for image in images).most_common(1)[0][1] == 1
+    assert Counter(image["sha256"] for image in images).most_common(1)[0][1] == 1
+    assert set(uploaded) <= {image["id"] for image in images}
+    async with httpx.AsyncClient(base_url=base, timeout=30) as session:
+        for username in registered:
+            profile = await session.get(f"/v1/profiles/{username}")
+            assert profile.status_code == 200, (username, profile.text)
+        me = await session.get("/v1/profiles/me", headers=auth)
+    # The last acknowledged name, or one sent after it whose answer was lost.
+    last = max(i for i, (_, acknowledged) in enumerate(renamed) if acknowledged)
+    assert me.json()["profile"]["displayName"] in {name for name, _ in renamed[last:]}
