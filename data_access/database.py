@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from data_access.embedded import to_asyncpg_url
+from data_access.sql_tracing import statement_span, trace_engine
 from meshkit.errors import Unavailable
 from meshkit.reasons import Reason
 
@@ -100,7 +101,8 @@ class Database:
             pooled = await connection.get_raw_connection()
             driver: Any = pooled.driver_connection
             try:
-                row = await driver.fetchrow(query.sql, *(params[n] for n in query.names))
+                with statement_span(query.sql):
+                    row = await driver.fetchrow(query.sql, *(params[n] for n in query.names))
             except _DRIVER_OUTAGES as exc:
                 await connection.invalidate()
                 raise _unavailable() from exc
@@ -114,7 +116,8 @@ class Database:
             pooled = await connection.get_raw_connection()
             driver: Any = pooled.driver_connection
             try:
-                rows = await driver.fetch(query.sql, *(params[n] for n in query.names))
+                with statement_span(query.sql):
+                    rows = await driver.fetch(query.sql, *(params[n] for n in query.names))
             except _DRIVER_OUTAGES as exc:
                 await connection.invalidate()
                 raise _unavailable() from exc
@@ -168,6 +171,7 @@ def open_database(
             },
         },
     )
+    trace_engine(engine)
     return Database(
         engine=engine,
         sessions=async_sessionmaker(engine, expire_on_commit=False),
