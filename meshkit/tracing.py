@@ -149,10 +149,12 @@ def configure_tracing(
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+    from meshkit.trace_sampling import CallsOnly
+
     root = TraceIdRatioBased(settings.ratio)
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name(default_name, env)}),
-        sampler=ParentBased(root) if settings.parent_based else root,
+        sampler=CallsOnly(ParentBased(root) if settings.parent_based else root),
     )
     processor: SpanProcessor
     if settings.exporter == "console":

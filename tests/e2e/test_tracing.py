@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 from tests.e2e.support import own_mesh, rest_sign_in, wait_for_request
 from tools.mesh import Mesh
+from tools.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 SERVER = 2  # SPAN_KIND_SERVER
 CLIENT = 3  # SPAN_KIND_CLIENT

@@ -120,3 +120,19 @@ def test_only_server_faults_mark_a_server_span_as_failed() -> None:
     assert client_mistake.status.is_unset
     assert not fault.status.is_ok
     assert not failed_call.status.is_ok
+
+
+def test_background_work_starts_no_trace_but_calls_and_their_children_do() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+    from opentelemetry.trace import SpanKind
+
+    from meshkit.trace_sampling import CallsOnly
+
+    spans = TracerProvider(sampler=CallsOnly(ALWAYS_ON)).get_tracer("test")
+    with spans.start_as_current_span("sweep", kind=SpanKind.CLIENT) as background:
+        assert not background.is_recording()
+    with spans.start_as_current_span("call", kind=SpanKind.SERVER) as call:
+        with spans.start_as_current_span("SELECT", kind=SpanKind.CLIENT) as statement:
+            assert statement.is_recording()
+        assert call.is_recording()

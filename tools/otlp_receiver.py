@@ -1,13 +1,16 @@
-"""A tiny OTLP/gRPC trace receiver on loopback for the tracing tests: it keeps every span the
-edge and the services export, flattened with its service name and attributes."""
+"""A tiny OTLP/gRPC trace receiver on loopback: it keeps every span the edge and the services
+export, flattened with its service name and attributes (the tracing tests and benchmark use it),
+and `python -m tools.otlp_receiver` prints them, one line a span, for a look without a collector.
+"""
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,8 @@ class ReceivedSpan:
     """service.name of the resource that exported it."""
     name: str
     kind: int
+    """SpanKind of OTLP: 2 server, 3 client."""
+    duration_ms: float
     trace_id: str
     span_id: str
     parent_span_id: str
@@ -58,15 +63,17 @@ def _attributes(items: Any) -> dict[str, Any]:
 
 
 class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """Keeps what it is sent."""
+    """Keeps what it is sent (and hands each span to `each`, when given)."""
 
-    def __init__(self) -> None:
+    def __init__(self, each: Callable[[ReceivedSpan], None] | None = None) -> None:
         self.spans: list[ReceivedSpan] = []
         self.lock = threading.Lock()
+        self.each = each
 
-    def Export(
+    def Export(  # noqa: N802 (the name of the OTLP method)
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
+        """Keep the spans of one export."""
         received = []
         for resource_spans in request.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)
@@ -77,6 +84,7 @@ class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
                             service=str(resource.get("service.name", "")),
                             name=span.name,
                             kind=span.kind,
+                            duration_ms=(span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
                             trace_id=span.trace_id.hex(),
                             span_id=span.span_id.hex(),
                             parent_span_id=span.parent_span_id.hex(),
@@ -86,6 +94,9 @@ class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
                     )
         with self.lock:
             self.spans.extend(received)
+        if self.each is not None:
+            for one in received:
+                self.each(one)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -114,14 +125,43 @@ class OtlpReceiver:
 
 
 @contextmanager
-def otlp_receiver() -> Iterator[OtlpReceiver]:
-    """Run a receiver on a free loopback port until the block ends."""
-    collector = _Collector()
+def otlp_receiver(
+    port: int = 0, each: Callable[[ReceivedSpan], None] | None = None
+) -> Iterator[OtlpReceiver]:
+    """Run a receiver on a loopback port (0: a free one) until the block ends; each, when
+    given, sees every span as it arrives."""
+    collector = _Collector(each)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    if port == 0:
+        raise OSError("the OTLP receiver cannot listen on its port")
     server.start()
     try:
         yield OtlpReceiver(collector, port)
     finally:
         server.stop(grace=None)
+
+
+def _print(span: ReceivedSpan) -> None:
+    """One line a span: trace, parent, service, name and duration."""
+    print(
+        f"{span.trace_id} {span.parent_span_id or '-':16} {span.span_id} "
+        f"{span.service:12} {span.duration_ms:8.2f} ms  {span.name}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    """Print the spans exported to 127.0.0.1:PORT (4317 unless told) until interrupted."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=4317)
+    port = parser.parse_args().port
+    with otlp_receiver(port, each=_print):
+        print(f"OTLP/gRPC receiver on http://127.0.0.1:{port}; Ctrl-C stops it", flush=True)
+        with suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
