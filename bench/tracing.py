@@ -1,80 +1,127 @@
 """`python -m bench.tracing`: what tracing costs. The same uncached profile read (REST, through
-the edge, user_svc, data_access and PostgreSQL) on a mesh of its own, once with tracing off
-(the default) and once with every request traced to a local OTLP receiver; prints both rows and
-the spans the receiver took per request."""
+the edge, user_svc, data_access and PostgreSQL) on two meshes of its own, side by side on one
+database: one with tracing off (the default), one tracing every request to a local OTLP
+receiver. The load alternates between them in short rounds, so a busy neighbour on a shared
+machine weighs on both alike; prints one row per mesh and the spans taken per request."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 from bench import h2load
-from bench.system import cpu_measured, database_url, new_mesh, processes, sign_up
-from tools.otlp_receiver import otlp_receiver
+from bench.system import STATE, Account, cpu_measured, database_url, new_mesh, processes, sign_up
+from tools.mesh import Mesh
+from tools.otlp_receiver import OtlpReceiver, otlp_receiver
 
-ROLES = ("envoy", "user_svc", "data_access", "auth_svc")
+ROLES = ("envoy", "user_svc", "data_access")
 
 
-def measure(
-    url: str, env: Mapping[str, str], *, seconds: float, connections: int
-) -> tuple[h2load.Run, dict[str, float]]:
-    """Start a mesh with env added, read one account's profile over REST for `seconds` with
-    `connections` clients, and return the run and each role's CPU seconds; stop the mesh."""
+@dataclass
+class Side:
+    """One mesh under test and what its rounds added up to."""
+
+    label: str
+    mesh: Mesh
+    account: Account
+    latencies_ms: list[float] = field(default_factory=list)
+    failed: int = 0
+    seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The profile read this side is loaded with."""
+        return f"http://{self.mesh.edge_address}/v1/profiles/{self.account.username}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Its account's credentials."""
+        return {"authorization": f"Bearer {self.account.access_token}"}
+
+
+@contextlib.contextmanager
+def started(url: str, label: str, env: Mapping[str, str]) -> Iterator[Side]:
+    """A mesh with env added (logs in var/bench/logs/<label>), with one account signed up."""
     mesh = new_mesh(url, replicas={}, cache=False, bcrypt_rounds=4)
-    mesh = dataclasses.replace(mesh, extra_env={**mesh.extra_env, **env})
+    mesh = dataclasses.replace(
+        mesh, extra_env={**mesh.extra_env, **env}, log_dir=STATE / "logs" / label
+    )
     mesh.start(timeout=120)
     try:
         [account] = sign_up(mesh.edge_address, 1)
-        url = f"http://{mesh.edge_address}/v1/profiles/{account.username}"
-        headers = {"authorization": f"Bearer {account.access_token}"}
-        # Warmed up outside the measured block, so the CPU figures cover the counted requests.
-        h2load.run(url, connections=connections, seconds=2, warmup=0, headers=headers)
-        cpu: dict[str, float] = {}
-        with cpu_measured(lambda: processes(mesh, None), cpu):
-            run = h2load.run(
-                url, connections=connections, seconds=seconds, warmup=0, headers=headers
-            )
-        return run, cpu
+        yield Side(label, mesh, account)
     finally:
         mesh.stop()
 
 
+def load(side: Side, seconds: float, connections: int) -> None:
+    """Load side for `seconds`, adding the requests and the CPU they cost to its totals."""
+    cpu: dict[str, float] = {}
+    with cpu_measured(lambda: processes(side.mesh, None), cpu):
+        run = h2load.run(
+            side.url, connections=connections, seconds=seconds, warmup=0, headers=side.headers
+        )
+    side.latencies_ms += run.latencies_ms
+    side.failed += run.http_errors
+    side.seconds += seconds
+    for role, used in cpu.items():
+        side.cpu[role] = side.cpu.get(role, 0.0) + used
+
+
+def row(side: Side, receiver: OtlpReceiver) -> str:
+    """The Markdown row of one side."""
+    run = h2load.Run(seconds=side.seconds, statuses=[], latencies_ms=side.latencies_ms)
+    count = len(side.latencies_ms)
+    per_request = [f"{side.cpu.get(role, 0.0) * 1000 / max(count, 1):.2f}" for role in ROLES]
+    spans = "0"
+    if "OTEL_EXPORTER_OTLP_ENDPOINT" in side.mesh.extra_env:
+        received = receiver.spans()
+        # Every request (warm-up and sign-up too) has one edge span.
+        edge = sum(1 for span in received if span.service == "edge")
+        spans = f"{len(received) / edge:.1f}" if edge else "0"
+    return (
+        f"| {side.label} | {count:,} | {side.failed} | {run.rps:,.0f} | {run.p50:.1f} | "
+        f"{run.percentile(99):.1f} | " + " | ".join(per_request) + f" | {spans} |"
+    )
+
+
 def main() -> None:
-    """Measure the read with tracing off, then on, and print a Markdown table."""
+    """Measure the read on both meshes in alternating rounds and print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="load per mesh, in all")
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--connections", type=int, default=16)
     options = parser.parse_args()
-    header = "| tracing | requests | failed | req/s | p50 ms | p99 ms | CPU ms/request: "
-    print(header + " | ".join(ROLES) + " | spans/request |")
-    print("| --- " + "| ---: " * (6 + len(ROLES)) + "|")
+    each = max(1.0, options.seconds / options.rounds)
     for url in database_url():
-        with otlp_receiver() as receiver:
-            for label, env in (
-                ("off", {}),
-                (
-                    "on, every request, to a local receiver",
-                    {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
-                ),
-            ):
-                before = len(receiver.spans())
-                run, cpu = measure(
-                    url, env, seconds=options.seconds, connections=options.connections
+        with (
+            otlp_receiver() as receiver,
+            started(url, "off", {}) as off,
+            started(
+                url, "on (every request traced)", {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+            ) as on,
+        ):
+            sides = [off, on]
+            for side in sides:
+                h2load.run(
+                    side.url,
+                    connections=options.connections,
+                    seconds=2,
+                    warmup=0,
+                    headers=side.headers,
                 )
-                count = len(run.latencies_ms)
-                received = receiver.spans()[before:]
-                # Per traced request: every request (warm-up and sign-up too) has one edge span.
-                edge = sum(1 for span in received if span.service == "edge")
-                spans = len(received) / edge if edge else 0.0
-                per_request = [f"{cpu.get(role, 0.0) * 1000 / max(count, 1):.2f}" for role in ROLES]
-                print(
-                    f"| {label} | {count:,} | {run.http_errors} | {run.rps:,.0f} | "
-                    f"{run.p50:.1f} | {run.percentile(99):.1f} | "
-                    + " | ".join(per_request)
-                    + f" | {spans:.1f} |",
-                    flush=True,
-                )
+            for _ in range(options.rounds):
+                for side in sides:
+                    load(side, each, options.connections)
+            header = "| tracing | requests | failed | req/s | p50 ms | p99 ms | CPU ms/request: "
+            print(header + " | ".join(ROLES) + " | spans/request |")
+            print("| --- " + "| ---: " * (6 + len(ROLES)) + "|")
+            for side in sides:
+                print(row(side, receiver), flush=True)
 
 
 if __name__ == "__main__":

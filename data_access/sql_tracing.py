@@ -23,13 +23,15 @@ def trace_engine(engine: AsyncEngine) -> None:
     if not tracing_on():
         return
     # Imported here: a process that does not trace never loads the instrumentation.
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.metrics import get_meter
 
-    # Its dependency check stops at SQLAlchemy 2.0; the engine events it listens to are the
-    # same in 2.1, so the engine is instrumented explicitly.
-    SQLAlchemyInstrumentor().instrument(
-        engine=engine.sync_engine, skip_dep_check=True, enable_commenter=False
-    )
+    # The instrumentor's dependency check stops at SQLAlchemy 2.0, and it would also wrap every
+    # Engine.connect() in a span: a pool checkout per call, a span per call that says nothing.
+    # Its engine tracer alone listens to the statements (the events are the same in 2.1); the
+    # pool figure it keeps goes to the no-op meter (data_access's own metrics cover the pool).
+    usage = get_meter("meshgram.sql").create_up_down_counter("db.client.connections.usage")
+    EngineTracer(tracer(), engine.sync_engine, usage, enable_commenter=False)  # type: ignore[no-untyped-call]
     _traced = True
 
 

@@ -33,6 +33,18 @@ SAMPLER = "OTEL_TRACES_SAMPLER"
 SAMPLER_ARG = "OTEL_TRACES_SAMPLER_ARG"
 SERVICE_NAME = "OTEL_SERVICE_NAME"
 SDK_DISABLED = "OTEL_SDK_DISABLED"
+# Every variable read here (the SDK's exporter and batch processor read their own OTEL_* too).
+VARIABLES = (
+    ENDPOINT,
+    TRACES_ENDPOINT,
+    TRACES_EXPORTER,
+    PROTOCOL,
+    TRACES_PROTOCOL,
+    SAMPLER,
+    SAMPLER_ARG,
+    SERVICE_NAME,
+    SDK_DISABLED,
+)
 # The OTLP/gRPC endpoint of the specification, used when only OTEL_TRACES_EXPORTER=otlp is set.
 DEFAULT_ENDPOINT = "http://localhost:4317"
 
@@ -169,9 +181,14 @@ def configure_tracing(
     return provider.shutdown
 
 
+# A proxy until configure_tracing() installs the provider, then that provider's tracer: looked
+# up once, since a lookup per span showed in profiles.
+_TRACER = trace.get_tracer("meshgram")
+
+
 def tracer() -> trace.Tracer:
     """The tracer of meshgram's own spans (the global provider's)."""
-    return trace.get_tracer("meshgram")
+    return _TRACER
 
 
 def _names(full_method: str) -> tuple[str, dict[str, Any]]:

@@ -136,6 +136,26 @@ def test_the_service_log_line_carries_the_request_id_and_the_trace_id(
     assert server.attributes["meshgram.request_id"] == request_id
 
 
+def test_a_client_mistake_is_answered_as_ever_and_traced_with_its_code(
+    web: httpx.Client, receiver: OtlpReceiver
+) -> None:
+    _, tokens = rest_sign_in(web)
+    reply = web.get(
+        "/v1/profiles/nobody_by_this_name",
+        headers={"authorization": f"Bearer {tokens['accessToken']}"},
+    )
+    assert reply.status_code == 404, reply.text
+    assert reply.json()["code"] == 5
+
+    spans = trace_of(receiver, reply.headers["x-request-id"])
+    by_place = {(span.service, span.kind): span for span in spans if span.kind in (SERVER, CLIENT)}
+    # NOT_FOUND (5) at every hop: the edge's, the service's and data_access's.
+    assert by_place[("user_svc", SERVER)].attributes["rpc.grpc.status_code"] == 5
+    assert by_place[("user_svc", CLIENT)].attributes["rpc.grpc.status_code"] == 5
+    assert by_place[("data_access", SERVER)].attributes["rpc.grpc.status_code"] == 5
+    assert by_place[("edge", SERVER)].attributes["http.status_code"] == "404"
+
+
 def test_no_password_or_token_reaches_a_span(web: httpx.Client, receiver: OtlpReceiver) -> None:
     user, tokens = rest_sign_in(web)
     bearer = {"authorization": f"Bearer {tokens['accessToken']}"}
