@@ -1,8 +1,9 @@
 """`python -m bench.tracing`: what tracing costs. The same uncached profile read (REST, through
 the edge, user_svc, data_access and PostgreSQL) on two meshes of its own, side by side on one
 database: one with tracing off (the default), one tracing every request to a local OTLP
-receiver. The load alternates between them in short rounds, so a busy neighbour on a shared
-machine weighs on both alike; prints one row per mesh and the spans taken per request."""
+receiver, one keeping a tenth of the traces. The load alternates between them in short rounds,
+so a busy neighbour on a shared machine weighs on all alike; prints one row per mesh and the
+spans its receiver took per request."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from bench import h2load
+from bench.profiles import slug
 from bench.system import STATE, Account, cpu_measured, database_url, new_mesh, processes, sign_up
 from tools.mesh import Mesh
 from tools.otlp_receiver import OtlpReceiver, otlp_receiver
@@ -27,6 +29,7 @@ class Side:
     label: str
     mesh: Mesh
     account: Account
+    receiver: OtlpReceiver | None
     latencies_ms: list[float] = field(default_factory=list)
     failed: int = 0
     seconds: float = 0.0
@@ -44,18 +47,23 @@ class Side:
 
 
 @contextlib.contextmanager
-def started(url: str, label: str, env: Mapping[str, str]) -> Iterator[Side]:
-    """A mesh with env added (logs in var/bench/logs/<label>), with one account signed up."""
-    mesh = new_mesh(url, replicas={}, cache=False, bcrypt_rounds=4)
-    mesh = dataclasses.replace(
-        mesh, extra_env={**mesh.extra_env, **env}, log_dir=STATE / "logs" / label
-    )
-    mesh.start(timeout=120)
-    try:
+def started(url: str, label: str, sampling: Mapping[str, str] | None) -> Iterator[Side]:
+    """A mesh (logs in var/bench/logs/<label>) with one account signed up: untraced when
+    sampling is None, else tracing to a receiver of its own with the given sampler settings."""
+    with contextlib.ExitStack() as stack:
+        env: dict[str, str] = {}
+        receiver = None
+        if sampling is not None:
+            receiver = stack.enter_context(otlp_receiver())
+            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, **sampling}
+        mesh = new_mesh(url, replicas={}, cache=False, bcrypt_rounds=4)
+        mesh = dataclasses.replace(
+            mesh, extra_env={**mesh.extra_env, **env}, log_dir=STATE / "logs" / slug(label)
+        )
+        mesh.start(timeout=120)
+        stack.callback(mesh.stop)
         [account] = sign_up(mesh.edge_address, 1)
-        yield Side(label, mesh, account)
-    finally:
-        mesh.stop()
+        yield Side(label, mesh, account, receiver)
 
 
 def load(side: Side, seconds: float, connections: int) -> None:
@@ -72,14 +80,14 @@ def load(side: Side, seconds: float, connections: int) -> None:
         side.cpu[role] = side.cpu.get(role, 0.0) + used
 
 
-def row(side: Side, receiver: OtlpReceiver) -> str:
+def row(side: Side) -> str:
     """The Markdown row of one side."""
     run = h2load.Run(seconds=side.seconds, statuses=[], latencies_ms=side.latencies_ms)
     count = len(side.latencies_ms)
     per_request = [f"{side.cpu.get(role, 0.0) * 1000 / max(count, 1):.2f}" for role in ROLES]
     spans = "0"
-    if "OTEL_EXPORTER_OTLP_ENDPOINT" in side.mesh.extra_env:
-        received = receiver.spans()
+    if side.receiver is not None:
+        received = side.receiver.spans()
         # Every request (warm-up and sign-up too) has one edge span.
         edge = sum(1 for span in received if span.service == "edge")
         spans = f"{len(received) / edge:.1f}" if edge else "0"
@@ -98,14 +106,16 @@ def main() -> None:
     options = parser.parse_args()
     each = max(1.0, options.seconds / options.rounds)
     for url in database_url():
+        ratio = {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        }
         with (
-            otlp_receiver() as receiver,
-            started(url, "off", {}) as off,
-            started(
-                url, "on (every request traced)", {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
-            ) as on,
+            started(url, "off", None) as off,
+            started(url, "on, every request traced", {}) as on,
+            started(url, "on, 10 % of traces kept", ratio) as sampled,
         ):
-            sides = [off, on]
+            sides = [off, on, sampled]
             for side in sides:
                 h2load.run(
                     side.url,
@@ -118,10 +128,10 @@ def main() -> None:
                 for side in sides:
                     load(side, each, options.connections)
             header = "| tracing | requests | failed | req/s | p50 ms | p99 ms | CPU ms/request: "
-            print(header + " | ".join(ROLES) + " | spans/request |")
+            print(header + " | ".join(ROLES) + " | spans per traced request |")
             print("| --- " + "| ---: " * (6 + len(ROLES)) + "|")
             for side in sides:
-                print(row(side, receiver), flush=True)
+                print(row(side), flush=True)
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ def configure_tracing(
     else:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        # The exporter reads the endpoint, headers, certificates and timeout from OTEL_*.
+        # The endpoint is the edge's too; headers, certificates and timeout come from OTEL_*.
         processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.endpoint))
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
