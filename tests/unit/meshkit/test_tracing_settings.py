@@ -136,3 +136,14 @@ def test_background_work_starts_no_trace_but_calls_and_their_children_do() -> No
         with spans.start_as_current_span("SELECT", kind=SpanKind.CLIENT) as statement:
             assert statement.is_recording()
         assert call.is_recording()
+
+
+def test_a_service_with_a_bad_tracing_value_stops_with_a_message_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from meshkit.settings import ServiceSettings, load_settings
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "sometimes")
+    with pytest.raises(SystemExit, match=r"user_svc: cannot start.*\n  OTEL_TRACES_SAMPLER must"):
+        load_settings(ServiceSettings, "user_svc")
