@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from data_access.embedded import to_asyncpg_url
+from data_access.sql_tracing import statement_span, trace_engine
 from meshkit.errors import Unavailable
 from meshkit.reasons import Reason
 
@@ -107,7 +108,8 @@ class Database:
             pooled = await connection.get_raw_connection()
             driver: Any = pooled.driver_connection
             try:
-                row = await driver.fetchrow(query.sql, *(params[n] for n in query.names))
+                with statement_span(query.sql):
+                    row = await driver.fetchrow(query.sql, *(params[n] for n in query.names))
             except _DRIVER_OUTAGES as exc:
                 await connection.invalidate()
                 raise _unavailable() from exc
@@ -121,7 +123,8 @@ class Database:
             pooled = await connection.get_raw_connection()
             driver: Any = pooled.driver_connection
             try:
-                rows = await driver.fetch(query.sql, *(params[n] for n in query.names))
+                with statement_span(query.sql):
+                    rows = await driver.fetch(query.sql, *(params[n] for n in query.names))
             except _DRIVER_OUTAGES as exc:
                 await connection.invalidate()
                 raise _unavailable() from exc
@@ -186,6 +189,7 @@ def open_database(
         },
     )
     event.listen(engine.sync_engine.pool, "checkout", _replace_closed)
+    trace_engine(engine)
     return Database(
         engine=engine,
         sessions=async_sessionmaker(engine, expire_on_commit=False),

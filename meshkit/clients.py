@@ -12,6 +12,7 @@ from meshkit.grpc_errors import from_rpc_error
 from meshkit.mesh_tls import MeshTls, server_name
 from meshkit.reasons import Reason
 from meshkit.request_context import REQUEST_ID_HEADER, current_request_id
+from meshkit.tracing import client_interceptors
 
 ResponseT = TypeVar("ResponseT")
 
@@ -33,16 +34,22 @@ _CHANNEL_OPTIONS = [
 def open_channel(address: str, tls: MeshTls | None = None) -> grpc.aio.Channel:
     """Open a channel to a peer (a gRPC target: host:port, dns:///name:port or
     ipv4:host:port,host:port for several replicas): mutual TLS with this workload's certificate
-    when tls is given, else plaintext (loopback development only)."""
+    when tls is given, else plaintext (loopback development only); calls carry the trace
+    context when the process traces."""
+    interceptors = client_interceptors()
     if tls is None:
-        return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(
+            address, options=_CHANNEL_OPTIONS, interceptors=interceptors
+        )
     options = list(_CHANNEL_OPTIONS)
     name = server_name(address)
     if name is not None:
         # A target of several addresses has no host name of its own to check the server's
         # certificate against; every replica's certificate names its first host.
         options.append(("grpc.ssl_target_name_override", name))
-    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=options)
+    return grpc.aio.secure_channel(
+        address, tls.channel_credentials(), options=options, interceptors=interceptors
+    )
 
 
 # Reasons with which data_access refuses the calling service itself, never the end user.

@@ -1,5 +1,5 @@
-"""JSON logs on stderr, one object per line, each carrying the current request id; credentials
-are kept out of every line, whoever wrote it."""
+"""JSON logs on stderr, one object per line, each carrying the current request id (and the trace
+and span ids while a call is traced); credentials are kept out of every line, whoever wrote it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 import sys
 from typing import Any
 
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 from meshkit.request_context import current_request_id
@@ -21,10 +22,16 @@ REDACTED = "[redacted]"
 
 
 class _RequestIdFilter(logging.Filter):
-    """Attach the current request id to every record."""
+    """Attach the current request id to every record, and the current trace and span ids
+    while a span is recording, so a line can be found from its trace and the other way round."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = current_request_id()
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            # The hex forms every tracing UI shows and searches by.
+            record.trace_id = format(span.trace_id, "032x")
+            record.span_id = format(span.span_id, "016x")
         return True
 
 

@@ -23,6 +23,7 @@ from meshkit.mesh_tls import MeshTls
 from meshkit.metrics import JobsCollector, serve_metrics
 from meshkit.rpc_metrics import RpcCollector, RpcMetrics
 from meshkit.settings import ServiceSettings
+from meshkit.tracing import configure_tracing, server_interceptors
 
 log = logging.getLogger("meshkit.server")
 
@@ -119,7 +120,12 @@ async def start_server(
     ]
     rpc_metrics = RpcMetrics()
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(metrics=rpc_metrics), *definition.interceptors],
+        interceptors=[
+            # Tracing first, so the service interceptor's log lines fall inside the call's span.
+            *server_interceptors(),
+            ServiceInterceptor(metrics=rpc_metrics),
+            *definition.interceptors,
+        ],
         options=options,
     )
     for opener in definition.on_startup:
@@ -155,6 +161,7 @@ async def start_server(
 async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> None:
     """Run a service until SIGTERM or SIGINT, then drain gracefully."""
     configure_logging(definition.name, settings.log_level)
+    stop_tracing = configure_tracing(definition.name)
     running = await start_server(definition, settings.host, settings.port, settings.mesh_tls())
     metrics = None
     if settings.metrics_port:
@@ -179,6 +186,8 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     await running.stop(settings.shutdown_grace_seconds, settings.shutdown_drain_seconds)
     if metrics is not None:
         metrics.close()
+    # Sends the spans still queued; a receiver that is gone costs at most its export timeout.
+    stop_tracing()
     log.info("stopped")
 
 

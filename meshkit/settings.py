@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Self, TypeVar
@@ -10,6 +11,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meshkit.mesh_tls import MeshTls
+from meshkit.tracing import TracingSettingsError, tracing_settings
 
 Environment = Literal["development", "production"]
 UnverifiedEmailMay = Literal["nothing", "sign_in", "edit_profile"]
@@ -166,7 +168,12 @@ SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 def load_settings(settings_class: type[SettingsT], service: str) -> SettingsT:
     """Read settings_class from the environment; SystemExit with a readable message naming each
-    invalid variable (never its value) when they are unusable."""
+    invalid variable (never its value) when they are unusable; the OTEL_* variables of tracing
+    are checked too."""
+    try:
+        tracing_settings(os.environ)
+    except TracingSettingsError as exc:
+        raise SystemExit(f"{service}: cannot start, invalid settings:\n  {exc}") from None
     try:
         return settings_class()
     except ValidationError as exc:

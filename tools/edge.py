@@ -19,6 +19,7 @@ from meshgram.user.v1 import user_pb2
 from meshkit.public_api import STORAGE_SERVICE
 from meshkit.reasons import ERROR_DOMAIN, Reason
 from tools.docs_ui import SWAGGER_UI_BUNDLE, SWAGGER_UI_CSS
+from tools.edge_tracing import EdgeTracing, collector_cluster, tracing_block
 from tools.http_rules import bindings, bound_fields
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +115,8 @@ class EdgeConfig:
     """Most files the media cache keeps."""
     upstream_tls: UpstreamTls | None = None
     """Mutual TLS to every upstream (health checks included); None: plaintext (loopback only)."""
+    tracing: EdgeTracing | None = None
+    """Where the edge exports its spans (tools/edge_tracing.py); None: the edge does not trace."""
 
 
 # Route settings of each public service's calls (the routes of envoy.yaml.tmpl say why).
@@ -209,7 +212,8 @@ def render(config: EdgeConfig) -> str:
         STATUS_MAPPERS=_status_mappers(),
         ANSWERS_LUA=json.dumps(answers_lua),
         UPSTREAM_LUA=json.dumps(upstream_lua),
-        CLUSTERS="".join(clusters),
+        CLUSTERS="".join(clusters) + collector_cluster(config.tracing),
+        TRACING=tracing_block(config.tracing),
         RETRY_ROUTES=_retry_routes(retried_methods()),
         MEDIA_LUA=json.dumps((LUA_DIR / "media.lua").read_text()),
         MEDIA_RETRY_POLICY=_RETRY_POLICY if media_retried else "",

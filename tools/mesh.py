@@ -27,6 +27,7 @@ from meshkit.peers import health_check
 from tools.dev_certs import CertFiles, ensure_workload_certificate
 from tools.dev_secrets import stored_secret
 from tools.edge import EdgeConfig, UpstreamTls, write
+from tools.edge_tracing import edge_tracing
 from tools.s3_dev_server import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY
 from tools.supervisor import ChildSpec, Supervisor
 
@@ -457,6 +458,8 @@ class Mesh:
             },
             media_cache_dir=self.state_dir / "run" / f"edge-cache-{self.ports.edge}",
             upstream_tls=self._edge_tls(),
+            # The services read the same OTEL_* variables from their environment.
+            tracing=edge_tracing({**os.environ, **self.extra_env}),
         )
         path = write(config, self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml")
         command = [

@@ -23,6 +23,8 @@ from pydantic import AliasChoices, AliasPath
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from meshkit.tracing import VARIABLES
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = ROOT / ".env.example"
 SERVICE_PACKAGES = ("auth_svc", "user_svc", "storage_svc", "data_access")
@@ -155,7 +157,8 @@ def listed_variables() -> dict[str, str]:
 
 
 def test_env_example_lists_every_setting_and_nothing_else() -> None:
-    in_code = {s.variable for s in service_settings()} | runner_variables()
+    # The standard OTEL_* variables of tracing, read by every service and the runner.
+    in_code = {s.variable for s in service_settings()} | runner_variables() | set(VARIABLES)
     listed = set(listed_variables())
 
     missing = sorted(in_code - listed)

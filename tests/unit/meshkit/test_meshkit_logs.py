@@ -77,3 +77,18 @@ def test_ordinary_lines_are_untouched(captured: io.StringIO) -> None:
     [line] = lines(captured)
     assert line["message"] == "listening on 127.0.0.1:50051"
     assert line["service"] == "test_svc"
+
+
+def test_a_line_written_inside_a_span_carries_its_trace_and_span_ids(
+    captured: io.StringIO,
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    logging.getLogger("outside").info("before")
+    with TracerProvider().get_tracer("test").start_as_current_span("call") as span:
+        logging.getLogger("inside").info("during")
+    before, during = lines(captured)
+    assert "trace_id" not in before
+    context = span.get_span_context()
+    assert during["trace_id"] == format(context.trace_id, "032x")
+    assert during["span_id"] == format(context.span_id, "016x")
