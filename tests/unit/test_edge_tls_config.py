@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.unit.edge_support import loopback_config
-from tools import edge, edge_tls
+from tools import edge, edge_tls, k8s_edge, validate_deploy
 from tools.dev_certs import ensure_server_certificate
 from tools.edge_tls import HSTS_DEVELOPMENT, HSTS_REAL, DownstreamTls
 
@@ -200,3 +200,39 @@ def test_contradictory_or_broken_settings_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         edge_tls.from_env(env, tmp_path)
+
+
+def test_containers_redirect_on_8080_and_serve_https_on_every_interface() -> None:
+    https = DownstreamTls(cert=Path("/etc/meshgram/edge-tls/tls.crt"), key=TLS.key)
+    found = listeners(yaml.safe_load(k8s_edge.container_config(https=https)))
+    assert found["edge_http"]["address"]["socket_address"] == {
+        "address": "0.0.0.0",
+        "port_value": k8s_edge.LISTEN_PORT,
+    }
+    assert found["edge"]["address"]["socket_address"]["port_value"] == 8443
+
+
+def test_a_container_makes_no_development_certificate() -> None:
+    with pytest.raises(SystemExit, match="EDGE_TLS_CERT and EDGE_TLS_KEY"):
+        k8s_edge._https({"EDGE_TLS": "1"})
+
+
+def test_the_compose_https_overlay_is_valid() -> None:
+    assert validate_deploy.validate_compose_tls() == []
+
+
+def test_an_overlay_mounting_the_certificate_file_itself_is_caught(tmp_path: Path) -> None:
+    # A file mounted on its own keeps its first contents: a renewal would never be served.
+    overlay = yaml.safe_load(validate_deploy.COMPOSE_TLS_FILE.read_text())
+    edge_service = overlay["services"]["edge"]
+    edge_service["volumes"] = ["./edge-tls/tls.crt:/etc/tls.crt:ro"]
+    edge_service["environment"]["EDGE_TLS_CERT"] = "/etc/tls.crt"
+    edge_service["ports"] = []
+    overlay["services"]["proxy"] = {}
+    path = tmp_path / "compose.tls.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    problems = [problem.message for problem in validate_deploy.validate_compose_tls(path)]
+    assert "service proxy is not one of compose.yaml" in problems
+    assert "edge: EDGE_TLS_CERT must lie in a mounted folder, not be one" in problems
+    assert "edge: EDGE_TLS_KEY must lie in a mounted folder, not be one" in problems
+    assert "edge: the HTTPS port 8443 is not published" in problems
