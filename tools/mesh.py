@@ -471,6 +471,15 @@ class Mesh:
                 env["STORAGE_S3_CREATE_BUCKET"] = "true"
         return env
 
+    def restart_edge(self, timeout: float = 60.0, *, tls: bool | None = None) -> None:
+        """Stop Envoy and start it on a fresh configuration, first switching HTTPS on or off
+        when tls is given; return once it is healthy again."""
+        self.supervisor.stop("envoy")
+        if tls is not None:
+            self.edge_tls = tls
+        self._downstream_tls_decided = False
+        self._start_envoy(timeout)
+
     def _edge_origin(self, host: str) -> str:
         """The origin of the edge's pages at host: https on the HTTPS port when TLS is on."""
         tls = self.downstream_tls
