@@ -17,6 +17,8 @@ from tests.unit.edge_support import loopback_config
 from tools import edge, edge_tls, k8s_edge, validate_deploy
 from tools.dev_certs import ensure_server_certificate
 from tools.edge_tls import HSTS_DEVELOPMENT, HSTS_REAL, DownstreamTls
+from tools.mesh import Mesh
+from tools.run import banner
 
 TLS = DownstreamTls(cert=Path("/certs/edge.pem"), key=Path("/certs/edge.key"), https_port=8443)
 SECRET_FILE = Path("/run/edge-certificate.json")
@@ -236,3 +238,22 @@ def test_an_overlay_mounting_the_certificate_file_itself_is_caught(tmp_path: Pat
     assert "edge: EDGE_TLS_CERT must lie in a mounted folder, not be one" in problems
     assert "edge: EDGE_TLS_KEY must lie in a mounted folder, not be one" in problems
     assert "edge: the HTTPS port 8443 is not published" in problems
+
+
+def test_make_run_announces_the_https_address_and_the_ca_to_trust(tmp_path: Path) -> None:
+    mesh = Mesh(database_url="postgresql://unused", state_dir=tmp_path, edge_tls=True)
+    text = banner(mesh)
+    ca = tmp_path / "certs" / "ca.pem"
+    assert "edge https://localhost:8443" in text
+    assert f"http://{mesh.edge_address} redirects there" in text
+    assert f"grpcurl -cacert {ca} localhost:8443 list" in text
+    assert f"curl -s --cacert {ca} https://localhost:8443/" in text
+    assert mesh.https_address == "127.0.0.1:8443"
+
+
+def test_make_run_without_tls_keeps_plain_http(tmp_path: Path) -> None:
+    mesh = Mesh(database_url="postgresql://unused", state_dir=tmp_path, edge_tls=False)
+    assert f"edge http://{mesh.edge_address}" in banner(mesh)
+    with pytest.raises(RuntimeError, match="plain HTTP"):
+        _ = mesh.https_address
+    assert not (tmp_path / "certs").exists()
