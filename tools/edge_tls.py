@@ -3,7 +3,8 @@ certificate Envoy reloads when its files change, the plain HTTP port redirecting
 
 Settings: EDGE_TLS=1 serves the development edge certificate (tools/dev_certs.py, made when
 missing); EDGE_TLS_CERT and EDGE_TLS_KEY name real certificate files instead (and turn HTTPS
-on); EDGE_HTTPS_PORT is the HTTPS port (8443). docs/tls.md tells the whole story.
+on); EDGE_HTTPS_PORT is the HTTPS port (8443), EDGE_HTTPS_PUBLIC_PORT the one clients reach it
+on when a port mapping or load balancer sits in front. docs/tls.md tells the whole story.
 
 Not to be confused with mutual TLS between the edge and the services (UpstreamTls in
 tools/edge.py, meshkit/mesh_tls.py).
@@ -43,6 +44,13 @@ class DownstreamTls:
     key: Path
     https_port: int = DEFAULT_HTTPS_PORT
     development: bool = False
+    public_port: int | None = None
+    """The HTTPS port clients reach, when it is not https_port (a port mapping in front)."""
+
+    @property
+    def redirect_port(self) -> int:
+        """The port the plain listener's redirects and gRPC refusals name."""
+        return self.https_port if self.public_port is None else self.public_port
 
     @property
     def hsts(self) -> str:
@@ -65,20 +73,29 @@ def from_env(env: Mapping[str, str], certs_dir: Path = CERTS_DIR) -> DownstreamT
     if not cert and switch not in _TRUE:
         return None
     port = https_port_from_env(env)
+    public = _port("EDGE_HTTPS_PUBLIC_PORT", env.get("EDGE_HTTPS_PUBLIC_PORT", ""))
     if cert:
         for name, path in (("EDGE_TLS_CERT", cert), ("EDGE_TLS_KEY", key)):
             if not Path(path).is_file():
                 raise ValueError(f"{name}: no such file {path}")
-        return DownstreamTls(cert=Path(cert), key=Path(key), https_port=port)
+        return DownstreamTls(Path(cert), Path(key), port, public_port=public)
     files = ensure_server_certificate(directory=certs_dir)
-    return DownstreamTls(cert=files.cert, key=files.key, https_port=port, development=True)
+    return DownstreamTls(files.cert, files.key, port, development=True, public_port=public)
 
 
 def https_port_from_env(env: Mapping[str, str]) -> int:
     """EDGE_HTTPS_PORT, a TCP port number (8443 when unset)."""
-    raw = env.get("EDGE_HTTPS_PORT", "").strip() or str(DEFAULT_HTTPS_PORT)
+    return _port("EDGE_HTTPS_PORT", env.get("EDGE_HTTPS_PORT", "")) or DEFAULT_HTTPS_PORT
+
+
+def _port(name: str, value: str) -> int | None:
+    """The port number the setting `name` holds in value, None when empty; ValueError when it
+    is no port number."""
+    raw = value.strip()
+    if not raw:
+        return None
     if not raw.isdigit() or not 1 <= int(raw) <= 65_535:
-        raise ValueError("EDGE_HTTPS_PORT must be a port number from 1 to 65535")
+        raise ValueError(f"{name} must be a port number from 1 to 65535")
     return int(raw)
 
 
@@ -137,11 +154,11 @@ def redirect_listener(tls: DownstreamTls | None, listen_host: str, listen_port: 
     tls."""
     if tls is None:
         return ""
-    refusal = f"this edge takes gRPC over TLS only: call port {tls.https_port} with TLS"
+    refusal = f"this edge takes gRPC over TLS only: call port {tls.redirect_port} with TLS"
     template = Template((ENVOY_DIR / "http_redirect.yaml.tmpl").read_text())
     return template.substitute(
         LISTEN_HOST=listen_host,
         LISTEN_PORT=listen_port,
-        HTTPS_PORT=tls.https_port,
+        HTTPS_PORT=tls.redirect_port,
         GRPC_REFUSAL=json.dumps(refusal),
     )

@@ -195,6 +195,7 @@ def test_real_certificate_files_turn_https_on(tmp_path: Path) -> None:
         ({"EDGE_TLS_CERT": "/nope.pem", "EDGE_TLS_KEY": "/nope.key"}, "no such file"),
         ({"EDGE_TLS": "1", "EDGE_HTTPS_PORT": "70000"}, "EDGE_HTTPS_PORT"),
         ({"EDGE_TLS": "1", "EDGE_HTTPS_PORT": "https"}, "EDGE_HTTPS_PORT"),
+        ({"EDGE_TLS": "1", "EDGE_HTTPS_PUBLIC_PORT": "0"}, "EDGE_HTTPS_PUBLIC_PORT"),
     ],
 )
 def test_contradictory_or_broken_settings_are_refused(
@@ -257,3 +258,17 @@ def test_make_run_without_tls_keeps_plain_http(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="plain HTTP"):
         _ = mesh.https_address
     assert not (tmp_path / "certs").exists()
+
+
+def test_behind_a_port_mapping_redirects_name_the_public_port(tmp_path: Path) -> None:
+    env = {"EDGE_TLS": "1", "EDGE_HTTPS_PORT": "8443", "EDGE_HTTPS_PUBLIC_PORT": "443"}
+    tls = edge_tls.from_env(env, tmp_path)
+    assert tls is not None
+    assert tls.redirect_port == 443
+    found = listeners(rendered(tls))
+    assert found["edge"]["address"]["socket_address"]["port_value"] == 8443
+    config = manager(found["edge_http"])
+    grpc_route, safe, unsafe = config["route_config"]["virtual_hosts"][0]["routes"]
+    assert safe["redirect"]["port_redirect"] == 443
+    assert unsafe["redirect"]["port_redirect"] == 443
+    assert "call port 443 with TLS" in grpc_route["direct_response"]["body"]["inline_string"]
