@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from tools.dev_certs import CERTS_DIR, ensure_server_certificate
+from tools.dev_certs import (
+    CERTS_DIR,
+    LOCAL_HOSTS,
+    ensure_server_certificate,
+    server_certificate_hosts,
+)
 
 ENVOY_DIR = Path(__file__).resolve().parent.parent / "envoy"
 DEFAULT_HTTPS_PORT = 8443
@@ -79,7 +84,9 @@ def from_env(env: Mapping[str, str], certs_dir: Path = CERTS_DIR) -> DownstreamT
             if not Path(path).is_file():
                 raise ValueError(f"{name}: no such file {path}")
         return DownstreamTls(Path(cert), Path(key), port, public_port=public)
-    files = ensure_server_certificate(directory=certs_dir)
+    # Names `make certs --host` added stay: turning HTTPS on must not take them away.
+    hosts = tuple(dict.fromkeys((*LOCAL_HOSTS, *server_certificate_hosts(certs_dir))))
+    files = ensure_server_certificate(hosts, certs_dir)
     return DownstreamTls(files.cert, files.key, port, development=True, public_port=public)
 
 

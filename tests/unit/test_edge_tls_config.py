@@ -15,7 +15,7 @@ import yaml
 
 from tests.unit.edge_support import loopback_config
 from tools import edge, edge_tls, k8s_edge, validate_deploy
-from tools.dev_certs import ensure_server_certificate
+from tools.dev_certs import LOCAL_HOSTS, ensure_server_certificate, server_certificate_hosts
 from tools.edge_tls import HSTS_DEVELOPMENT, HSTS_REAL, DownstreamTls
 from tools.mesh import Mesh
 from tools.run import banner
@@ -272,3 +272,12 @@ def test_behind_a_port_mapping_redirects_name_the_public_port(tmp_path: Path) ->
     assert safe["redirect"]["port_redirect"] == 443
     assert unsafe["redirect"]["port_redirect"] == 443
     assert "call port 443 with TLS" in grpc_route["direct_response"]["body"]["inline_string"]
+
+
+def test_names_added_by_make_certs_are_kept_when_https_turns_on(tmp_path: Path) -> None:
+    made = ensure_server_certificate((*LOCAL_HOSTS, "*.meshgram.test"), tmp_path)
+    before = made.cert.read_bytes()
+    tls = edge_tls.from_env({"EDGE_TLS": "1"}, tmp_path)
+    assert tls is not None
+    assert tls.cert.read_bytes() == before
+    assert "*.meshgram.test" in server_certificate_hosts(tmp_path)
