@@ -4,7 +4,8 @@ refresh-token rotation, of the social graph: profile pages signed out and in, fo
 search over 100,000 seeded accounts, and of media: uploads of phone-sized photos (throughput, and
 storage_svc's peak memory) and delivery of renditions (public, signed, revalidated); and the edge's
 cost: the same signed-in read through meshes that differ in one protection each
-(bench/edge_cost.py).
+(bench/edge_cost.py), and of HTTPS at the edge: the same reads plain and over TLS through one
+mesh whose edge is restarted with TLS on (bench/edge_tls.py, `--only tls`).
 
 The benchmark runs its own mesh (free ports, its own database, 10,000 seeded accounts kept in
 var/bench between runs, 100,000 once the search scenario ran; tools/seed.py makes them) and loads
@@ -33,7 +34,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import edge_cost, grpc_load, h2load, media, mfa_login, social
+from bench import edge_cost, edge_tls, grpc_load, h2load, media, mfa_login, social
 from bench.profiles import profiled, slug
 from bench.system import (
     STATE,
@@ -89,6 +90,7 @@ SCENARIOS = (
     "upload-memory",
     "media-download",
     "edge-cost",
+    "tls",
 )
 
 
@@ -635,6 +637,12 @@ def verdicts(rows: Sequence[Row], capacity: float) -> list[str]:
                 f"to the {TARGET_SEARCH_P99_MS:.0f} ms target: no real population of handles "
                 "shares one prefix)"
             )
+        elif row.kind == "tls":
+            lines.append(
+                f"{row.scenario}: {r.rps:,.0f} req/s, p50 {r.p50:.1f} ms, p99 "
+                f"{r.percentile(99):.1f} ms, Envoy {row.cpu_ms_per_request('envoy'):.2f} CPU "
+                f"ms/req, {row.failures} failed (no target)"
+            )
         elif row.kind in ("media", "media, revalidated"):
             lines.append(
                 f"{row.scenario}: {r.rps:,.0f} req/s, p50 {r.p50:.1f} ms, p99 "
@@ -826,6 +834,36 @@ def run_all(bench: Bench, wanted: set[str]) -> None:
         mesh.start_service("user_svc")
         time.sleep(5)  # the edge's health checks find the restarted replicas
         run_reads(bench, token, usernames, "uncached")
+    # Last: it restarts the edge with HTTPS on.
+    if "tls" in wanted:
+        run_tls(bench, usernames)
+
+
+def run_tls(bench: Bench, usernames: list[str]) -> None:
+    """Profile reads (REST, signed out, Zipf over the seeded accounts) through the plain edge,
+    then the same through the edge restarted with HTTPS on, over HTTP/2 and HTTP/1.1."""
+    concurrency = bench.options.concurrency
+    order = zipf_order(len(usernames), 50_000)
+    paths = [f"/v1/profiles/{usernames[i]}" for i in order]
+    plain = {
+        protocol: bench.measure(
+            f"profile read, {protocol}, plain",
+            "tls",
+            concurrency,
+            edge_tls.profile_reads(bench.base, paths, concurrency, protocol),
+        )
+        for protocol in edge_tls.PROTOCOLS
+    }
+    bench.mesh.restart_edge(tls=True)
+    https = f"https://{bench.mesh.https_address}"
+    for protocol in edge_tls.PROTOCOLS:
+        row = bench.measure(
+            f"profile read, {protocol}, TLS",
+            "tls",
+            concurrency,
+            edge_tls.profile_reads(https, paths, concurrency, protocol),
+        )
+        row.note = edge_tls.cost_note(plain[protocol].run, row.run)
 
 
 def run_media(bench: Bench, wanted: set[str]) -> None:

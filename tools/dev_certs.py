@@ -104,6 +104,21 @@ def ensure_server_certificate(
         return _ensure_leaf("edge-server", hosts, None, directory)
 
 
+def server_certificate_hosts(directory: Path = CERTS_DIR) -> tuple[str, ...]:
+    """The DNS names and IP addresses the edge's HTTPS certificate in directory is valid for
+    now (none when there is none), so that a caller can keep names `make certs --host` added."""
+    path = directory / "edge-server.pem"
+    if not path.is_file():
+        return ()
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return ()
+    addresses = [str(address) for address in sans.get_values_for_type(x509.IPAddress)]
+    return (*sans.get_values_for_type(x509.DNSName), *addresses)
+
+
 def ensure_workload_certificate(
     workload: str, hosts: Sequence[str] = LOCAL_HOSTS, directory: Path = CERTS_DIR
 ) -> CertFiles:

@@ -18,8 +18,10 @@ from meshgram.storage.v1 import storage_pb2
 from meshgram.user.v1 import user_pb2
 from meshkit.public_api import STORAGE_SERVICE
 from meshkit.reasons import ERROR_DOMAIN, Reason
+from tools import edge_tls
 from tools.docs_ui import SWAGGER_UI_BUNDLE, SWAGGER_UI_CSS
 from tools.edge_tracing import EdgeTracing, collector_cluster, tracing_block
+from tools.edge_tls import DownstreamTls
 from tools.http_rules import bindings, bound_fields
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +119,10 @@ class EdgeConfig:
     """Mutual TLS to every upstream (health checks included); None: plaintext (loopback only)."""
     tracing: EdgeTracing | None = None
     """Where the edge exports its spans (tools/edge_tracing.py); None: the edge does not trace."""
+    downstream_tls: DownstreamTls | None = None
+    """HTTPS for clients on its own port, listen_port redirecting there; None: plain HTTP."""
+    downstream_tls_secret: Path = ROOT / "var" / "run" / "edge-certificate.json"
+    """The file through which Envoy reads (and re-reads) the HTTPS certificate."""
 
 
 # Route settings of each public service's calls (the routes of envoy.yaml.tmpl say why).
@@ -206,7 +212,14 @@ def render(config: EdgeConfig) -> str:
         MAX_CONNECTIONS=config.max_connections,
         CODEC_MAX_HEADERS_KB=CODEC_MAX_HEADERS_KB,
         LISTEN_HOST=config.listen_host,
-        LISTEN_PORT=config.listen_port,
+        LISTEN_PORT=_https_port(config),
+        DOWNSTREAM_TLS=edge_tls.transport_socket(
+            config.downstream_tls, config.downstream_tls_secret
+        ),
+        HSTS=edge_tls.hsts_headers(config.downstream_tls),
+        HTTP_REDIRECT_LISTENER=edge_tls.redirect_listener(
+            config.downstream_tls, config.listen_host, config.listen_port
+        ),
         CORS_ORIGINS=json.dumps(origins),
         DESCRIPTOR=str(DESCRIPTOR),
         STATUS_MAPPERS=_status_mappers(),
@@ -222,6 +235,12 @@ def render(config: EdgeConfig) -> str:
         MEDIA_CACHE_ENTRIES=config.media_cache_entries,
         **{name: json.dumps(str(path)) for name, path in SERVED_FILES.items()},
     )
+
+
+def _https_port(config: EdgeConfig) -> int:
+    """The port of the edge's main listener: the HTTPS port when TLS is on (listen_port then
+    only redirects), else listen_port."""
+    return config.listen_port if config.downstream_tls is None else config.downstream_tls.https_port
 
 
 def query_bound_fields(files: Iterable[object] = _PUBLIC_FILES) -> dict[str, set[str] | None]:
@@ -367,6 +386,7 @@ def write(config: EdgeConfig, path: Path) -> Path:
     # Envoy does not make the folder itself (create_cache_path is not implemented in 1.40).
     config.media_cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.write_text(render(config))
+    edge_tls.write_secret(config.downstream_tls, config.downstream_tls_secret)
     return path
 
 

@@ -22,7 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from meshkit.mesh_tls import spiffe_id
+from tools import edge_tls
 from tools.edge import HEALTH_SERVICES, EdgeConfig, UpstreamTls, render
+from tools.edge_tls import DownstreamTls
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_ROOT = "/app"
@@ -60,10 +62,14 @@ def container_config(
     cors_origins: Sequence[str] = DEFAULT_CORS_ORIGINS,
     root: str | None = IMAGE_ROOT,
     tls: UpstreamTls = EDGE_TLS,
+    https: DownstreamTls | None = None,
+    https_secret: Path = Path("/tmp/edge-certificate.json"),  # noqa: S108 - overridden by serve
 ) -> str:
     """Return the edge YAML for services reached by DNS name, listening on every interface, with
     the project's file paths moved under root (None keeps this checkout's paths), over mutual TLS
-    with the certificate files of tls (the container's TLS_DIR unless told)."""
+    with the certificate files of tls (the container's TLS_DIR unless told); with https, HTTPS
+    for clients on its port (certificate read through https_secret) and LISTEN_PORT
+    redirecting there."""
     config = EdgeConfig(
         listen_host="0.0.0.0",  # noqa: S104 - inside a container or pod, that is the point
         listen_port=LISTEN_PORT,
@@ -72,6 +78,8 @@ def container_config(
         upstreams={name: [upstreams[name]] for name in HEALTH_SERVICES},
         media_cache_dir=MEDIA_CACHE_DIR,
         upstream_tls=tls,
+        downstream_tls=https,
+        downstream_tls_secret=https_secret,
     )
     text, count = _STATIC_CLUSTER.subn(_dns_cluster, render(config))
     if count != len(HEALTH_SERVICES):
@@ -129,9 +137,18 @@ def _serve(env: Mapping[str, str]) -> None:
     upstreams = {
         name: env.get(f"EDGE_{name.upper()}_ADDR", address) for name, address in UPSTREAMS.items()
     }
-    text = container_config(upstreams, _origins(env.get("EDGE_CORS_ORIGINS")), root=None)
     # A temporary folder: the image's own files stay read-only.
     folder = Path(tempfile.mkdtemp(prefix="meshgram-edge-"))
+    https = _https(env)
+    secret = edge_tls.sds_path(folder / CONFIG_KEY)
+    text = container_config(
+        upstreams,
+        _origins(env.get("EDGE_CORS_ORIGINS")),
+        root=None,
+        https=https,
+        https_secret=secret,
+    )
+    edge_tls.write_secret(https, secret)
     path = folder / CONFIG_KEY
     path.write_text(text)
     MEDIA_CACHE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -146,6 +163,22 @@ def _serve(env: Mapping[str, str]) -> None:
         "--disable-hot-restart",
     ]
     os.execv(envoy, command)  # noqa: S606 - a fixed binary beside this interpreter
+
+
+def _https(env: Mapping[str, str]) -> DownstreamTls | None:
+    """HTTPS for clients from EDGE_TLS_CERT / EDGE_TLS_KEY (mounted files); a container makes
+    no development certificate, so EDGE_TLS=1 alone is refused."""
+    if not env.get("EDGE_TLS_CERT") and env.get("EDGE_TLS", "").strip().lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    ):
+        raise SystemExit("EDGE_TLS=1 in a container needs EDGE_TLS_CERT and EDGE_TLS_KEY (files)")
+    try:
+        return edge_tls.from_env(env)
+    except ValueError as exc:
+        raise SystemExit(f"edge: {exc}") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

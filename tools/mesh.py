@@ -24,10 +24,12 @@ from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_tok
 from meshkit.clients import open_channel
 from meshkit.mesh_tls import MeshTls, spiffe_id
 from meshkit.peers import health_check
+from tools import edge_tls
 from tools.dev_certs import CertFiles, ensure_workload_certificate
 from tools.dev_secrets import stored_secret
 from tools.edge import EdgeConfig, UpstreamTls, write
 from tools.edge_tracing import edge_tracing
+from tools.edge_tls import DownstreamTls
 from tools.s3_dev_server import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY
 from tools.supervisor import ChildSpec, Supervisor
 
@@ -216,14 +218,42 @@ class Mesh:
     mtls: bool = field(default_factory=lambda: mtls_from_env(os.environ))
     """Mutual TLS on every internal hop (edge to services, services to peers) with
     certificates of the development CA in <state_dir>/certs; MESH_MTLS=0 turns it off."""
+    edge_tls: bool | None = None
+    """HTTPS at the edge for clients (tools/edge_tls.py), the edge port then redirecting to it:
+    None follows EDGE_TLS / EDGE_TLS_CERT of the environment (extra_env first); True serves
+    the development certificate unless a real one is named there; False keeps plain HTTP."""
     _secrets: MeshSecrets | None = None
     _s3_endpoint: str | None = None
     """The local S3 server's URL, when this mesh started one."""
+    _downstream_tls: DownstreamTls | None = None
+    _downstream_tls_decided: bool = False
 
     @property
     def edge_address(self) -> str:
         """host:port of the Envoy listener."""
         return f"127.0.0.1:{self.ports.edge}"
+
+    @property
+    def downstream_tls(self) -> DownstreamTls | None:
+        """The edge's HTTPS settings, or None for plain HTTP; decided (and the development
+        certificate made) on first use, so later certificate changes are the edge's to pick up."""
+        if not self._downstream_tls_decided:
+            env = {**os.environ, **self.extra_env}
+            if self.edge_tls is False:
+                env = {k: v for k, v in env.items() if k not in ("EDGE_TLS_CERT", "EDGE_TLS_KEY")}
+            if self.edge_tls is not None:
+                env["EDGE_TLS"] = "1" if self.edge_tls else "0"
+            self._downstream_tls = edge_tls.from_env(env, self.certs_dir)
+            self._downstream_tls_decided = True
+        return self._downstream_tls
+
+    @property
+    def https_address(self) -> str:
+        """host:port of the edge's HTTPS listener; RuntimeError when this edge has no TLS."""
+        tls = self.downstream_tls
+        if tls is None:
+            raise RuntimeError("this mesh's edge serves plain HTTP (EDGE_TLS is off)")
+        return f"127.0.0.1:{tls.https_port}"
 
     def media_cache_events(self) -> dict[str, int]:
         """The edge media cache's event counters since Envoy started, by event (hit, miss,
@@ -424,11 +454,11 @@ class Mesh:
                 env["AUTH_SMTP_HOST"] = "127.0.0.1"
                 env["AUTH_SMTP_PORT"] = str(self.ports.mailbox)
                 env["AUTH_SMTP_SECURITY"] = "none"
-            env.setdefault("AUTH_PUBLIC_URL", f"http://localhost:{self.ports.edge}")
+            env.setdefault("AUTH_PUBLIC_URL", self._edge_origin("localhost"))
             # Browser calls that carry the refresh-token cookie must come from a page the
             # edge lets in.
             # The edge's own pages (/docs, /account) count too: browsers send their Origin.
-            own = [f"http://{host}:{self.ports.edge}" for host in ("localhost", "127.0.0.1")]
+            own = [self._edge_origin(host) for host in ("localhost", "127.0.0.1")]
             env.setdefault("AUTH_BROWSER_ORIGINS", ",".join([*self.cors_origins, *own]))
         if service == "storage_svc":
             env.setdefault("STORAGE_BLOB_DIR", str(self.state_dir / "blobs"))
@@ -442,8 +472,25 @@ class Mesh:
                 env["STORAGE_S3_CREATE_BUCKET"] = "true"
         return env
 
+    def restart_edge(self, timeout: float = 60.0, *, tls: bool | None = None) -> None:
+        """Stop Envoy and start it on a fresh configuration, first switching HTTPS on or off
+        when tls is given; return once it is healthy again."""
+        self.supervisor.stop("envoy")
+        if tls is not None:
+            self.edge_tls = tls
+        self._downstream_tls_decided = False
+        self._start_envoy(timeout)
+
+    def _edge_origin(self, host: str) -> str:
+        """The origin of the edge's pages at host: https on the HTTPS port when TLS is on."""
+        tls = self.downstream_tls
+        if tls is None:
+            return f"http://{host}:{self.ports.edge}"
+        return f"https://{host}:{tls.https_port}"
+
     def _start_envoy(self, timeout: float) -> None:
         """Render the edge config, start Envoy and wait until every cluster is healthy."""
+        config_path = self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml"
         config = EdgeConfig(
             listen_host="127.0.0.1",
             listen_port=self.ports.edge,
@@ -460,8 +507,10 @@ class Mesh:
             upstream_tls=self._edge_tls(),
             # The services read the same OTEL_* variables from their environment.
             tracing=edge_tracing({**os.environ, **self.extra_env}),
+            downstream_tls=self.downstream_tls,
+            downstream_tls_secret=edge_tls.sds_path(config_path),
         )
-        path = write(config, self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml")
+        path = write(config, config_path)
         command = [
             str(ENVOY_BIN),
             "-c",
@@ -481,6 +530,8 @@ class Mesh:
         process = self._spawn("envoy", command, without_service_settings(os.environ))
         hosts = {svc: self.replica_count(svc) for svc in PUBLIC}
         _wait_edge_healthy(self.ports.admin, timeout, process, hosts)
+        if self.downstream_tls is not None:
+            _wait_listening(self.downstream_tls.https_port, timeout, process)
 
     def _edge_tls(self) -> UpstreamTls | None:
         """The edge's client certificate towards the services, or None in plaintext mode."""

@@ -63,13 +63,30 @@ def migrate(url: str) -> None:
 def banner(mesh: Mesh) -> str:
     """What a user needs to start talking to the running system."""
     edge = mesh.edge_address
-    return "\n".join(
-        [
-            "",
+    tls = mesh.downstream_tls
+    if tls is None:
+        lines = [
             f"meshgram is up: edge http://{edge} (native gRPC, gRPC-web and REST/JSON)",
             f"  grpcurl -plaintext {edge} list",
             f"  curl -s http://{edge}/.well-known/jwks.json",
             f"  API reference: http://{edge}/docs",
+        ]
+    else:
+        # The development CA is trusted by pointing each client at it (docs/tls.md).
+        https = f"localhost:{tls.https_port}"
+        trust = f" -cacert {mesh.certs_dir / 'ca.pem'}" if tls.development else ""
+        curl_trust = f" --cacert {mesh.certs_dir / 'ca.pem'}" if tls.development else ""
+        lines = [
+            f"meshgram is up: edge https://{https} (native gRPC, gRPC-web and REST/JSON over "
+            f"TLS); http://{edge} redirects there",
+            f"  grpcurl{trust} {https} list",
+            f"  curl -s{curl_trust} https://{https}/.well-known/jwks.json",
+            f"  API reference: https://{https}/docs",
+        ]
+    return "\n".join(
+        [
+            "",
+            *lines,
             f"  Envoy admin: http://127.0.0.1:{mesh.ports.admin}/ (loopback only)",
             f"  Mail sent by auth_svc lands in {mesh.mailbox_dir}: python -m tools.mailbox latest",
             "Ctrl-C stops everything.",

