@@ -27,6 +27,7 @@ from meshkit.peers import health_check
 from tools.dev_certs import CertFiles, ensure_workload_certificate
 from tools.dev_secrets import stored_secret
 from tools.edge import EdgeConfig, UpstreamTls, write
+from tools.edge_jwt import edge_jwt_from_env
 from tools.s3_dev_server import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY
 from tools.supervisor import ChildSpec, Supervisor
 
@@ -457,6 +458,7 @@ class Mesh:
             },
             media_cache_dir=self.state_dir / "run" / f"edge-cache-{self.ports.edge}",
             upstream_tls=self._edge_tls(),
+            jwt=edge_jwt_from_env({**os.environ, **self.extra_env}),
         )
         path = write(config, self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml")
         command = [
@@ -478,6 +480,13 @@ class Mesh:
         process = self._spawn("envoy", command, without_service_settings(os.environ))
         hosts = {svc: self.replica_count(svc) for svc in PUBLIC}
         _wait_edge_healthy(self.ports.admin, timeout, process, hosts)
+
+    def restart_edge(self, env: Mapping[str, str] | None = None, timeout: float = 60.0) -> None:
+        """Stop Envoy and start it again with its configuration rendered anew, after env (EDGE_*
+        settings, say) is added to this mesh's environment."""
+        self.extra_env = {**self.extra_env, **(env or {})}
+        self.supervisor.stop("envoy")
+        self._start_envoy(timeout)
 
     def _edge_tls(self) -> UpstreamTls | None:
         """The edge's client certificate towards the services, or None in plaintext mode."""
