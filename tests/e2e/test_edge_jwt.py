@@ -278,3 +278,32 @@ def test_a_rotated_key_is_accepted_without_restarting_the_edge(jwt_mesh: Mesh) -
         )
         assert mine.status_code == 200, mine.text
     assert stat(jwt_mesh, "http.edge.jwt_authn.jwks_fetch_success") > fetched
+
+
+def test_without_keys_the_edge_asks_to_retry(jwt_mesh: Mesh) -> None:
+    edge_checks(jwt_mesh, on=True)
+    with httpx.Client(base_url=f"http://{jwt_mesh.edge_address}", timeout=30) as http:
+        _, tokens = rest_sign_in(http)
+        # A token the edge has not verified yet, once the keys it holds are older than their
+        # refresh interval (1 s here) and auth_svc cannot give new ones.
+        jwt_mesh.stop_service("auth_svc")
+        try:
+            time.sleep(1.5)
+            reply = http.get(
+                PROTECTED_REST, headers={"authorization": f"Bearer {tokens['accessToken']}"}
+            )
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["details"][0]["reason"] == "DEPENDENCY_UNAVAILABLE"
+            assert reply.json()["message"] == "the signing keys cannot be fetched, please retry"
+        finally:
+            jwt_mesh.start_service("auth_svc")
+        # Back as soon as auth_svc is: the next call fetches the keys.
+        deadline = time.monotonic() + 30
+        while True:
+            reply = http.get(
+                PROTECTED_REST, headers={"authorization": f"Bearer {tokens['accessToken']}"}
+            )
+            if reply.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert reply.status_code == 200, reply.text
