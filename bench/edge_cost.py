@@ -18,8 +18,14 @@ class EdgeSetup:
     """Settings of the mesh beyond the benchmark's own."""
 
 
+# Access tokens verified at the edge as well as by the services (docs/edge-auth.md).
+_EDGE_JWT_OFF = {"EDGE_JWT": "0"}
+_EDGE_JWT_ON = {"EDGE_JWT": "1"}
+
 # The baseline has every protection off; each other setup turns one on, the last all of them.
 SETUPS = (
-    EdgeSetup("baseline: no mTLS inside", mtls=False),
-    EdgeSetup("mTLS inside", mtls=True),
+    EdgeSetup("baseline: no mTLS inside", mtls=False, env=_EDGE_JWT_OFF),
+    EdgeSetup("mTLS inside", mtls=True, env=_EDGE_JWT_OFF),
+    EdgeSetup("edge JWT", mtls=False, env=_EDGE_JWT_ON),
+    EdgeSetup("all: mTLS inside, edge JWT", mtls=True, env=_EDGE_JWT_ON),
 )

@@ -29,6 +29,12 @@ ISSUER = "meshgram-auth"
 AUDIENCE = "meshgram"
 ALGORITHM = "EdDSA"
 
+# What the edge forwards of a token it verified (tools/edge_jwt.py), having removed any copy a
+# client sent: the token's payload (base64url JSON) and its subject. Services still verify the
+# token itself; the account id labels their log lines.
+CLAIMS_HEADER = "x-meshgram-token-claims"
+ACCOUNT_HEADER = "x-meshgram-account-id"
+
 JwksFetcher = Callable[[], Awaitable[Iterable[Mapping[str, str]]]]
 
 JWKS_REFRESH_SECONDS = 60.0
@@ -83,7 +89,7 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str:
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             break
-    raise Unauthenticated(message="missing bearer access token", reason=Reason.TOKEN_MISSING)
+    raise token_missing()
 
 
 class AccessTokenVerifier:
@@ -147,7 +153,7 @@ class AccessTokenVerifier:
         if "=" in token:
             # A JWS is base64url without padding (RFC 7515); a padded copy would verify too and
             # be a second spelling of one token.
-            raise _invalid()
+            raise token_invalid()
         self._refresh_if_due()
         cached = self._verified.get(token)
         if cached is not None:
@@ -169,11 +175,9 @@ class AccessTokenVerifier:
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthenticated(
-                message="access token expired", reason=Reason.TOKEN_EXPIRED
-            ) from None
+            raise token_expired() from None
         except jwt.PyJWTError:
-            raise _invalid() from None
+            raise token_invalid() from None
         principal = Principal(
             account_id=str(claims["sub"]),
             username=str(claims.get("name", "")),
@@ -190,9 +194,9 @@ class AccessTokenVerifier:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError:
-            raise _invalid() from None
+            raise token_invalid() from None
         if not isinstance(kid, str):
-            raise _invalid()
+            raise token_invalid()
         if kid not in self._keys:
             await self._refetch()
         key = self._keys.get(kid)
@@ -203,7 +207,7 @@ class AccessTokenVerifier:
                     message="the signing keys cannot be fetched, please retry",
                     reason=Reason.DEPENDENCY_UNAVAILABLE,
                 )
-            raise _invalid()
+            raise token_invalid()
         return kid, key
 
     async def ensure_keys(self) -> bool:
@@ -273,7 +277,19 @@ class AccessTokenVerifier:
             self._verified.popitem(last=False)
 
 
-def _invalid() -> Unauthenticated:
+# The three refusals of a token. The edge answers with these same errors (tools/edge_jwt.py),
+# so a client cannot tell which of the two refused it.
+def token_missing() -> Unauthenticated:
+    """The answer to a call that needs an access token and carries none."""
+    return Unauthenticated(message="missing bearer access token", reason=Reason.TOKEN_MISSING)
+
+
+def token_expired() -> Unauthenticated:
+    """The answer to a correctly signed access token past its expiry."""
+    return Unauthenticated(message="access token expired", reason=Reason.TOKEN_EXPIRED)
+
+
+def token_invalid() -> Unauthenticated:
     """The one answer for malformed, tampered or unknown-key tokens."""
     return Unauthenticated(message="invalid access token", reason=Reason.TOKEN_INVALID)
 

@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from meshkit import errors
+from meshkit.access_tokens import ACCOUNT_HEADER
 from meshkit.grpc_errors import message_for, status_code_for, trailing_metadata_for
 from meshkit.handlers import Behavior, Handler, HandlerInterceptor, rewrap
 from meshkit.request_context import REQUEST_ID_HEADER, bind_request_id
@@ -53,13 +54,19 @@ class ServiceInterceptor(HandlerInterceptor):
     ) -> Handler:
         """Wrap the handler's behaviour, whatever its RPC kind."""
         method: str = handler_call_details.method
-        request_id = ""
+        request_id = account = ""
         for key, value in handler_call_details.invocation_metadata or ():
             if key == REQUEST_ID_HEADER and isinstance(value, str):
                 request_id = value
-                break
+            elif key == ACCOUNT_HEADER and isinstance(value, str):
+                account = value
         call = _Call(
-            method, request_id, method.startswith(_QUIET_PREFIXES), self._waits, self.metrics
+            method,
+            request_id,
+            method.startswith(_QUIET_PREFIXES),
+            self._waits,
+            self.metrics,
+            account,
         )
         streaming_in = bool(handler.request_streaming)
         return rewrap(
@@ -88,6 +95,8 @@ class _Call:
     quiet: bool
     waits: _Waits
     metrics: RpcMetrics
+    edge_account: str = ""
+    """The account whose token the edge verified for this call ("" when none)."""
 
 
 class _Malformed:
@@ -175,7 +184,7 @@ def _wrap_unary(behavior: Behavior, call: _Call, streaming_in: bool) -> Behavior
             await _abort(exc, code, context, call.method)
             raise
         finally:
-            _access(call.method, code, started, call.quiet, figures)
+            _access(call, code, started, figures)
 
     return wrapper
 
@@ -199,7 +208,7 @@ def _wrap_stream(behavior: Behavior, call: _Call, streaming_in: bool) -> Behavio
             await _abort(exc, code, context, call.method)
             raise
         finally:
-            _access(call.method, code, started, call.quiet, figures)
+            _access(call, code, started, figures)
 
     return wrapper
 
@@ -235,9 +244,7 @@ async def _abort(
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
-def _access(
-    method: str, code: grpc.StatusCode, started: float, quiet: bool, figures: MethodFigures
-) -> None:
+def _access(call: _Call, code: grpc.StatusCode, started: float, figures: MethodFigures) -> None:
     """Count a finished call in its figures and write its access line.
 
     Failed and slow calls are logged at INFO; fast successful ones at DEBUG, because the edge
@@ -248,10 +255,13 @@ def _access(
     figures.finished(code, elapsed)
     elapsed_ms = elapsed * 1000
     ok = code == grpc.StatusCode.OK
-    if ok and (quiet or (elapsed_ms < SLOW_CALL_MS and not log.isEnabledFor(logging.DEBUG))):
+    if ok and (call.quiet or (elapsed_ms < SLOW_CALL_MS and not log.isEnabledFor(logging.DEBUG))):
         return
-    log.log(
-        logging.DEBUG if ok and elapsed_ms < SLOW_CALL_MS else logging.INFO,
-        "rpc",
-        extra={"method": method, "code": code.name, "duration_ms": round(elapsed_ms, 2)},
-    )
+    extra: dict[str, object] = {
+        "method": call.method,
+        "code": code.name,
+        "duration_ms": round(elapsed_ms, 2),
+    }
+    if call.edge_account:
+        extra["edge_account_id"] = call.edge_account
+    log.log(logging.DEBUG if ok and elapsed_ms < SLOW_CALL_MS else logging.INFO, "rpc", extra=extra)

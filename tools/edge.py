@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
@@ -18,10 +18,11 @@ from meshgram.storage.v1 import storage_pb2
 from meshgram.user.v1 import user_pb2
 from meshkit.public_api import STORAGE_SERVICE
 from meshkit.reasons import ERROR_DOMAIN, Reason
-from tools import edge_tls
+from tools import edge_jwt, edge_tls
 from tools.docs_ui import SWAGGER_UI_BUNDLE, SWAGGER_UI_CSS
-from tools.edge_tracing import EdgeTracing, collector_cluster, tracing_block
+from tools.edge_jwt import EdgeJwt
 from tools.edge_tls import DownstreamTls
+from tools.edge_tracing import EdgeTracing, collector_cluster, tracing_block
 from tools.http_rules import bindings, bound_fields
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +124,8 @@ class EdgeConfig:
     """HTTPS for clients on its own port, listen_port redirecting there; None: plain HTTP."""
     downstream_tls_secret: Path = ROOT / "var" / "run" / "edge-certificate.json"
     """The file through which Envoy reads (and re-reads) the HTTPS certificate."""
+    jwt: EdgeJwt = field(default_factory=EdgeJwt)
+    """Access tokens verified at the edge (tools/edge_jwt.py), or not (EDGE_JWT=0)."""
 
 
 # Route settings of each public service's calls (the routes of envoy.yaml.tmpl say why).
@@ -223,6 +226,10 @@ def render(config: EdgeConfig) -> str:
         CORS_ORIGINS=json.dumps(origins),
         DESCRIPTOR=str(DESCRIPTOR),
         STATUS_MAPPERS=_status_mappers(),
+        JWT_MAPPERS=edge_jwt.mappers(_GRPC_CLIENT) if config.jwt.enabled else "",
+        JWT_FILTERS=edge_jwt.filters(config.jwt),
+        JWT_LISTENERS=edge_jwt.listeners(config.jwt),
+        JWT_CLUSTERS=edge_jwt.clusters(config.jwt),
         ANSWERS_LUA=json.dumps(answers_lua),
         UPSTREAM_LUA=json.dumps(upstream_lua),
         CLUSTERS="".join(clusters) + collector_cluster(config.tracing),

@@ -28,8 +28,9 @@ from tools import edge_tls
 from tools.dev_certs import CertFiles, ensure_workload_certificate
 from tools.dev_secrets import stored_secret
 from tools.edge import EdgeConfig, UpstreamTls, write
-from tools.edge_tracing import edge_tracing
+from tools.edge_jwt import edge_jwt_from_env
 from tools.edge_tls import DownstreamTls
+from tools.edge_tracing import edge_tracing
 from tools.s3_dev_server import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY
 from tools.supervisor import ChildSpec, Supervisor
 
@@ -472,9 +473,17 @@ class Mesh:
                 env["STORAGE_S3_CREATE_BUCKET"] = "true"
         return env
 
-    def restart_edge(self, timeout: float = 60.0, *, tls: bool | None = None) -> None:
-        """Stop Envoy and start it on a fresh configuration, first switching HTTPS on or off
-        when tls is given; return once it is healthy again."""
+    def restart_edge(
+        self,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        *,
+        tls: bool | None = None,
+    ) -> None:
+        """Stop Envoy and start it on a fresh configuration, after env (EDGE_* settings, say) is
+        added to this mesh's environment and HTTPS switched on or off when tls is given; return
+        once it is healthy again."""
+        self.extra_env = {**self.extra_env, **(env or {})}
         self.supervisor.stop("envoy")
         if tls is not None:
             self.edge_tls = tls
@@ -509,6 +518,7 @@ class Mesh:
             tracing=edge_tracing({**os.environ, **self.extra_env}),
             downstream_tls=self.downstream_tls,
             downstream_tls_secret=edge_tls.sds_path(config_path),
+            jwt=edge_jwt_from_env({**os.environ, **self.extra_env}),
         )
         path = write(config, config_path)
         command = [

@@ -205,6 +205,18 @@ function envoy_on_response(handle)
     -- The services' gRPC encodings mean nothing to a REST client of the edge.
     headers:remove("grpc-accept-encoding")
   end
+  -- A refusal for want of a valid access token (the edge's or a service's) names the scheme to
+  -- use for REST clients (RFC 6750); gRPC clients read grpc-status instead.
+  if request.grpc then
+    headers:remove("www-authenticate")
+    if request.grpc_web and request.grpc_status == nil and headers:get("grpc-status-details-bin") then
+      -- The edge's refusal of a token carries the service's answer (tools/edge_jwt.py), and
+      -- like the service's it is a trailers-only answer with HTTP 200.
+      headers:replace(":status", "200")
+    end
+  elseif headers:get(":status") == "401" then
+    headers:replace("www-authenticate", 'Bearer realm="meshgram"')
+  end
   if (headers:get("content-type") or ""):find("^image/") then
     -- Images are served as what their bytes were found to be, never sniffed into HTML.
     headers:replace("x-content-type-options", "nosniff")

@@ -28,7 +28,7 @@ from meshkit.tracing import VARIABLES
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = ROOT / ".env.example"
 SERVICE_PACKAGES = ("auth_svc", "user_svc", "storage_svc", "data_access")
-RUNNER_FILES = ("tools/run.py", "tools/mesh.py", "tools/edge_tls.py")
+RUNNER_FILES = ("tools/run.py", "tools/mesh.py", "tools/edge_tls.py", "tools/edge_jwt.py")
 # Read by the runner for Python itself, not a meshgram setting.
 NOT_SETTINGS = frozenset({"PYTHONPATH"})
 # The settings only the runner reads; if the scan misses these, the scan is broken.
