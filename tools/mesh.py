@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -24,6 +25,7 @@ from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_tok
 from meshkit.clients import open_channel
 from meshkit.mesh_tls import MeshTls, spiffe_id
 from meshkit.peers import health_check
+from meshkit.rate_limits import limits_from_env
 from tools.dev_certs import CertFiles, ensure_workload_certificate
 from tools.dev_secrets import stored_secret
 from tools.edge import EdgeConfig, UpstreamTls, write
@@ -53,6 +55,8 @@ PASSWORD_PEPPER_FILE = "password-pepper"
 MEDIA_URL_KEY_FILE = "media-url-key"
 # The id under which the generated media URL key signs (storage_svc/media_urls.py).
 MEDIA_URL_KEY_ID = "dev"
+# Where the edge asks about its shared rate limits, when not auth_svc (docs/rate-limits.md).
+LIMITER_SETTING = "EDGE_RATE_LIMITER"
 MAILBOX = "mailbox"
 S3_SERVER = "s3"
 # The local S3 server listens this far above storage_svc's port.
@@ -457,6 +461,7 @@ class Mesh:
             },
             media_cache_dir=self.state_dir / "run" / f"edge-cache-{self.ports.edge}",
             upstream_tls=self._edge_tls(),
+            **self.edge_rate_limits(),
         )
         path = write(config, self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml")
         command = [
@@ -478,6 +483,17 @@ class Mesh:
         process = self._spawn("envoy", command, without_service_settings(os.environ))
         hosts = {svc: self.replica_count(svc) for svc in PUBLIC}
         _wait_edge_healthy(self.ports.admin, timeout, process, hosts)
+
+    def edge_rate_limits(self) -> dict[str, Any]:
+        """The edge's rate limits (MESHGRAM_RATE_LIMITS) and where it asks about the shared
+        ones (EDGE_RATE_LIMITER, "host:port" by commas; auth_svc's replicas when unset), as
+        EdgeConfig arguments."""
+        shared = {**os.environ, **self.extra_env}
+        limiter = [part.strip() for part in shared.get(LIMITER_SETTING, "").split(",")]
+        return {
+            "rate_limits": limits_from_env(shared),
+            "rate_limiter": tuple(filter(None, limiter)),
+        }
 
     def _edge_tls(self) -> UpstreamTls | None:
         """The edge's client certificate towards the services, or None in plaintext mode."""
