@@ -16,6 +16,7 @@ the connection's (the edge trusts no X-Forwarded-For: use_remote_address).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 
@@ -171,15 +172,19 @@ def render_cluster(
     if not any(limit.shared for limit in limits):
         return ""
     addresses = []
+    named = False
     for endpoint in endpoints:
         host, _, port = endpoint.rpartition(":")
+        named = named or not _is_ip(host)
         address = {"socket_address": {"address": host, "port_value": int(port)}}
         addresses.append({"endpoint": {"address": address}})
+    # DNS names (containers, Kubernetes Services) resolve to every replica behind them.
+    kind = {"type": "STRICT_DNS", "dns_lookup_family": "V4_ONLY"} if named else {"type": "STATIC"}
     cluster = {
         "name": LIMITER_CLUSTER,
         # A limiter that cannot be reached is given up on quickly: the request goes on.
         "connect_timeout": LIMITER_TIMEOUT,
-        "type": "STATIC",
+        **kind,
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": f"{_TYPES}.upstreams.http.v3.HttpProtocolOptions",
@@ -194,3 +199,12 @@ def render_cluster(
     if transport_socket is not None:
         cluster["transport_socket"] = transport_socket
     return f"{_CLUSTER_INDENT}- {json.dumps(cluster)}\n"
+
+
+def _is_ip(host: str) -> bool:
+    """Whether host is an IP address literal (not a DNS name)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

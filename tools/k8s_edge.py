@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from meshkit.mesh_tls import spiffe_id
+from meshkit.rate_limits import DEFAULT_LIMITS, RateLimit, limits_from_env
 from tools.edge import HEALTH_SERVICES, EdgeConfig, UpstreamTls, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +61,7 @@ def container_config(
     cors_origins: Sequence[str] = DEFAULT_CORS_ORIGINS,
     root: str | None = IMAGE_ROOT,
     tls: UpstreamTls = EDGE_TLS,
+    rate_limits: Sequence[RateLimit] = DEFAULT_LIMITS,
 ) -> str:
     """Return the edge YAML for services reached by DNS name, listening on every interface, with
     the project's file paths moved under root (None keeps this checkout's paths), over mutual TLS
@@ -72,6 +74,7 @@ def container_config(
         upstreams={name: [upstreams[name]] for name in HEALTH_SERVICES},
         media_cache_dir=MEDIA_CACHE_DIR,
         upstream_tls=tls,
+        rate_limits=rate_limits,
     )
     text, count = _STATIC_CLUSTER.subn(_dns_cluster, render(config))
     if count != len(HEALTH_SERVICES):
@@ -129,7 +132,12 @@ def _serve(env: Mapping[str, str]) -> None:
     upstreams = {
         name: env.get(f"EDGE_{name.upper()}_ADDR", address) for name, address in UPSTREAMS.items()
     }
-    text = container_config(upstreams, _origins(env.get("EDGE_CORS_ORIGINS")), root=None)
+    text = container_config(
+        upstreams,
+        _origins(env.get("EDGE_CORS_ORIGINS")),
+        root=None,
+        rate_limits=limits_from_env(env),
+    )
     # A temporary folder: the image's own files stay read-only.
     folder = Path(tempfile.mkdtemp(prefix="meshgram-edge-"))
     path = folder / CONFIG_KEY
