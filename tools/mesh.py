@@ -445,9 +445,10 @@ class Mesh:
                 env["STORAGE_S3_CREATE_BUCKET"] = "true"
         return env
 
-    def _start_envoy(self, timeout: float) -> None:
-        """Render the edge config, start Envoy and wait until every cluster is healthy."""
-        config = EdgeConfig(
+    def edge_config(self) -> EdgeConfig:
+        """The configuration of this mesh's edge (another edge replica changes its ports and
+        media cache folder)."""
+        return EdgeConfig(
             listen_host="127.0.0.1",
             listen_port=self.ports.edge,
             admin_port=self.ports.admin,
@@ -463,7 +464,10 @@ class Mesh:
             upstream_tls=self._edge_tls(),
             **self.edge_rate_limits(),
         )
-        path = write(config, self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml")
+
+    def _start_envoy(self, timeout: float) -> None:
+        """Render the edge config, start Envoy and wait until every cluster is healthy."""
+        path = write(self.edge_config(), self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml")
         command = [
             str(ENVOY_BIN),
             "-c",
