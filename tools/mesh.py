@@ -25,7 +25,7 @@ from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_tok
 from meshkit.clients import open_channel
 from meshkit.mesh_tls import MeshTls, spiffe_id
 from meshkit.peers import health_check
-from meshkit.rate_limits import limits_from_env
+from meshkit.rate_limits import parse_limits
 from tools.dev_certs import CertFiles, ensure_workload_certificate
 from tools.dev_secrets import stored_secret
 from tools.edge import EdgeConfig, UpstreamTls, write
@@ -55,8 +55,6 @@ PASSWORD_PEPPER_FILE = "password-pepper"
 MEDIA_URL_KEY_FILE = "media-url-key"
 # The id under which the generated media URL key signs (storage_svc/media_urls.py).
 MEDIA_URL_KEY_ID = "dev"
-# Where the edge asks about its shared rate limits, when not auth_svc (docs/rate-limits.md).
-LIMITER_SETTING = "EDGE_RATE_LIMITER"
 MAILBOX = "mailbox"
 S3_SERVER = "s3"
 # The local S3 server listens this far above storage_svc's port.
@@ -492,10 +490,10 @@ class Mesh:
         """The edge's rate limits (MESHGRAM_RATE_LIMITS) and where it asks about the shared
         ones (EDGE_RATE_LIMITER, "host:port" by commas; auth_svc's replicas when unset), as
         EdgeConfig arguments."""
-        shared = {**os.environ, **self.extra_env}
-        limiter = [part.strip() for part in shared.get(LIMITER_SETTING, "").split(",")]
+        env = {**os.environ, **self.extra_env}
+        limiter = [part.strip() for part in env.get("EDGE_RATE_LIMITER", "").split(",")]
         return {
-            "rate_limits": limits_from_env(shared),
+            "rate_limits": parse_limits(env.get("MESHGRAM_RATE_LIMITS", "")),
             "rate_limiter": tuple(filter(None, limiter)),
         }
 
