@@ -96,19 +96,13 @@ class RateLimiter:
     ) -> Verdict:
         """Count hits (at least 1) against every descriptor and return the verdict; None
         descriptors are not counted and never over."""
-        hits = max(hits, 1)
+        # One count per key, however many descriptors name it.
         keyed = {d.key: d for d in descriptors if d is not None}
-        counts = dict(
-            zip(
-                keyed,
-                await self._windows.hit_rate_windows(
-                    [(key, d.window_seconds) for key, d in keyed.items()], hits
-                )
-                if keyed
-                else [],
-                strict=True,
-            )
-        )
+        counts: dict[str, WindowCount] = {}
+        if keyed:
+            windows = [(key, d.window_seconds) for key, d in keyed.items()]
+            found = await self._windows.hit_rate_windows(windows, max(hits, 1))
+            counts = dict(zip(keyed, found, strict=True))
         statuses: list[Status] = []
         retry_after = 0
         for descriptor in descriptors:
