@@ -3,6 +3,7 @@ domain types (auth_svc.security_store) out."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import grpc
@@ -13,6 +14,7 @@ from auth_svc.clients import (
     mail_message,
     session_message,
 )
+from auth_svc.rate_limiter import WindowCount
 from auth_svc.security_store import (
     ChallengeUse,
     Counter,
@@ -127,6 +129,16 @@ class SecurityStoreClient:
         await self._caller.unary(
             self._stub.ClearLoginAttempts, pb.ClearLoginAttemptsRequest(keys=keys)
         )
+
+    async def hit_rate_windows(
+        self, windows: Sequence[tuple[str, int]], count: int
+    ) -> list[WindowCount]:
+        """Count hits in the current window of each (key, window seconds); the counts after."""
+        request = pb.HitRateWindowsRequest(count=count)
+        for key, seconds in windows:
+            request.hits.add(key=key).window.FromSeconds(seconds)
+        response = await self._caller.unary(self._stub.HitRateWindows, request)
+        return [WindowCount(c.hits, to_datetime(c.end_time)) for c in response.counts]
 
     async def mfa(self, account_id: str) -> MfaState:
         """Return the account's factor; NotFound (ACCOUNT_NOT_FOUND) for an unknown account."""

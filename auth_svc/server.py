@@ -18,6 +18,9 @@ from auth_svc.mail import build_mail
 from auth_svc.mfa import ChallengeBox, MfaSettings, SecondFactor, SecretBox
 from auth_svc.password_changes import PasswordChanges
 from auth_svc.passwords import PasswordHasher
+from auth_svc.rate_limit_servicer import RateLimitServicer
+from auth_svc.rate_limit_servicer import add_to_server as add_rate_limiter
+from auth_svc.rate_limiter import RateLimiter
 from auth_svc.security_client import SecurityStoreClient
 from auth_svc.servicer import AuthServicer
 from auth_svc.sessions import Sessions
@@ -153,6 +156,8 @@ def build_definition(settings: AuthSettings) -> ServiceDefinition:
     def register(server: grpc.aio.Server) -> None:
         """Add AuthService to the server."""
         auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server)
+        # The edge's shared rate limits (docs/rate-limits.md); never routed at the edge.
+        add_rate_limiter(RateLimitServicer(RateLimiter(security)), server)
         # A key added to the folder (a rotation) is picked up without a restart.
         keyring.start_reloading(settings.jwt_keys_reload_seconds)
 

@@ -27,6 +27,7 @@ import psutil
 from data_access import admin
 from data_access.embedded import EmbeddedPostgres
 from data_access.migrate import upgrade_async
+from meshkit.rate_limits import SETTING, scaled
 from tools import seed as seeding
 from tools.mesh import ROOT, Mesh, MeshPorts, mesh_secrets
 
@@ -81,6 +82,9 @@ def new_mesh(
             "MESHGRAM_ENV": "development",
             "AUTH_BCRYPT_ROUNDS": str(bcrypt_rounds),
             "USER_CACHE_ENABLED": str(cache).lower(),
+            # Every load generator is one loopback address: the limits stay in the path (and
+            # in the figures) without refusing the load.
+            SETTING: scaled(100_000),
             **env,
         },
         log_dir=STATE / "logs",

@@ -392,6 +392,18 @@ class LoginAttempt(Base):
     last_failure_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class RateWindow(Base):
+    """Hits counted against one key of the edge's shared limits in its current fixed window
+    (rate_windows.py)."""
+
+    __tablename__ = "rate_windows"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    hits: Mapped[int] = mapped_column(BigInteger)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class MailRequest(Base):
     """Requests for a mailed token (verification, reset) counted per address, registered or not:
     each request writes here, so that it costs the same whether or not a mail goes out."""

@@ -21,6 +21,7 @@ from data_access.mfa import MfaStore
 from data_access.moderation import ModerationStore
 from data_access.outbox import MailOutbox
 from data_access.profiles import ProfileStore
+from data_access.rate_windows import RateWindowStore
 from data_access.refresh_tokens import RefreshTokenStore
 from data_access.security_events import SecurityEventStore
 from data_access.servicers import (
@@ -104,6 +105,7 @@ def build_definition(settings: DataAccessSettings, database_url: str) -> Service
         MfaStore(database),
         sessions,
         SecurityEventStore(database),
+        RateWindowStore(database),
     )
     mail = MailOutboxServicer(MailOutbox(database))
     profiles = ProfileStoreServicer(ProfileStore(database, feed))

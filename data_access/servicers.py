@@ -23,6 +23,7 @@ from data_access.models import SECURITY_EVENT_KINDS
 from data_access.moderation import AccountStatus, ModerationStore
 from data_access.outbox import MailOutbox
 from data_access.profiles import ProfileStore
+from data_access.rate_windows import RateWindowStore, WindowHit
 from data_access.records import (
     AccountRecord,
     ChallengeUse,
@@ -263,11 +264,13 @@ class AccountSecurityServicer(pb_grpc.AccountSecurityServiceServicer):
         mfa: MfaStore,
         sessions: SessionStore,
         events: SecurityEventStore,
+        rate_windows: RateWindowStore,
     ) -> None:
         self._login_attempts = login_attempts
         self._mfa = mfa
         self._sessions = sessions
         self._events = events
+        self._rate_windows = rate_windows
 
     async def GetLoginAttempts(  # noqa: N802 (name fixed by the proto)
         self, request: pb.GetLoginAttemptsRequest, context: Context
@@ -293,6 +296,21 @@ class AccountSecurityServicer(pb_grpc.AccountSecurityServiceServicer):
         """Forget the counters of the keys."""
         await self._login_attempts.clear(list(request.keys))
         return pb.ClearLoginAttemptsResponse()
+
+    async def HitRateWindows(  # noqa: N802 (name fixed by the proto)
+        self, request: pb.HitRateWindowsRequest, context: Context
+    ) -> pb.HitRateWindowsResponse:
+        """Count hits in the current window of each key and return the counts after them."""
+        hits = [WindowHit(hit.key, _duration(hit, "window")) for hit in request.hits]
+        counts = await self._rate_windows.hit(hits, request.count)
+        return pb.HitRateWindowsResponse(
+            counts=[
+                pb.RateWindowCount(
+                    key=count.key, hits=count.hits, end_time=to_timestamp(count.ends_at)
+                )
+                for count in counts
+            ]
+        )
 
     async def GetMfa(  # noqa: N802 (name fixed by the proto)
         self, request: pb.GetMfaRequest, context: Context

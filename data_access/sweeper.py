@@ -1,8 +1,8 @@
 """Deletes rows past their lifetime (expired refresh tokens, ended sessions, used or expired
 account tokens, delivered mails, old change-log entries, idle failed-login and mail-request
-counters, finished MFA challenges, old security events), lifts admin blocks that are over and
-deletes accounts whose deletion grace period is over, in the background, on one replica at a
-time.
+counters, ended rate-limit windows, finished MFA challenges, old security events), lifts admin
+blocks that are over and deletes accounts whose deletion grace period is over, in the
+background, on one replica at a time.
 
 What is kept how long, beyond expiry: a failed-login or mail-request counter a day after its last
 use (login_attempts.COUNTER_IDLE_MAX, the longest a caller may count over); an MFA challenge a day
@@ -36,6 +36,7 @@ from data_access.models import (
     MailRequest,
     MfaChallenge,
     OutboxMail,
+    RateWindow,
     RefreshToken,
     SecurityEvent,
 )
@@ -58,6 +59,8 @@ SECURITY_EVENTS_LOCK_KEY = 0x73657377656570
 MAIL_REQUESTS_LOCK_KEY = 0x6D727377656570
 BLOCKS_LOCK_KEY = 0x626C7377656570
 PURGE_LOCK_KEY = 0x70757377656570
+# "rwsweep"
+RATE_WINDOWS_LOCK_KEY = 0x72777377656570
 _BATCH_SIZE = 5_000
 
 
@@ -168,6 +171,15 @@ MAIL_REQUESTS = SweepJob(
     expired=lambda: MailRequest.last_request_at < func.now() - COUNTER_IDLE_MAX,
 )
 
+# A window that has ended counts for nothing: the next hit on its key starts a new one.
+RATE_WINDOWS = SweepJob(
+    name="ended rate-limit windows",
+    lock_key=RATE_WINDOWS_LOCK_KEY,
+    table=RateWindow,
+    id_column=RateWindow.key,  # type: ignore[arg-type]
+    expired=lambda: RateWindow.ends_at < func.now(),
+)
+
 # A finished challenge stays a day, for looking into a login that went wrong.
 MFA_CHALLENGE_RETENTION = timedelta(days=1)
 
@@ -215,6 +227,7 @@ EXPIRY_JOBS = (
     OUTBOX,
     LOGIN_ATTEMPTS,
     MAIL_REQUESTS,
+    RATE_WINDOWS,
     MFA_CHALLENGES,
     SECURITY_EVENTS,
 )

@@ -22,6 +22,13 @@ from collections.abc import AsyncIterator
 # before grpc is first imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+from meshkit.rate_limits import SETTING, scaled
+
+# Every test connects from loopback, so the edge's per-address limits would add the whole
+# suite up into one client: every mesh the suite starts (they read this environment) allows a
+# thousand times the defaults, unless a test sets its own (test_edge_rate_limits does).
+os.environ.setdefault(SETTING, scaled(1000))
+
 import pytest
 from pydantic import SecretStr
 

@@ -17,10 +17,12 @@ from meshgram.auth.v1 import auth_pb2
 from meshgram.storage.v1 import storage_pb2
 from meshgram.user.v1 import user_pb2
 from meshkit.public_api import STORAGE_SERVICE
+from meshkit.rate_limits import DEFAULT_LIMITS, RateLimit
 from meshkit.reasons import ERROR_DOMAIN, Reason
 from tools import edge_jwt, edge_tls
 from tools.docs_ui import SWAGGER_UI_BUNDLE, SWAGGER_UI_CSS
 from tools.edge_jwt import EdgeJwt
+from tools.edge_rate_limits import render_cluster, render_filters
 from tools.edge_tls import DownstreamTls
 from tools.edge_tracing import EdgeTracing, collector_cluster, tracing_block
 from tools.http_rules import bindings, bound_fields
@@ -57,6 +59,8 @@ class LocalReply:
 
     code: int
     reason: Reason
+    message: str = ""
+    """Replaces the text of the answer (the filter's own, when empty)."""
 
 
 # The edge's own answers (unknown path, bad JSON, too large, no upstream...): gRPC clients get
@@ -68,7 +72,12 @@ LOCAL_REPLIES = {
     408: LocalReply(4, Reason.REQUEST_TIMEOUT),  # the request did not arrive in time
     413: LocalReply(8, Reason.REQUEST_TOO_LARGE),
     415: LocalReply(3, Reason.CONTENT_ENCODING_UNSUPPORTED),  # a compressed REST body
-    429: LocalReply(8, Reason.RATE_LIMITED),
+    # The rate limits (docs/rate-limits.md); Retry-After says when to try again.
+    429: LocalReply(
+        8,
+        Reason.RATE_LIMITED,
+        "too many requests from this address: try again after the seconds in Retry-After",
+    ),
     431: LocalReply(8, Reason.HEADERS_TOO_LARGE),
     500: LocalReply(13, Reason.EDGE_ERROR),
     501: LocalReply(12, Reason.MALFORMED_REQUEST),  # a transfer coding the edge does not know
@@ -126,6 +135,10 @@ class EdgeConfig:
     """The file through which Envoy reads (and re-reads) the HTTPS certificate."""
     jwt: EdgeJwt = field(default_factory=EdgeJwt)
     """Access tokens verified at the edge (tools/edge_jwt.py), or not (EDGE_JWT=0)."""
+    rate_limits: Sequence[RateLimit] = DEFAULT_LIMITS
+    """The limits per route group and client address (docs/rate-limits.md); () turns them off."""
+    rate_limiter: Sequence[str] = ()
+    """Endpoints ("host:port") of the limiter keeping the shared limits; () means auth_svc's."""
 
 
 # Route settings of each public service's calls (the routes of envoy.yaml.tmpl say why).
@@ -234,6 +247,13 @@ def render(config: EdgeConfig) -> str:
         UPSTREAM_LUA=json.dumps(upstream_lua),
         CLUSTERS="".join(clusters) + collector_cluster(config.tracing),
         TRACING=tracing_block(config.tracing),
+        RATE_LIMIT_FILTERS=render_filters(config.rate_limits),
+        RATE_LIMIT_CLUSTER=render_cluster(
+            config.rate_limits,
+            config.rate_limiter or config.upstreams["auth_svc"],
+            # The limiter is served by auth_svc: its servers prove auth_svc's identity.
+            tls_socket("auth_svc", config.upstream_tls),
+        ),
         RETRY_ROUTES=_retry_routes(retried_methods()),
         MEDIA_LUA=json.dumps((LUA_DIR / "media.lua").read_text()),
         MEDIA_RETRY_POLICY=_RETRY_POLICY if media_retried else "",
@@ -343,9 +363,11 @@ def _status_mappers() -> str:
                 }
             }
         }
+        body = {"body": {"inline_string": reply.message}} if reply.message else {}
         mappers.append(
             {
                 "filter": {"and_filter": {"filters": [*_GRPC_CLIENT, same_status]}},
+                **body,
                 "body_format_override": {
                     "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}
                 },
@@ -360,6 +382,7 @@ def _status_mappers() -> str:
         mappers.append(
             {
                 "filter": same_status,
+                **body,
                 "body_format_override": {
                     "json_format": _json_error(reply.code, reply.reason),
                     "content_type": "application/json",
@@ -398,11 +421,19 @@ def write(config: EdgeConfig, path: Path) -> Path:
 
 
 def _transport_socket(name: str, tls: UpstreamTls | None) -> str:
-    """The cluster's transport socket: mutual TLS presenting the edge's certificate, trusting
-    only the CA and only a server proving the cluster's SPIFFE identity, over HTTP/2 (ALPN h2:
-    grpcio refuses a TLS client that offers none); nothing (plaintext) without tls."""
+    """The cluster's transport socket as a YAML line of its mapping; "" (plaintext) without
+    tls."""
+    socket = tls_socket(name, tls)
+    # JSON is YAML: the health checks use this socket too, so they verify the same identity.
+    return "" if socket is None else f"      transport_socket: {json.dumps(socket)}\n"
+
+
+def tls_socket(name: str, tls: UpstreamTls | None) -> dict[str, object] | None:
+    """The transport socket towards cluster name's servers: mutual TLS presenting the edge's
+    certificate, trusting only the CA and only a server proving the cluster's SPIFFE identity,
+    over HTTP/2 (ALPN h2: grpcio refuses a TLS client that offers none); None without tls."""
     if tls is None:
-        return ""
+        return None
     context = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context": {
@@ -421,9 +452,7 @@ def _transport_socket(name: str, tls: UpstreamTls | None) -> str:
             },
         },
     }
-    # JSON is YAML: the health checks use this socket too, so they verify the same identity.
-    socket = {"name": "envoy.transport_sockets.tls", "typed_config": context}
-    return f"      transport_socket: {json.dumps(socket)}\n"
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
 def _cluster(name: str, endpoints: Sequence[str], tls: UpstreamTls | None = None) -> str:

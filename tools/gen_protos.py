@@ -32,7 +32,11 @@ PUBLIC_PROTOS = [
     "meshgram/user/v1/user.proto",
     "meshgram/storage/v1/storage.proto",
 ]
-INTERNAL_PROTOS = ["meshgram/dataaccess/v1/dataaccess.proto"]
+INTERNAL_PROTOS = [
+    "meshgram/dataaccess/v1/dataaccess.proto",
+    # Served by auth_svc to the edge only (wire-compatible with Envoy's rate-limit service).
+    "meshgram/ratelimit/v1/ratelimit.proto",
+]
 # Rendered by Envoy when it turns a google.rpc.Status into JSON.
 ERROR_PROTOS = ["google/rpc/error_details.proto", "google/rpc/status.proto"]
 

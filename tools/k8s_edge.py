@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from meshkit.mesh_tls import spiffe_id
+from meshkit.rate_limits import DEFAULT_LIMITS, RateLimit, limits_from_env
 from tools import edge_tls
 from tools.edge import HEALTH_SERVICES, EdgeConfig, UpstreamTls, render
 from tools.edge_tls import DownstreamTls
@@ -64,6 +65,7 @@ def container_config(
     tls: UpstreamTls = EDGE_TLS,
     https: DownstreamTls | None = None,
     https_secret: Path = Path("/tmp/edge-certificate.json"),  # noqa: S108 - overridden by serve
+    rate_limits: Sequence[RateLimit] = DEFAULT_LIMITS,
 ) -> str:
     """Return the edge YAML for services reached by DNS name, listening on every interface, with
     the project's file paths moved under root (None keeps this checkout's paths), over mutual TLS
@@ -80,6 +82,7 @@ def container_config(
         upstream_tls=tls,
         downstream_tls=https,
         downstream_tls_secret=https_secret,
+        rate_limits=rate_limits,
     )
     text, count = _STATIC_CLUSTER.subn(_dns_cluster, render(config))
     if count != len(HEALTH_SERVICES):
@@ -147,6 +150,7 @@ def _serve(env: Mapping[str, str]) -> None:
         root=None,
         https=https,
         https_secret=secret,
+        rate_limits=limits_from_env(env),
     )
     edge_tls.write_secret(https, secret)
     path = folder / CONFIG_KEY

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -24,6 +25,7 @@ from meshkit.caller import CALLER_HEADER, CALLER_TOKEN_HEADER, derive_caller_tok
 from meshkit.clients import open_channel
 from meshkit.mesh_tls import MeshTls, spiffe_id
 from meshkit.peers import health_check
+from meshkit.rate_limits import parse_limits
 from tools import edge_tls
 from tools.dev_certs import CertFiles, ensure_workload_certificate
 from tools.dev_secrets import stored_secret
@@ -497,10 +499,11 @@ class Mesh:
             return f"http://{host}:{self.ports.edge}"
         return f"https://{host}:{tls.https_port}"
 
-    def _start_envoy(self, timeout: float) -> None:
-        """Render the edge config, start Envoy and wait until every cluster is healthy."""
-        config_path = self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml"
-        config = EdgeConfig(
+    def edge_config(self) -> EdgeConfig:
+        """The configuration of this mesh's edge (another edge replica changes its ports and
+        media cache folder)."""
+        env = {**os.environ, **self.extra_env}
+        return EdgeConfig(
             listen_host="127.0.0.1",
             listen_port=self.ports.edge,
             admin_port=self.ports.admin,
@@ -515,12 +518,20 @@ class Mesh:
             media_cache_dir=self.state_dir / "run" / f"edge-cache-{self.ports.edge}",
             upstream_tls=self._edge_tls(),
             # The services read the same OTEL_* variables from their environment.
-            tracing=edge_tracing({**os.environ, **self.extra_env}),
+            tracing=edge_tracing(env),
             downstream_tls=self.downstream_tls,
-            downstream_tls_secret=edge_tls.sds_path(config_path),
-            jwt=edge_jwt_from_env({**os.environ, **self.extra_env}),
+            downstream_tls_secret=edge_tls.sds_path(self._edge_config_path()),
+            jwt=edge_jwt_from_env(env),
+            **self.edge_rate_limits(),
         )
-        path = write(config, config_path)
+
+    def _edge_config_path(self) -> Path:
+        """Where this mesh's edge configuration is written."""
+        return self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml"
+
+    def _start_envoy(self, timeout: float) -> None:
+        """Render the edge config, start Envoy and wait until every cluster is healthy."""
+        path = write(self.edge_config(), self._edge_config_path())
         command = [
             str(ENVOY_BIN),
             "-c",
@@ -542,6 +553,17 @@ class Mesh:
         _wait_edge_healthy(self.ports.admin, timeout, process, hosts)
         if self.downstream_tls is not None:
             _wait_listening(self.downstream_tls.https_port, timeout, process)
+
+    def edge_rate_limits(self) -> dict[str, Any]:
+        """The edge's rate limits (MESHGRAM_RATE_LIMITS) and where it asks about the shared
+        ones (EDGE_RATE_LIMITER, "host:port" by commas; auth_svc's replicas when unset), as
+        EdgeConfig arguments."""
+        env = {**os.environ, **self.extra_env}
+        limiter = [part.strip() for part in env.get("EDGE_RATE_LIMITER", "").split(",")]
+        return {
+            "rate_limits": parse_limits(env.get("MESHGRAM_RATE_LIMITS", "")),
+            "rate_limiter": tuple(filter(None, limiter)),
+        }
 
     def _edge_tls(self) -> UpstreamTls | None:
         """The edge's client certificate towards the services, or None in plaintext mode."""
