@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from meshkit.mesh_tls import spiffe_id
 from tools.edge import HEALTH_SERVICES, EdgeConfig, UpstreamTls, render
+from tools.edge_hosts import domain_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_ROOT = "/app"
@@ -42,6 +43,8 @@ UPSTREAMS: Mapping[str, str] = {
     "storage_svc": "storage-svc:50053",
 }
 DEFAULT_CORS_ORIGINS = ("https://app.example.com",)
+DEFAULT_DOMAIN = "example.com"
+"""The cluster edge routes by host: auth., api. and media. of this domain (docs/routing.md)."""
 TLS_DIR = PurePosixPath("/etc/meshgram/tls")
 """Where every container finds its workload certificate (tls.crt), key (tls.key) and the mesh's
 CA (ca.crt): a Kubernetes TLS Secret as cert-manager writes it, or compose's bind mounts."""
@@ -60,10 +63,12 @@ def container_config(
     cors_origins: Sequence[str] = DEFAULT_CORS_ORIGINS,
     root: str | None = IMAGE_ROOT,
     tls: UpstreamTls = EDGE_TLS,
+    domain: str | None = DEFAULT_DOMAIN,
 ) -> str:
     """Return the edge YAML for services reached by DNS name, listening on every interface, with
     the project's file paths moved under root (None keeps this checkout's paths), over mutual TLS
-    with the certificate files of tls (the container's TLS_DIR unless told)."""
+    with the certificate files of tls (the container's TLS_DIR unless told), routing by host
+    under domain (None: every Host served alike)."""
     config = EdgeConfig(
         listen_host="0.0.0.0",  # noqa: S104 - inside a container or pod, that is the point
         listen_port=LISTEN_PORT,
@@ -72,6 +77,7 @@ def container_config(
         upstreams={name: [upstreams[name]] for name in HEALTH_SERVICES},
         media_cache_dir=MEDIA_CACHE_DIR,
         upstream_tls=tls,
+        domain=domain,
     )
     text, count = _STATIC_CLUSTER.subn(_dns_cluster, render(config))
     if count != len(HEALTH_SERVICES):
@@ -112,7 +118,7 @@ def configmap(envoy_yaml: str, namespace: str = "meshgram") -> str:
 
 def is_current(path: Path = CONFIGMAP_PATH, namespace: str = "meshgram") -> bool:
     """Tell whether path holds the ConfigMap rendered from today's templates and protos (with
-    the default CORS origins)."""
+    the default CORS origins and domain)."""
     text = configmap(container_config(), namespace)
     return path.exists() and path.read_text() == text
 
@@ -129,7 +135,10 @@ def _serve(env: Mapping[str, str]) -> None:
     upstreams = {
         name: env.get(f"EDGE_{name.upper()}_ADDR", address) for name, address in UPSTREAMS.items()
     }
-    text = container_config(upstreams, _origins(env.get("EDGE_CORS_ORIGINS")), root=None)
+    # Compose sets EDGE_DOMAIN or not: unset, one host serves everything, as in `make run`.
+    text = container_config(
+        upstreams, _origins(env.get("EDGE_CORS_ORIGINS")), root=None, domain=domain_from_env(env)
+    )
     # A temporary folder: the image's own files stay read-only.
     folder = Path(tempfile.mkdtemp(prefix="meshgram-edge-"))
     path = folder / CONFIG_KEY
@@ -156,12 +165,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     write.add_argument("--out", type=Path, default=CONFIGMAP_PATH)
     write.add_argument("--namespace", default="meshgram")
     write.add_argument("--cors-origins", default=",".join(DEFAULT_CORS_ORIGINS))
+    write.add_argument(
+        "--domain", default=DEFAULT_DOMAIN, help="EDGE_DOMAIN: route auth., api., media. by host"
+    )
     write.add_argument("--check", action="store_true", help="fail when the file is out of date")
     commands.add_parser("serve", help="render for this container and exec Envoy")
     args = parser.parse_args(argv)
     if args.command == "serve":
         _serve(os.environ)
-    text = configmap(container_config(cors_origins=_origins(args.cors_origins)), args.namespace)
+    domain = domain_from_env({"EDGE_DOMAIN": args.domain})
+    text = configmap(
+        container_config(cors_origins=_origins(args.cors_origins), domain=domain), args.namespace
+    )
     if args.check:
         current = args.out.read_text() if args.out.exists() else ""
         if current != text:

@@ -27,6 +27,7 @@ from meshkit.peers import health_check
 from tools.dev_certs import CertFiles, ensure_workload_certificate
 from tools.dev_secrets import stored_secret
 from tools.edge import EdgeConfig, UpstreamTls, write
+from tools.edge_hosts import domain_from_env, host_urls
 from tools.s3_dev_server import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY
 from tools.supervisor import ChildSpec, Supervisor
 
@@ -192,6 +193,11 @@ class Mesh:
     _secrets: MeshSecrets | None = None
     _s3_endpoint: str | None = None
     """The local S3 server's URL, when this mesh started one."""
+
+    @property
+    def edge_domain(self) -> str | None:
+        """EDGE_DOMAIN (from extra_env, else the environment): the edge routes by host."""
+        return domain_from_env({**os.environ, **self.extra_env})
 
     @property
     def edge_address(self) -> str:
@@ -397,11 +403,16 @@ class Mesh:
                 env["AUTH_SMTP_HOST"] = "127.0.0.1"
                 env["AUTH_SMTP_PORT"] = str(self.ports.mailbox)
                 env["AUTH_SMTP_SECURITY"] = "none"
-            env.setdefault("AUTH_PUBLIC_URL", f"http://localhost:{self.ports.edge}")
+            domain = self.edge_domain
+            # With EDGE_DOMAIN the account pages live on the auth host (docs/routing.md).
+            hosts = host_urls(domain, self.ports.edge) if domain else {}
+            public = hosts.get("auth", f"http://localhost:{self.ports.edge}")
+            env.setdefault("AUTH_PUBLIC_URL", public)
             # Browser calls that carry the refresh-token cookie must come from a page the
             # edge lets in.
             # The edge's own pages (/docs, /account) count too: browsers send their Origin.
             own = [f"http://{host}:{self.ports.edge}" for host in ("localhost", "127.0.0.1")]
+            own += [hosts[label] for label in ("auth", "api") if label in hosts]
             env.setdefault("AUTH_BROWSER_ORIGINS", ",".join([*self.cors_origins, *own]))
         if service == "storage_svc":
             env.setdefault("STORAGE_BLOB_DIR", str(self.state_dir / "blobs"))
@@ -431,6 +442,7 @@ class Mesh:
             },
             media_cache_dir=self.state_dir / "run" / f"edge-cache-{self.ports.edge}",
             upstream_tls=self._edge_tls(),
+            domain=self.edge_domain,
         )
         path = write(config, self.state_dir / "run" / f"envoy-{self.ports.edge}.yaml")
         command = [
