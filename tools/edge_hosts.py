@@ -42,7 +42,10 @@ class HostPlan:
 HOSTS: Mapping[str, HostPlan] = {
     "auth": HostPlan(packages=("meshgram.auth.v1",), pages=("/account/",), reflection=True),
     "api": HostPlan(
-        packages=("meshgram.user.v1", "meshgram.storage.v1"), pages=("/docs",), reflection=True
+        packages=("meshgram.user.v1", "meshgram.storage.v1"),
+        # The API answers media URLs as paths (/media/...): they work on this host too.
+        pages=("/docs", "/media/"),
+        reflection=True,
     ),
     "media": HostPlan(downloads=True, pages=("/media/",)),
 }
