@@ -355,14 +355,16 @@ def _status_mappers() -> str:
 
 
 # A request for a path its Host does not serve: refused by that host's access rule (the RBAC
-# filter, whose own answer would be 403 "RBAC: access denied"), which says so in its metadata.
+# filter, whose own answer would be 403 "RBAC: access denied"), told by its response details
+# (its dynamic metadata is set only after the reply is composed).
 _NOT_HERE = {
-    "metadata_filter": {
-        "matcher": {
-            "filter": "envoy.filters.http.rbac",
-            "path": [{"key": "enforced_engine_result"}],
-            "value": {"string_match": {"exact": "denied"}},
-        }
+    "extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3."
+            "ExpressionFilter",
+            "expression": "response.code_details.startsWith('rbac_access_denied')",
+        },
     }
 }
 NOT_ON_THIS_HOST = LocalReply(5, Reason.NOT_ON_THIS_HOST)

@@ -126,7 +126,7 @@ def virtual_hosts(domain: str | None, files: Sequence[object]) -> str:
     for label, plan in HOSTS.items():
         rule = json.dumps(_rbac(served(plan, files)))
         text.append(
-            f"                    - name: {label}\n"
+            f"                    - name: host_{label}\n"
             f"                      domains: {json.dumps(host_domains(f'{label}.{domain}'))}\n"
             "                      typed_per_filter_config:\n"
             "                        envoy.filters.http.cors: *cors_policy\n"
@@ -140,7 +140,7 @@ def virtual_hosts(domain: str | None, files: Sequence[object]) -> str:
     redirect = f"host_redirect: {HOME_TARGET}.{domain}, response_code: FOUND"
     rule = json.dumps(_rbac(Served(prefixes=("/docs",), paths=("/",))))
     text.append(
-        "                    - name: home\n"
+        "                    - name: host_home\n"
         f"                      domains: {json.dumps(home)}\n"
         # Redirects only: the transcoder would answer 404 and the cache look for a service.
         "                      typed_per_filter_config:\n"

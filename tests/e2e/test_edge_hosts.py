@@ -268,3 +268,20 @@ def test_grpcurl_with_an_authority_lists_and_calls_through_that_host(hosts_mesh:
     refused = grpcurl(hosts_mesh, "media", "list")
     assert refused.returncode != 0
     assert "NotFound" in refused.stderr or "does not serve" in refused.stderr
+
+
+def test_the_edges_other_answers_are_unchanged_on_a_host(
+    hosts_mesh: Mesh, edge: httpx.Client
+) -> None:
+    # A path no host serves is still "no such route", and bad JSON still INVALID_ARGUMENT.
+    unknown = edge.get("/v1/auth/nothing-here", headers=at(hosts_mesh, "auth"))
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == 12
+    assert reason(unknown) == Reason.ROUTE_NOT_FOUND
+    broken = edge.post(
+        "/v1/auth:login",
+        content=b"{not json",
+        headers=at(hosts_mesh, "auth", **{"content-type": "application/json"}),
+    )
+    assert broken.status_code == 400
+    assert broken.json()["code"] == 3
