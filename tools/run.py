@@ -63,13 +63,19 @@ def migrate(url: str) -> None:
 def banner(mesh: Mesh) -> str:
     """What a user needs to start talking to the running system."""
     edge = mesh.edge_address
+    domain = mesh.edge_domain
+    # Routing by host (docs/routing.md): every example names the host that serves it.
+    auth = f" -H 'Host: auth.{domain}'" if domain else ""
+    authority = f" -authority api.{domain}" if domain else ""
+    hosts = f" for auth., api., media. of {domain}" if domain else ""
+    docs = f"api.{domain}:{mesh.ports.edge}" if domain else edge
     return "\n".join(
         [
             "",
-            f"meshgram is up: edge http://{edge} (native gRPC, gRPC-web and REST/JSON)",
-            f"  grpcurl -plaintext {edge} list",
-            f"  curl -s http://{edge}/.well-known/jwks.json",
-            f"  API reference: http://{edge}/docs",
+            f"meshgram is up: edge http://{edge}{hosts} (native gRPC, gRPC-web and REST/JSON)",
+            f"  grpcurl -plaintext{authority} {edge} list",
+            f"  curl -s{auth} http://{edge}/.well-known/jwks.json",
+            f"  API reference: http://{docs}/docs",
             f"  Envoy admin: http://127.0.0.1:{mesh.ports.admin}/ (loopback only)",
             f"  Mail sent by auth_svc lands in {mesh.mailbox_dir}: python -m tools.mailbox latest",
             "Ctrl-C stops everything.",
