@@ -21,6 +21,7 @@ from meshkit.rate_limits import DEFAULT_LIMITS, RateLimit
 from meshkit.reasons import ERROR_DOMAIN, Reason
 from tools import edge_jwt, edge_tls
 from tools.docs_ui import SWAGGER_UI_BUNDLE, SWAGGER_UI_CSS
+from tools.edge_hosts import any_host_access, virtual_hosts
 from tools.edge_jwt import EdgeJwt
 from tools.edge_rate_limits import render_cluster, render_filters
 from tools.edge_tls import DownstreamTls
@@ -139,6 +140,9 @@ class EdgeConfig:
     """The limits per route group and client address (docs/rate-limits.md); () turns them off."""
     rate_limiter: Sequence[str] = ()
     """Endpoints ("host:port") of the limiter keeping the shared limits; () means auth_svc's."""
+    domain: str | None = None
+    """EDGE_DOMAIN: serve auth., api. and media. of it by host (tools/edge_hosts.py); None:
+    everything on any Host (local development)."""
 
 
 # Route settings of each public service's calls (the routes of envoy.yaml.tmpl say why).
@@ -218,6 +222,7 @@ def render(config: EdgeConfig) -> str:
         CODES=_lua_table({f"[{status}]": f'"{r.code}"' for status, r in LOCAL_REPLIES.items()}),
         ROUTES=_routes_lua(rest_routes()),
         MAX_HEADER_BYTES=MAX_HEADER_BYTES,
+        NOT_ON_THIS_HOST=NOT_ON_THIS_HOST.code,
     )
     missing = [str(path) for path in SERVED_FILES.values() if not path.is_file()]
     if missing:
@@ -255,6 +260,8 @@ def render(config: EdgeConfig) -> str:
             tls_socket("auth_svc", config.upstream_tls),
         ),
         RETRY_ROUTES=_retry_routes(retried_methods()),
+        ANY_HOST_ACCESS=any_host_access(config.domain),
+        HOST_VHOSTS=virtual_hosts(config.domain, _PUBLIC_FILES),
         MEDIA_LUA=json.dumps((LUA_DIR / "media.lua").read_text()),
         MEDIA_RETRY_POLICY=_RETRY_POLICY if media_retried else "",
         MEDIA_CACHE_DIR=json.dumps(str(config.media_cache_dir)),
@@ -353,7 +360,7 @@ _GRPC_CLIENT = [
 def _status_mappers() -> str:
     """local_reply_config mappers giving each of the edge's own answers its gRPC code: as
     grpc-status with a plain grpc-message for gRPC clients, as JSON for everyone else."""
-    mappers: list[dict[str, object]] = []
+    mappers = _host_mappers()
     for status, reply in LOCAL_REPLIES.items():
         same_status = {
             "status_code_filter": {
@@ -400,12 +407,57 @@ def _status_mappers() -> str:
     return "\n".join(f"                    - {json.dumps(mapper)}" for mapper in mappers)
 
 
-def _json_error(code: int, reason: Reason) -> dict[str, object]:
+# A request for a path its Host does not serve: refused by that host's access rule (the RBAC
+# filter, whose own answer would be 403 "RBAC: access denied"), told by its response details
+# (its dynamic metadata is set only after the reply is composed).
+_NOT_HERE = {
+    "extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3."
+            "ExpressionFilter",
+            "expression": "response.code_details.startsWith('rbac_access_denied')",
+        },
+    }
+}
+NOT_ON_THIS_HOST = LocalReply(5, Reason.NOT_ON_THIS_HOST)
+_NOT_HERE_MESSAGE = "this host does not serve this path (see docs/routing.md)"
+
+
+def _host_mappers() -> list[dict[str, object]]:
+    """local_reply_config mappers for routing by host: a 404 with NOT_FOUND (grpc-status for
+    gRPC clients, JSON for everyone else) instead of Envoy's 403 or empty 404."""
+    grpc_status = {"key": "grpc-status", "value": str(NOT_ON_THIS_HOST.code)}
+    return [
+        {
+            "filter": {"and_filter": {"filters": [*_GRPC_CLIENT, _NOT_HERE]}},
+            "status_code": 404,
+            "body_format_override": {"text_format_source": {"inline_string": _NOT_HERE_MESSAGE}},
+            "headers_to_add": [
+                {"header": grpc_status, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            ],
+        },
+        {
+            "filter": _NOT_HERE,
+            "status_code": 404,
+            "body_format_override": {
+                "json_format": _json_error(
+                    NOT_ON_THIS_HOST.code, NOT_ON_THIS_HOST.reason, _NOT_HERE_MESSAGE
+                ),
+                "content_type": "application/json",
+            },
+        },
+    ]
+
+
+def _json_error(
+    code: int, reason: Reason, message: str = "%LOCAL_REPLY_BODY%"
+) -> dict[str, object]:
     """The JSON body of an edge answer, shaped like a transcoded google.rpc.Status."""
     info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": str(reason)}
     return {
         "code": code,
-        "message": "%LOCAL_REPLY_BODY%",
+        "message": message,
         "details": [{**info, "domain": ERROR_DOMAIN, "metadata": {}}],
     }
 

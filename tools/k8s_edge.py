@@ -25,6 +25,7 @@ from meshkit.mesh_tls import spiffe_id
 from meshkit.rate_limits import DEFAULT_LIMITS, RateLimit, limits_from_env
 from tools import edge_tls
 from tools.edge import HEALTH_SERVICES, EdgeConfig, UpstreamTls, render
+from tools.edge_hosts import domain_from_env
 from tools.edge_tls import DownstreamTls
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,8 @@ UPSTREAMS: Mapping[str, str] = {
     "storage_svc": "storage-svc:50053",
 }
 DEFAULT_CORS_ORIGINS = ("https://app.example.com",)
+DEFAULT_DOMAIN = "example.com"
+"""The cluster edge routes by host: auth., api. and media. of this domain (docs/routing.md)."""
 TLS_DIR = PurePosixPath("/etc/meshgram/tls")
 """Where every container finds its workload certificate (tls.crt), key (tls.key) and the mesh's
 CA (ca.crt): a Kubernetes TLS Secret as cert-manager writes it, or compose's bind mounts."""
@@ -66,12 +69,13 @@ def container_config(
     https: DownstreamTls | None = None,
     https_secret: Path = Path("/tmp/edge-certificate.json"),  # noqa: S108 - overridden by serve
     rate_limits: Sequence[RateLimit] = DEFAULT_LIMITS,
+    domain: str | None = DEFAULT_DOMAIN,
 ) -> str:
     """Return the edge YAML for services reached by DNS name, listening on every interface, with
     the project's file paths moved under root (None keeps this checkout's paths), over mutual TLS
     with the certificate files of tls (the container's TLS_DIR unless told); with https, HTTPS
     for clients on its port (certificate read through https_secret) and LISTEN_PORT
-    redirecting there."""
+    redirecting there; routing by host under domain (None: every Host served alike)."""
     config = EdgeConfig(
         listen_host="0.0.0.0",  # noqa: S104 - inside a container or pod, that is the point
         listen_port=LISTEN_PORT,
@@ -83,6 +87,7 @@ def container_config(
         downstream_tls=https,
         downstream_tls_secret=https_secret,
         rate_limits=rate_limits,
+        domain=domain,
     )
     text, count = _STATIC_CLUSTER.subn(_dns_cluster, render(config))
     if count != len(HEALTH_SERVICES):
@@ -123,7 +128,7 @@ def configmap(envoy_yaml: str, namespace: str = "meshgram") -> str:
 
 def is_current(path: Path = CONFIGMAP_PATH, namespace: str = "meshgram") -> bool:
     """Tell whether path holds the ConfigMap rendered from today's templates and protos (with
-    the default CORS origins)."""
+    the default CORS origins and domain)."""
     text = configmap(container_config(), namespace)
     return path.exists() and path.read_text() == text
 
@@ -151,6 +156,8 @@ def _serve(env: Mapping[str, str]) -> None:
         https=https,
         https_secret=secret,
         rate_limits=limits_from_env(env),
+        # Compose sets EDGE_DOMAIN or not: unset, one host serves everything, as in `make run`.
+        domain=domain_from_env(env),
     )
     edge_tls.write_secret(https, secret)
     path = folder / CONFIG_KEY
@@ -193,12 +200,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     write.add_argument("--out", type=Path, default=CONFIGMAP_PATH)
     write.add_argument("--namespace", default="meshgram")
     write.add_argument("--cors-origins", default=",".join(DEFAULT_CORS_ORIGINS))
+    write.add_argument(
+        "--domain", default=DEFAULT_DOMAIN, help="EDGE_DOMAIN: route auth., api., media. by host"
+    )
     write.add_argument("--check", action="store_true", help="fail when the file is out of date")
     commands.add_parser("serve", help="render for this container and exec Envoy")
     args = parser.parse_args(argv)
     if args.command == "serve":
         _serve(os.environ)
-    text = configmap(container_config(cors_origins=_origins(args.cors_origins)), args.namespace)
+    domain = domain_from_env({"EDGE_DOMAIN": args.domain})
+    text = configmap(
+        container_config(cors_origins=_origins(args.cors_origins), domain=domain), args.namespace
+    )
     if args.check:
         current = args.out.read_text() if args.out.exists() else ""
         if current != text:

@@ -30,6 +30,7 @@ from tools import edge_tls
 from tools.dev_certs import CertFiles, ensure_workload_certificate
 from tools.dev_secrets import stored_secret
 from tools.edge import EdgeConfig, UpstreamTls, write
+from tools.edge_hosts import domain_from_env, host_urls
 from tools.edge_jwt import edge_jwt_from_env
 from tools.edge_tls import DownstreamTls
 from tools.edge_tracing import edge_tracing
@@ -230,6 +231,11 @@ class Mesh:
     """The local S3 server's URL, when this mesh started one."""
     _downstream_tls: DownstreamTls | None = None
     _downstream_tls_decided: bool = False
+
+    @property
+    def edge_domain(self) -> str | None:
+        """EDGE_DOMAIN (from extra_env, else the environment): the edge routes by host."""
+        return domain_from_env({**os.environ, **self.extra_env})
 
     @property
     def edge_address(self) -> str:
@@ -457,11 +463,15 @@ class Mesh:
                 env["AUTH_SMTP_HOST"] = "127.0.0.1"
                 env["AUTH_SMTP_PORT"] = str(self.ports.mailbox)
                 env["AUTH_SMTP_SECURITY"] = "none"
-            env.setdefault("AUTH_PUBLIC_URL", self._edge_origin("localhost"))
+            domain = self.edge_domain
+            # With EDGE_DOMAIN the account pages live on the auth host (docs/routing.md).
+            hosts = self._edge_host_origins(domain) if domain else {}
+            env.setdefault("AUTH_PUBLIC_URL", hosts.get("auth", self._edge_origin("localhost")))
             # Browser calls that carry the refresh-token cookie must come from a page the
             # edge lets in.
             # The edge's own pages (/docs, /account) count too: browsers send their Origin.
             own = [self._edge_origin(host) for host in ("localhost", "127.0.0.1")]
+            own += [hosts[label] for label in ("auth", "api") if label in hosts]
             env.setdefault("AUTH_BROWSER_ORIGINS", ",".join([*self.cors_origins, *own]))
         if service == "storage_svc":
             env.setdefault("STORAGE_BLOB_DIR", str(self.state_dir / "blobs"))
@@ -491,6 +501,14 @@ class Mesh:
             self.edge_tls = tls
         self._downstream_tls_decided = False
         self._start_envoy(timeout)
+
+    def _edge_host_origins(self, domain: str) -> dict[str, str]:
+        """The origin of each of domain's hosts (auth, api, media): https on the HTTPS port when
+        TLS is on."""
+        tls = self.downstream_tls
+        if tls is None:
+            return host_urls(domain, self.ports.edge)
+        return host_urls(domain, tls.https_port, "https")
 
     def _edge_origin(self, host: str) -> str:
         """The origin of the edge's pages at host: https on the HTTPS port when TLS is on."""
@@ -523,6 +541,7 @@ class Mesh:
             downstream_tls_secret=edge_tls.sds_path(self._edge_config_path()),
             jwt=edge_jwt_from_env(env),
             **self.edge_rate_limits(),
+            domain=self.edge_domain,
         )
 
     def _edge_config_path(self) -> Path:

@@ -64,24 +64,31 @@ def banner(mesh: Mesh) -> str:
     """What a user needs to start talking to the running system."""
     edge = mesh.edge_address
     tls = mesh.downstream_tls
+    domain = mesh.edge_domain
+    # Routing by host (docs/routing.md): every example names the host that serves it.
+    auth = f" -H 'Host: auth.{domain}'" if domain else ""
+    authority = f" -authority api.{domain}" if domain else ""
+    hosts = f" for auth., api., media. of {domain}" if domain else ""
     if tls is None:
+        docs = f"api.{domain}:{mesh.ports.edge}" if domain else edge
         lines = [
-            f"meshgram is up: edge http://{edge} (native gRPC, gRPC-web and REST/JSON)",
-            f"  grpcurl -plaintext {edge} list",
-            f"  curl -s http://{edge}/.well-known/jwks.json",
-            f"  API reference: http://{edge}/docs",
+            f"meshgram is up: edge http://{edge}{hosts} (native gRPC, gRPC-web and REST/JSON)",
+            f"  grpcurl -plaintext{authority} {edge} list",
+            f"  curl -s{auth} http://{edge}/.well-known/jwks.json",
+            f"  API reference: http://{docs}/docs",
         ]
     else:
         # The development CA is trusted by pointing each client at it (docs/tls.md).
         https = f"localhost:{tls.https_port}"
+        docs = f"api.{domain}:{tls.https_port}" if domain else https
         trust = f" -cacert {mesh.certs_dir / 'ca.pem'}" if tls.development else ""
         curl_trust = f" --cacert {mesh.certs_dir / 'ca.pem'}" if tls.development else ""
         lines = [
-            f"meshgram is up: edge https://{https} (native gRPC, gRPC-web and REST/JSON over "
-            f"TLS); http://{edge} redirects there",
-            f"  grpcurl{trust} {https} list",
-            f"  curl -s{curl_trust} https://{https}/.well-known/jwks.json",
-            f"  API reference: https://{https}/docs",
+            f"meshgram is up: edge https://{https}{hosts} (native gRPC, gRPC-web and REST/JSON "
+            f"over TLS); http://{edge} redirects there",
+            f"  grpcurl{trust}{authority} {https} list",
+            f"  curl -s{curl_trust}{auth} https://{https}/.well-known/jwks.json",
+            f"  API reference: https://{docs}/docs",
         ]
     return "\n".join(
         [

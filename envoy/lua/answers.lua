@@ -29,6 +29,9 @@ local ROUTES = ${ROUTES}
 
 local METADATA = "meshgram.edge"
 
+-- The code of a request its Host does not serve (LocalReply NOT_ON_THIS_HOST in tools/edge.py).
+local NOT_ON_THIS_HOST = "${NOT_ON_THIS_HOST}"
+
 -- The statuses storage_svc may ask for (and nothing else: a header cannot make any answer).
 local MEDIA_STATUSES = {["206"] = true, ["304"] = true, ["416"] = true}
 
@@ -229,6 +232,11 @@ function envoy_on_response(handle)
   local http_status = headers:get(":status")
   local status = headers:get("grpc-status")
   local code = CODES[tonumber(http_status)]
+  local access = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.rbac") or {}
+  if access.enforced_engine_result == "denied" then
+    -- A path its Host does not serve (routing by host, tools/edge_hosts.py).
+    code = NOT_ON_THIS_HOST
+  end
   if request.grpc_web and status ~= nil and code ~= nil then
     headers:replace("grpc-status", code)
     status = code

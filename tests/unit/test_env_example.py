@@ -6,8 +6,9 @@ The variables come from two places:
   taking the most derived BaseSettings subclasses it holds (defined there or imported), so the
   test follows the classes wherever they move; a field's variable is env_prefix + its name, or
   its validation_alias / AliasChoices names (e.g. MESHGRAM_ENV, DATABASE_URL);
-- the runner (tools/run.py, tools/mesh.py), scanned for every environment read with a literal
-  name: os.environ.get("X"), env.get("X"), env.setdefault("X", ...), os.environ["X"], ...
+- the runner (tools/run.py, tools/mesh.py, tools/edge_hosts.py), scanned for every environment
+  read with a literal name: os.environ.get("X"), env.get("X"), env.setdefault("X", ...),
+  os.environ["X"], ...
 """
 
 from __future__ import annotations
@@ -28,11 +29,17 @@ from meshkit.tracing import VARIABLES
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = ROOT / ".env.example"
 SERVICE_PACKAGES = ("auth_svc", "user_svc", "storage_svc", "data_access")
-RUNNER_FILES = ("tools/run.py", "tools/mesh.py", "tools/edge_tls.py", "tools/edge_jwt.py")
+RUNNER_FILES = (
+    "tools/run.py",
+    "tools/mesh.py",
+    "tools/edge_tls.py",
+    "tools/edge_jwt.py",
+    "tools/edge_hosts.py",
+)
 # Read by the runner for Python itself, not a meshgram setting.
 NOT_SETTINGS = frozenset({"PYTHONPATH"})
 # The settings only the runner reads; if the scan misses these, the scan is broken.
-EDGE_SETTINGS = frozenset({"EDGE_PORT", "EDGE_ADMIN_PORT", "EDGE_CORS_ORIGINS"})
+EDGE_SETTINGS = frozenset({"EDGE_PORT", "EDGE_ADMIN_PORT", "EDGE_CORS_ORIGINS", "EDGE_DOMAIN"})
 
 _LISTED = re.compile(r"^# ?([A-Z][A-Z0-9_]*)=(.*)$")
 _UNCOMMENTED = re.compile(r"^\s*(export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=")
