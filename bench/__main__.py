@@ -758,9 +758,9 @@ def main() -> None:
 
 
 def run_edge_cost(url: str, options: Options) -> Bench:
-    """The same signed-in read (GetMyProfile, native gRPC, cached) through one mesh per setup of
-    bench/edge_cost.py, each started for its row and stopped after it; the rows of the last
-    mesh's Bench hold them all."""
+    """The same signed-in read (GetMyProfile, native gRPC over HTTP/2, cached) through one mesh
+    per setup of bench/edge_cost.py, each started for its row and stopped after it; the rows of
+    the last mesh's Bench hold them all."""
     rows: list[Row] = []
     bench: Bench | None = None
     for setup in edge_cost.SETUPS:
@@ -773,13 +773,18 @@ def run_edge_cost(url: str, options: Options) -> Bench:
             cache=True,
             bcrypt_rounds=options.bcrypt_rounds,
             mtls=setup.mtls,
+            tls=setup.tls,
             env=setup.env,
         )
         mesh.start(timeout=120)
         try:
             bench = Bench(mesh, options)
             bench.rows = rows
-            [account] = sign_up(mesh.edge_address, 1)
+            if setup.tls:
+                bench.base = f"https://{mesh.https_address}"
+                [account] = sign_up(mesh.https_address, 1, ca=mesh.certs_dir / "ca.pem")
+            else:
+                [account] = sign_up(mesh.edge_address, 1)
             admin = f"127.0.0.1:{mesh.ports.admin}"
             stats = f"cluster.user_svc.grpc.{SERVICE}.GetMyProfile"
             before = grpc_counters(admin, stats)

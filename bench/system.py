@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import resource
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -69,10 +70,11 @@ def new_mesh(
     cache: bool,
     bcrypt_rounds: int,
     mtls: bool = True,
+    tls: bool = False,
     env: Mapping[str, str] = {},
 ) -> Mesh:
     """A mesh for the benchmark on free ports (not started): mutual TLS inside unless mtls is
-    false, plus env."""
+    false, HTTPS at the edge when tls is true, plus env."""
     return Mesh(
         database_url=url,
         ports=MeshPorts.free_for(replicas),
@@ -89,13 +91,16 @@ def new_mesh(
         },
         log_dir=STATE / "logs",
         mtls=mtls,
+        edge_tls=tls,
     )
 
 
-def sign_up(edge: str, count: int) -> list[Account]:
-    """Register and log in `count` throwaway accounts through the edge."""
+def sign_up(edge: str, count: int, *, ca: Path | None = None) -> list[Account]:
+    """Register and log in `count` throwaway accounts through the edge at host:port: over plain
+    HTTP, or over HTTPS trusting the CA certificate file ca when given."""
     accounts = []
-    with httpx.Client(base_url=f"http://{edge}", timeout=60) as client:
+    base, verify = (f"http://{edge}", True) if ca is None else (f"https://{edge}", _trusting(ca))
+    with httpx.Client(base_url=base, timeout=60, verify=verify) as client:
         for _ in range(count):
             tag = uuid.uuid4().hex[:12]
             email, password = f"bench-{tag}@example.com", f"bench password {tag}"
@@ -117,6 +122,11 @@ def sign_up(edge: str, count: int) -> list[Account]:
                 )
             )
     return accounts
+
+
+def _trusting(ca: Path) -> ssl.SSLContext:
+    """A client TLS context that trusts the certificates signed by ca."""
+    return ssl.create_default_context(cafile=str(ca))
 
 
 async def seed_accounts(mesh: Mesh, count: int) -> int:

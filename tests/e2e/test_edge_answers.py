@@ -4,6 +4,7 @@ access log, and conditional downloads."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import uuid
@@ -310,6 +311,25 @@ def test_invalid_base64_in_grpc_web_text_is_invalid_argument(http: httpx.Client)
         headers={"content-type": "application/grpc-web-text", "x-grpc-web": "1"},
     )
     assert reply.headers["grpc-status"] == str(grpc.StatusCode.INVALID_ARGUMENT.value[0])
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["grpc-web", "grpc-web-text"])
+@pytest.mark.parametrize("method", ["Login", "GetJwks"])
+def test_an_oversized_grpc_web_body_is_refused_as_too_large(
+    http: httpx.Client, method: str, text: bool
+) -> None:
+    # Login's limit is shared by the edge replicas (a call to the limiter), GetJwks's is kept in
+    # each replica: either way the body is judged by its size, never left to time out.
+    frame = grpc_web_frame(b"\n" * 2_000_000)
+    reply = http.post(
+        f"/meshgram.auth.v1.AuthService/{method}",
+        content=base64.b64encode(frame) if text else frame,
+        headers={
+            "content-type": "application/grpc-web-text" if text else "application/grpc-web+proto",
+            "x-grpc-web": "1",
+        },
+    )
+    assert reply.headers["grpc-status"] == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
 
 
 # --- the access log records the status the client received

@@ -84,15 +84,22 @@ def ancestry(span: ReceivedSpan, spans: list[ReceivedSpan]) -> list[ReceivedSpan
     return chain
 
 
-def test_one_rest_call_is_one_trace_from_the_edge_to_the_sql(
-    web: httpx.Client, receiver: OtlpReceiver
-) -> None:
+def signed_in_read(web: httpx.Client) -> httpx.Response:
+    """A new user's read of its own followers, a call that reaches user_svc, data_access and
+    SQL; its answer, checked to be 200."""
     user, tokens = rest_sign_in(web)
     reply = web.get(
         f"/v1/profiles/{user.username}/followers",
         headers={"authorization": f"Bearer {tokens['accessToken']}"},
     )
     assert reply.status_code == 200, reply.text
+    return reply
+
+
+def test_one_rest_call_is_one_trace_from_the_edge_to_the_sql(
+    web: httpx.Client, receiver: OtlpReceiver
+) -> None:
+    reply = signed_in_read(web)
 
     spans = trace_of(receiver, reply.headers["x-request-id"])
     [statement, *_] = [span for span in spans if "db.statement" in span.attributes]
@@ -116,12 +123,7 @@ def test_one_rest_call_is_one_trace_from_the_edge_to_the_sql(
 def test_the_service_log_line_carries_the_request_id_and_the_trace_id(
     traced_mesh: Mesh, web: httpx.Client, receiver: OtlpReceiver
 ) -> None:
-    user, tokens = rest_sign_in(web)
-    reply = web.get(
-        f"/v1/profiles/{user.username}/followers",
-        headers={"authorization": f"Bearer {tokens['accessToken']}"},
-    )
-    assert reply.status_code == 200, reply.text
+    reply = signed_in_read(web)
     request_id = reply.headers["x-request-id"]
 
     spans = trace_of(receiver, request_id)

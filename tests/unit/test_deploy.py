@@ -7,8 +7,6 @@ import dataclasses
 import importlib.util
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -23,6 +21,7 @@ from auth_svc.settings import AuthSettings
 from data_access.settings import DataAccessSettings
 from meshkit.settings import ServiceSettings
 from storage_svc.settings import StorageSettings
+from tests.unit.edge_support import envoy_refusal
 from tools import healthcheck, k8s_edge, validate_deploy
 from tools.dev_certs import ensure_workload_certificate
 from user_svc.settings import UserSettings
@@ -296,20 +295,12 @@ def test_edge_reaches_the_services_by_dns_name() -> None:
 
 
 def test_envoy_accepts_the_container_configuration(tmp_path: Path) -> None:
-    envoy = Path(sys.executable).parent / "envoy"
     path = tmp_path / "envoy.yaml"
     # This checkout's paths: the files Envoy reads must exist where it runs, certificates too.
     files = ensure_workload_certificate("edge", directory=tmp_path / "certs")
     tls = dataclasses.replace(k8s_edge.EDGE_TLS, cert=files.cert, key=files.key, ca=files.ca)
     path.write_text(k8s_edge.container_config(root=None, tls=tls))
-    result = subprocess.run(
-        [str(envoy), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert envoy_refusal(path) == ""
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from auth_svc.mail.messages import RESET_PASSWORD_PATH, VERIFY_EMAIL_PATH
-from tests.unit.edge_support import loopback_config
+from tests.unit.edge_support import rendered_config
 from tools import edge
 from tools.gen_openapi import OPENAPI_DOC
 
@@ -35,18 +34,8 @@ CALLS = {
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The rendered Envoy config, parsed. Swagger UI's files (unpacked by `make docs-ui`) are
-    stood in for by empty files: only their paths end up in the config."""
-    stand_ins = tmp_path_factory.mktemp("swagger-ui")
-    files = dict(edge.SERVED_FILES)
-    for name in ("SWAGGER_UI_BUNDLE", "SWAGGER_UI_CSS"):
-        files[name] = stand_ins / files[name].name
-        files[name].touch()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(edge, "SERVED_FILES", files)
-        rendered = edge.render(loopback_config())
-    parsed: dict[str, Any] = yaml.safe_load(rendered)
-    return parsed
+    """The rendered Envoy config, parsed."""
+    return rendered_config(tmp_path_factory)
 
 
 def connection_manager(config: dict[str, Any]) -> dict[str, Any]:

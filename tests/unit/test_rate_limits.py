@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from meshgram.storage.v1 import storage_pb2
 from meshgram.user.v1 import user_pb2
 from meshkit import rate_limits
 from meshkit.rate_limits import DEFAULT_LIMITS, GROUPS, RateLimit, group_methods, parse_limits
-from tests.unit.edge_support import loopback_config
+from tests.unit.edge_support import envoy_refusal, loopback_config
 from tools import edge
 from tools.edge_rate_limits import LIMITER_CLUSTER
 
@@ -213,8 +211,4 @@ def test_envoy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
         ),
         tmp_path / "envoy.yaml",
     )
-    envoy = str(Path(sys.executable).parent / "envoy")
-    checked = subprocess.run(
-        [envoy, "--mode", "validate", "-c", str(path)], capture_output=True, timeout=60
-    )
-    assert checked.returncode == 0, checked.stderr.decode()[-2000:]
+    assert envoy_refusal(path) == ""

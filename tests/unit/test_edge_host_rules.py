@@ -10,15 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 
 from meshgram.auth.v1 import auth_pb2
 from meshgram.storage.v1 import storage_pb2
 from meshgram.user.v1 import user_pb2
 from meshkit.reasons import Reason
-from tests.unit.edge_support import loopback_config
+from tests.unit.edge_support import rendered_config
 from tests.unit.test_edge_account_pages import connection_manager
-from tools import edge
 from tools.edge_hosts import HOSTS, REFLECTION_PREFIX, domain_from_env, served
 
 PUBLIC_FILES = (auth_pb2.DESCRIPTOR, user_pb2.DESCRIPTOR, storage_pb2.DESCRIPTOR)
@@ -26,17 +24,8 @@ RBAC = "envoy.filters.http.rbac"
 
 
 def rendered(tmp_path_factory: pytest.TempPathFactory, domain: str | None) -> dict[str, Any]:
-    """The Envoy config rendered for domain, parsed (Swagger UI's files stood in for)."""
-    stand_ins = tmp_path_factory.mktemp("swagger-ui")
-    files = dict(edge.SERVED_FILES)
-    for name in ("SWAGGER_UI_BUNDLE", "SWAGGER_UI_CSS"):
-        files[name] = stand_ins / files[name].name
-        files[name].touch()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(edge, "SERVED_FILES", files)
-        text = edge.render(loopback_config(domain=domain))
-    parsed: dict[str, Any] = yaml.safe_load(text)
-    return parsed
+    """The Envoy config rendered for domain, parsed."""
+    return rendered_config(tmp_path_factory, domain=domain)
 
 
 @pytest.fixture(scope="module")
