@@ -24,6 +24,7 @@ from tools.dev_certs import (
     ensure_server_certificate,
     server_certificate_hosts,
 )
+from tools.edge_hosts import domain_from_env
 
 ENVOY_DIR = Path(__file__).resolve().parent.parent / "envoy"
 DEFAULT_HTTPS_PORT = 8443
@@ -84,8 +85,11 @@ def from_env(env: Mapping[str, str], certs_dir: Path = CERTS_DIR) -> DownstreamT
             if not Path(path).is_file():
                 raise ValueError(f"{name}: no such file {path}")
         return DownstreamTls(Path(cert), Path(key), port, public_port=public)
-    # Names `make certs --host` added stay: turning HTTPS on must not take them away.
-    hosts = tuple(dict.fromkeys((*LOCAL_HOSTS, *server_certificate_hosts(certs_dir))))
+    # Names `make certs --host` added stay: turning HTTPS on must not take them away. With
+    # EDGE_DOMAIN, the domain and its hosts (auth., api., media., www.) are named too.
+    domain = domain_from_env(env)
+    routed = (domain, f"*.{domain}") if domain else ()
+    hosts = tuple(dict.fromkeys((*LOCAL_HOSTS, *server_certificate_hosts(certs_dir), *routed)))
     files = ensure_server_certificate(hosts, certs_dir)
     return DownstreamTls(files.cert, files.key, port, development=True, public_port=public)
 

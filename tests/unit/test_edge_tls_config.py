@@ -163,6 +163,14 @@ def test_edge_tls_1_makes_and_serves_the_development_certificate(tmp_path: Path)
     assert tls.hsts == HSTS_DEVELOPMENT
 
 
+def test_the_development_certificate_names_the_routed_hosts(tmp_path: Path) -> None:
+    # With EDGE_DOMAIN, clients ask for auth./api./media. by name (grpcurl -authority checks
+    # the certificate against it), so the certificate must carry them.
+    edge_tls.from_env({"EDGE_TLS": "1", "EDGE_DOMAIN": "Meshgram.Test"}, tmp_path)
+    names = server_certificate_hosts(tmp_path)
+    assert {"meshgram.test", "*.meshgram.test", "localhost", "127.0.0.1"} <= set(names)
+
+
 def test_real_certificate_files_turn_https_on(tmp_path: Path) -> None:
     files = ensure_server_certificate(directory=tmp_path)
     env = {
