@@ -67,10 +67,41 @@ class Problem:
         return f"{shown}: {self.message}"
 
 
+class _NoRepeatsLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """A safe YAML loader that refuses a key given twice in one mapping, where every other
+    reader (compose, kubectl, PyYAML) silently keeps the last."""
+
+
+def _mapping_without_repeats(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    """Construct a mapping, raising a ConstructorError for a key it repeats (merge keys aside)."""
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} given twice in one mapping", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_NoRepeatsLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _mapping_without_repeats,
+)
+
+
+def load_yaml(text: str) -> Any:
+    """The one YAML document of text; yaml.YAMLError when it is not valid or repeats a key."""
+    return yaml.load(text, Loader=_NoRepeatsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_manifests(path: Path) -> list[Manifest]:
-    """Return the documents of a YAML file that are not empty."""
+    """Return the documents of a YAML file that are not empty (a repeated key is an error)."""
     with path.open() as stream:
-        return [doc for doc in yaml.safe_load_all(stream) if doc]
+        return [doc for doc in yaml.load_all(stream, Loader=_NoRepeatsLoader) if doc]
 
 
 def manifest_files(directory: Path = K8S_DIR) -> list[Path]:
@@ -268,7 +299,7 @@ def check_compose_structure(path: Path, compose: Mapping[str, Any]) -> Iterator[
 def validate_compose(path: Path = COMPOSE_FILE) -> list[Problem]:
     """Problems of the compose file: YAML, structure, and `docker compose config` if it runs."""
     try:
-        compose = yaml.safe_load(path.read_text())
+        compose = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         return [Problem(path, f"not valid YAML: {exc}")]
     if not isinstance(compose, dict):
@@ -304,7 +335,7 @@ def validate_compose_tls(path: Path = COMPOSE_TLS_FILE, base: Path = COMPOSE_FIL
     """Problems of the HTTPS overlay: YAML, structure, and `docker compose config` of both files
     together if it runs."""
     try:
-        overlay = yaml.safe_load(path.read_text())
+        overlay = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         return [Problem(path, f"not valid YAML: {exc}")]
     if not isinstance(overlay, dict):

@@ -187,6 +187,24 @@ def test_compose_without_health_checks_is_caught(tmp_path: Path) -> None:
     assert any("service migrate is missing" in m for m in messages)
 
 
+def test_a_key_given_twice_in_compose_is_caught(tmp_path: Path) -> None:
+    # Compose keeps the last of two `volumes:` silently: the edge once lost its certificates so.
+    text = validate_deploy.COMPOSE_FILE.read_text().replace(
+        "  edge:\n", "  edge:\n    volumes: [edge-cache:/var/cache/meshgram-edge]\n", 1
+    )
+    path = tmp_path / "compose.yaml"
+    path.write_text(text)
+    messages = [str(p) for p in validate_deploy.validate_compose(path)]
+    assert any("'volumes' given twice" in m for m in messages), messages
+
+
+def test_the_edge_container_gets_its_certificates_and_its_cache() -> None:
+    edge = validate_deploy.load_yaml(validate_deploy.COMPOSE_FILE.read_text())["services"]["edge"]
+    mounts = {volume.split(":")[1] for volume in edge["volumes"]}
+    assert {"/etc/meshgram/tls/tls.crt", "/etc/meshgram/tls/ca.crt"} <= mounts
+    assert "/var/cache/meshgram-edge" in mounts
+
+
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_every_required_secret_comes_from_a_secret(name: str) -> None:
     settings, _ = SERVICES[name]
