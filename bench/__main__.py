@@ -132,6 +132,10 @@ class Options:
     profile: Path | None
     """Where to write py-spy flame graphs of each measured scenario, if anywhere."""
 
+    def replicas(self) -> dict[str, int]:
+        """The replicas per service every mesh of the benchmark runs (1 of those not named)."""
+        return {"user_svc": self.user_replicas, "data_access": self.data_access_replicas}
+
 
 class Bench:
     """Runs scenarios against one mesh and collects rows."""
@@ -737,10 +741,7 @@ def main() -> None:
         if wanted - {"edge-cost"}:
             mesh = new_mesh(
                 url,
-                replicas={
-                    "user_svc": options.user_replicas,
-                    "data_access": options.data_access_replicas,
-                },
+                replicas=options.replicas(),
                 cache=True,
                 bcrypt_rounds=options.bcrypt_rounds,
             )
@@ -766,10 +767,7 @@ def run_edge_cost(url: str, options: Options) -> Bench:
     for setup in edge_cost.SETUPS:
         mesh = new_mesh(
             url,
-            replicas={
-                "user_svc": options.user_replicas,
-                "data_access": options.data_access_replicas,
-            },
+            replicas=options.replicas(),
             cache=True,
             bcrypt_rounds=options.bcrypt_rounds,
             mtls=setup.mtls,

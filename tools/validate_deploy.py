@@ -24,7 +24,7 @@ import argparse
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -298,16 +298,27 @@ def check_compose_structure(path: Path, compose: Mapping[str, Any]) -> Iterator[
 
 def validate_compose(path: Path = COMPOSE_FILE) -> list[Problem]:
     """Problems of the compose file: YAML, structure, and `docker compose config` if it runs."""
+    return _compose_problems(path, check_compose_structure, path)
+
+
+def _compose_problems(
+    path: Path,
+    check: Callable[[Path, Mapping[str, Any]], Iterable[Problem]],
+    *config_files: Path,
+) -> list[Problem]:
+    """Problems of the compose file at path: not valid YAML (a key given twice included), no
+    mapping at the top, what check finds in it, and what `docker compose config` says of
+    config_files together when a docker CLI is installed."""
     try:
         compose = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         return [Problem(path, f"not valid YAML: {exc}")]
     if not isinstance(compose, dict):
         return [Problem(path, "not a compose file (no mapping at the top)")]
-    problems = list(check_compose_structure(path, compose))
+    problems = list(check(path, compose))
     docker = shutil.which("docker")
     if docker is not None:
-        problems += _docker_compose_config(docker, path)
+        problems += _docker_compose_config(docker, *config_files)
     return problems
 
 
@@ -334,17 +345,7 @@ def check_compose_tls_overlay(path: Path, overlay: Mapping[str, Any]) -> Iterato
 def validate_compose_tls(path: Path = COMPOSE_TLS_FILE, base: Path = COMPOSE_FILE) -> list[Problem]:
     """Problems of the HTTPS overlay: YAML, structure, and `docker compose config` of both files
     together if it runs."""
-    try:
-        overlay = load_yaml(path.read_text())
-    except yaml.YAMLError as exc:
-        return [Problem(path, f"not valid YAML: {exc}")]
-    if not isinstance(overlay, dict):
-        return [Problem(path, "not a compose file (no mapping at the top)")]
-    problems = list(check_compose_tls_overlay(path, overlay))
-    docker = shutil.which("docker")
-    if docker is not None:
-        problems += _docker_compose_config(docker, base, path)
-    return problems
+    return _compose_problems(path, check_compose_tls_overlay, base, path)
 
 
 def _docker_compose_config(docker: str, path: Path, *overlays: Path) -> list[Problem]:
